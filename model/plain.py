@@ -1,0 +1,86 @@
+"""Plain-torch twin of the P4 ResNet: the network the container runs (no e2cnn at inference time).
+
+Built from an `ArchitectureConfig`; weights come from `P4ResNet.export_state_dict()` so module names here mirror
+`model.p4resnet` one to one. Group pooling becomes a max over the 4 rotation channels of each regular field.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.architecture import GROUP_ORDER, ArchitectureConfig, block_specs, check_matches_geometry
+
+
+def crop(x: torch.Tensor, margin_px: int) -> torch.Tensor:
+    """Drop `margin_px` on every side: aligns a shortcut with the output of a valid convolution."""
+    if margin_px == 0:
+        return x
+    return x[..., margin_px:-margin_px, margin_px:-margin_px]
+
+
+def group_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """Max over the rotation channels of each regular field: (B, 4F, H, W) -> (B, F, H, W), rotation invariant."""
+    batch, channels, height, width = x.shape
+    return x.view(batch, channels // GROUP_ORDER, GROUP_ORDER, height, width).amax(dim=2)
+
+
+class PlainBottleneck(nn.Module):
+    """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-kxk (stride), BN-ReLU-1x1, plus a cropped shortcut."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel: int, stride: int):
+        super().__init__()
+        self.margin_px = (kernel - 1) // 2
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid_channels)
+        self.conv2 = nn.Conv2d(mid_channels, mid_channels, kernel, stride=stride, bias=False)
+        self.bn3 = nn.BatchNorm2d(mid_channels)
+        self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False)
+        projects = stride != 1 or in_channels != out_channels
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False) if projects else None
+        self.relu = nn.ReLU(inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        if self.shortcut is not None:
+            identity = self.shortcut(crop(pre, self.margin_px))
+        else:
+            identity = crop(x, self.margin_px)
+        y = self.conv1(pre)
+        y = self.conv2(self.relu(self.bn2(y)))
+        y = self.conv3(self.relu(self.bn3(y)))
+        return y + identity
+
+
+class PlainP4ResNet(nn.Module):
+    """Dense mitosis scorer: (B, 3, H, W) float in [0, 1] -> (B, 2, h, w) logits, one cell per 78 px window."""
+
+    def __init__(self, config: ArchitectureConfig):
+        super().__init__()
+        check_matches_geometry(config)
+        self.config = config
+        self.stem = nn.Conv2d(
+            3, config.stem_fields * GROUP_ORDER, config.stem_kernel, stride=config.stem_stride, bias=False
+        )
+        specs = block_specs(config)
+        self.blocks = nn.Sequential(
+            *(
+                PlainBottleneck(
+                    b.in_fields * GROUP_ORDER, b.mid_fields * GROUP_ORDER, b.out_fields * GROUP_ORDER, b.kernel, b.stride
+                )
+                for b in specs
+            )
+        )
+        in_fields = specs[-1].out_fields
+        self.head_bn = nn.BatchNorm2d(in_fields * GROUP_ORDER)
+        self.head_conv = nn.Conv2d(in_fields * GROUP_ORDER, in_fields * GROUP_ORDER, 1, bias=False)
+        self.head_fc1 = nn.Conv2d(in_fields, config.head_channels, 1)
+        self.head_fc2 = nn.Conv2d(config.head_channels, config.num_classes, 1)
+        self.relu = nn.ReLU(inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.blocks(self.stem(x))
+        y = self.head_conv(self.relu(self.head_bn(y)))
+        y = group_max_pool(y)
+        return self.head_fc2(self.relu(self.head_fc1(y)))
