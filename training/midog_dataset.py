@@ -1,0 +1,663 @@
+"""Reader for MIDOG-format datasets: MIDOG 2021 (`MIDOG.json`), MIDOG 2022 (`MIDOG2022_training.json`) and MIDOG++.
+
+A MIDOG dataset is one annotation JSON (`info, licenses, images, categories, annotations`) next to a folder of
+TIFF images (`001.tiff`, `002.tiff`, ...). Annotations are `[x1, y1, x2, y2]` boxes in absolute pixels, always
+50x50 and centred on the cell; category 1 is a mitotic figure, category 2 an imposter (a "not mitotic figure", which
+training uses as a hard negative).
+
+Why this module exists: the 354 labelled MIDOG 2022 images are ~40 GB decoded, so the reader lists records and reads
+pixel windows lazily from the TIFF tiles / strips (`read_window`); and a broken download (missing file, box outside
+the image, duplicated ids) must be reported in one go (`DatasetError` lists every problem) rather than one crash per
+training run. The reader also works on the annotation file alone (``images_dir=None``) for statistics.
+
+Domains (tumour type and scanner) come from the image's ``tumor_type`` key when present (MIDOG++), else from the
+published id ranges of MIDOG 2021 / 2022; they drive the stratified split in `training.split`.
+
+Example::
+
+    from training.midog_dataset import load_dataset, read_window
+    dataset = load_dataset("MIDOG2022_training.json", images_dir="images/")
+    window = read_window(dataset.images[0], x0_px=1000, y0_px=2000, width_px=256, height_px=256)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from model.spacing import DEFAULT_SPACING_MM, resolve_spacing_mm
+
+__all__ = [
+    "BOX_SIZE_PX",
+    "CATEGORY_NAMES",
+    "IMAGE_SUFFIXES",
+    "IMPOSTER",
+    "MITOTIC_FIGURE",
+    "Annotation",
+    "DatasetError",
+    "ImageRecord",
+    "MidogDataset",
+    "load_dataset",
+    "read_scanner_csv",
+    "read_spacing_mm",
+    "read_window",
+    "unlisted_images",
+]
+
+logger = logging.getLogger(__name__)
+
+MITOTIC_FIGURE: int = 1
+"""Category id of a mitotic figure (the positive class)."""
+IMPOSTER: int = 2
+"""Category id of a "not mitotic figure": a look-alike annotated as a hard negative."""
+CATEGORY_NAMES: dict[int, str] = {MITOTIC_FIGURE: "mitotic figure", IMPOSTER: "not mitotic figure"}
+BOX_SIZE_PX: int = 50
+"""Side of every MIDOG annotation box; the cell is at its centre."""
+IMAGE_SUFFIXES: tuple[str, ...] = (".tiff", ".tif")
+BORDER_TOLERANCE_PX: float = BOX_SIZE_PX / 2
+"""How far a box centre may lie outside its image and still be a real annotation: MIDOG++ has two cells cut by
+the image border whose centres are 2 and 5 px outside (annotation ids 15363, 15728). Farther means a wrong image."""
+
+# MIDOG 2021 and the breast part of MIDOG 2022 / MIDOG++: scanner by image id (inclusive ranges). 151-200 (Leica
+# GT450) carry no annotations in MIDOG.json / MIDOG++.json: verified against the files (test_midog_dataset.py).
+_BREAST_SCANNERS: tuple[tuple[int, int, str], ...] = (
+    (1, 50, "Hamamatsu XR"),
+    (51, 100, "Hamamatsu S360"),
+    (101, 150, "Aperio CS2"),
+    (151, 200, "Leica GT450"),
+)
+_HUMAN_BREAST = "human breast cancer"
+# MIDOG 2022 training set by id (inclusive): tumour type, scanner, labelled.
+_MIDOG2022_RANGES: tuple[tuple[int, int, str, str | None, bool], ...] = (
+    (1, 150, _HUMAN_BREAST, None, True),  # scanner from _BREAST_SCANNERS
+    (151, 194, "canine lung cancer", "3D Histech", True),
+    (195, 249, "canine lymphoma", "3D Histech", True),
+    (250, 299, "canine cutaneous mast cell tumor", "Aperio CS2", True),
+    (300, 354, "human neuroendocrine tumor", "Hamamatsu XR", True),
+    (355, 405, "human melanoma", "Hamamatsu XR", False),
+)
+# Scanner of each MIDOG++ tumour type other than breast (from MIDOG++'s datasets_xvalidation.csv). The soft tissue
+# sarcomas come from two labs with the same scanner model.
+_MIDOGPP_SCANNERS: dict[str, str] = {
+    "canine lung cancer": "3D Histech",
+    "canine lymphosarcoma": "3D Histech",
+    "canine lymphoma": "3D Histech",
+    "canine cutaneous mast cell tumor": "Aperio CS2",
+    "human neuroendocrine tumor": "Hamamatsu XR",
+    "canine soft tissue sarcoma": "3D Histech",
+    "human melanoma": "Hamamatsu XR",
+}
+FLAVOURS: tuple[str, ...] = ("auto", "midog2021", "midog2022", "midog++")
+
+
+class DatasetError(ValueError):
+    """A dataset has problems; ``problems`` lists every one of them (the message too, one per line)."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        listing = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{listing}")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotated cell: the centre of its 50x50 box in pixels (x = column, y = row) and its category."""
+
+    x_px: float
+    y_px: float
+    label: int
+    annotation_id: int
+    bbox_px: tuple[float, float, float, float]
+
+    @property
+    def is_mitotic_figure(self) -> bool:
+        return self.label == MITOTIC_FIGURE
+
+
+@dataclass
+class ImageRecord:
+    """One image of a dataset: metadata and annotations only; pixels are read on request with `read_window`.
+
+    ``path`` is None when the dataset was loaded without an image folder. ``domain`` joins tumour type and scanner
+    (e.g. "human breast cancer / Aperio CS2") and is what the train/validation split stratifies on. ``labeled`` is
+    False for the images that the challenge ships without annotations (MIDOG 2021 Leica, MIDOG 2022 melanoma).
+    """
+
+    file_name: str
+    image_id: int
+    width_px: int
+    height_px: int
+    tumor_type: str
+    scanner: str | None
+    labeled: bool
+    annotations: list[Annotation] = field(default_factory=list)
+    path: Path | None = None
+    _spacing_mm: tuple[float, float] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def domain(self) -> str:
+        return self.tumor_type if self.scanner is None else f"{self.tumor_type} / {self.scanner}"
+
+    @property
+    def width(self) -> int:
+        return self.width_px
+
+    @property
+    def height(self) -> int:
+        return self.height_px
+
+    def count(self, label: int) -> int:
+        """Number of annotations of one category."""
+        return sum(1 for annotation in self.annotations if annotation.label == label)
+
+    @property
+    def n_mitotic_figures(self) -> int:
+        return self.count(MITOTIC_FIGURE)
+
+    @property
+    def n_imposters(self) -> int:
+        return self.count(IMPOSTER)
+
+    def centres_px(self, label: int | None = None) -> np.ndarray:
+        """(N, 2) float array of (x, y) pixel centres, optionally of one category only."""
+        rows = [(a.x_px, a.y_px) for a in self.annotations if label is None or a.label == label]
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float]:
+        """(x, y) pixel spacing in mm from the TIFF resolution tags (cached; default 0.25 um/px with a warning)."""
+        if self._spacing_mm is None:
+            if self.path is None:
+                raise FileNotFoundError(f"{self.file_name}: no image folder given, spacing unknown")
+            self._spacing_mm = read_spacing_mm(self.path)
+        return self._spacing_mm
+
+
+@dataclass
+class MidogDataset:
+    """All records of one annotation file; ``flavour`` says which id-range conventions were applied."""
+
+    source: Path
+    flavour: str
+    images: list[ImageRecord]
+    info: dict
+    images_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        return iter(self.images)
+
+    def by_id(self, image_id: int) -> ImageRecord:
+        for record in self.images:
+            if record.image_id == image_id:
+                return record
+        raise KeyError(image_id)
+
+    @property
+    def labeled_images(self) -> list[ImageRecord]:
+        return [record for record in self.images if record.labeled]
+
+    def counts(self, key: str = "tumor_type") -> dict[str, tuple[int, int, int]]:
+        """Per ``key`` ("tumor_type" or "domain"): (images, mitotic figures, imposters), sorted by key."""
+        table: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+        for record in self.images:
+            row = table[getattr(record, key)]
+            row[0] += 1
+            row[1] += record.n_mitotic_figures
+            row[2] += record.n_imposters
+        return {name: (row[0], row[1], row[2]) for name, row in sorted(table.items())}
+
+    def totals(self) -> tuple[int, int]:
+        """(mitotic figures, imposters) over the whole dataset."""
+        return (sum(r.n_mitotic_figures for r in self.images), sum(r.n_imposters for r in self.images))
+
+
+def _detect_flavour(payload: dict) -> str:
+    """Which id-range conventions apply: MIDOG++ has ``tumor_type`` per image; 2021 and 2022 are told apart by the
+    ``info.description`` year, else by the highest image id (MIDOG 2021 has 200 images, MIDOG 2022 405)."""
+    images = payload.get("images") or []
+    if images and all(isinstance(image, dict) and "tumor_type" in image for image in images):
+        return "midog++"
+    description = str((payload.get("info") or {}).get("description", ""))
+    if "2021" in description:
+        return "midog2021"
+    if "2022" in description:
+        return "midog2022"
+    ids = [image.get("id") for image in images if isinstance(image, dict) and isinstance(image.get("id"), int)]
+    return "midog2022" if ids and max(ids) > 200 else "midog2021"
+
+
+def _breast_scanner(image_id: int) -> str | None:
+    for low, high, scanner in _BREAST_SCANNERS:
+        if low <= image_id <= high:
+            return scanner
+    return None
+
+
+def _domain_of(image: dict, flavour: str, scanners: dict[int, str]) -> tuple[str, str | None, bool]:
+    """(tumour type, scanner, labelled) of one image entry under the given conventions."""
+    image_id = int(image["id"])
+    scanner = scanners.get(image_id)
+    if "tumor_type" in image:
+        tumor_type = str(image["tumor_type"])
+        if flavour == "midog++":
+            if tumor_type == _HUMAN_BREAST:
+                scanner = scanner or _breast_scanner(image_id)
+                return tumor_type, scanner, not (151 <= image_id <= 200)
+            return tumor_type, scanner or _MIDOGPP_SCANNERS.get(tumor_type), True
+        return tumor_type, scanner, True
+    if flavour == "midog2021":
+        return _HUMAN_BREAST, scanner or _breast_scanner(image_id), not (151 <= image_id <= 200)
+    for low, high, tumor_type, range_scanner, labeled in _MIDOG2022_RANGES:
+        if low <= image_id <= high:
+            if range_scanner is None:
+                range_scanner = _breast_scanner(image_id)
+            return tumor_type, scanner or range_scanner, labeled
+    return "unknown", scanner, True
+
+
+def read_scanner_csv(path: str | Path) -> dict[int, str]:
+    """Scanner per image id from a MIDOG++ ``datasets_xvalidation.csv``-style file (``Slide;...;Scanner;...``).
+
+    The synthetic generator writes one too, so its scanner domains reach the split without extra JSON keys.
+    """
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
+    if rows and ("Slide" not in rows[0] or "Scanner" not in rows[0]):
+        raise DatasetError(str(path), ["scanner csv needs the columns 'Slide' and 'Scanner' (';'-separated)"])
+    # MIDOG++'s file spells one scanner "Hamammatsu XR"; normalise so domains match the id-range names.
+    return {int(row["Slide"]): row["Scanner"].replace("Hamammatsu", "Hamamatsu") for row in rows}
+
+
+def _find_image(images_dir: Path, file_name: str) -> Path | None:
+    path = images_dir / file_name
+    if path.is_file():
+        return path
+    stem = Path(file_name).stem
+    for suffix in IMAGE_SUFFIXES:
+        candidate = images_dir / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _outside_px(x_px: float, y_px: float, width_px: int, height_px: int) -> float:
+    """Distance in pixels by which a point lies outside the pixel-centre extent [0, size - 1]; 0 inside."""
+    return max(0.0, -x_px, x_px - (width_px - 1), -y_px, y_px - (height_px - 1))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def load_dataset(
+    annotations_path: str | Path,
+    images_dir: str | Path | None = None,
+    flavour: str = "auto",
+    scanner_csv: str | Path | None = None,
+    check_image_sizes: bool = False,
+) -> MidogDataset:
+    """Read and validate a MIDOG annotation file (and, when given, check it against an image folder).
+
+    Parameters
+    ----------
+    annotations_path : path of ``MIDOG2022_training.json`` / ``MIDOG.json`` / ``MIDOG++.json``.
+    images_dir : folder with the TIFFs; None reads annotations only (statistics, splits).
+    flavour : "auto", "midog2021", "midog2022" or "midog++": which id ranges give tumour type and scanner when an
+        image has no ``tumor_type`` key. "auto" decides from the file (see `_detect_flavour`).
+    scanner_csv : optional ``datasets_xvalidation.csv``-style file overriding the scanner per image id.
+    check_image_sizes : also open every TIFF header and compare its size with the JSON (cheap, no pixel data).
+
+    Returns
+    -------
+    MidogDataset with one `ImageRecord` per JSON image, sorted by image id.
+
+    Raises
+    ------
+    DatasetError listing every problem found: malformed entries, duplicate image / annotation ids, unknown category,
+    annotation of an unknown image, box not ``x2 > x1`` / ``y2 > y1``, box centre outside its image, missing image
+    file, image size different from the JSON. A centre up to `BORDER_TOLERANCE_PX` outside is kept with a warning.
+    """
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+    annotations_path = Path(annotations_path)
+    source = str(annotations_path)
+    try:
+        payload = json.loads(annotations_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(source, [f"cannot read annotation file: {error}"]) from error
+    problems: list[str] = []
+    if not isinstance(payload, dict):
+        raise DatasetError(source, ["top level is not a JSON object"])
+    for key in ("images", "annotations"):
+        if not isinstance(payload.get(key), list):
+            problems.append(f"top-level key '{key}' missing or not a list")
+    if problems:
+        raise DatasetError(source, problems)
+    for key in ("info", "licenses", "categories"):
+        if key not in payload:
+            logger.warning("%s: top-level key '%s' missing", source, key)
+    if flavour == "auto":
+        flavour = _detect_flavour(payload)
+    scanners = read_scanner_csv(scanner_csv) if scanner_csv is not None else {}
+    images_dir = Path(images_dir) if images_dir is not None else None
+    if images_dir is not None and not images_dir.is_dir():
+        raise DatasetError(source, [f"image folder {images_dir} does not exist"])
+
+    records: dict[int, ImageRecord] = {}
+    seen_file_names: dict[str, int] = {}
+    for position, image in enumerate(payload["images"]):
+        where = f"images[{position}]"
+        if not isinstance(image, dict):
+            problems.append(f"{where}: not an object")
+            continue
+        missing = [key for key in ("file_name", "id", "width", "height") if key not in image]
+        if missing:
+            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+            continue
+        image_id = image["id"]
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            problems.append(f"{where}: image id {image_id!r} is not an integer")
+            continue
+        where = f"image id {image_id} ({image['file_name']})"
+        width, height = image["width"], image["height"]
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            problems.append(f"{where}: width/height {width!r}x{height!r} are not positive integers")
+            continue
+        if image_id in records:
+            problems.append(f"duplicate image id {image_id} ({records[image_id].file_name} and {image['file_name']})")
+            continue
+        file_name = str(image["file_name"])
+        if file_name in seen_file_names:
+            problems.append(f"duplicate file name {file_name} (image ids {seen_file_names[file_name]} and {image_id})")
+        seen_file_names[file_name] = image_id
+        tumor_type, scanner, labeled = _domain_of(image, flavour, scanners)
+        path = None
+        if images_dir is not None:
+            path = _find_image(images_dir, file_name)
+            if path is None:
+                problems.append(f"{where}: image file missing in {images_dir}")
+            elif check_image_sizes:
+                try:
+                    with tifffile.TiffFile(path) as tiff:
+                        page_height, page_width = tiff.pages.first.shape[:2]
+                    if (page_width, page_height) != (width, height):
+                        problems.append(
+                            f"{where}: file is {page_width}x{page_height} px, JSON says {width}x{height} px"
+                        )
+                except (OSError, tifffile.TiffFileError) as error:
+                    problems.append(f"{where}: cannot open image: {error}")
+        records[image_id] = ImageRecord(
+            file_name=file_name,
+            image_id=image_id,
+            width_px=width,
+            height_px=height,
+            tumor_type=tumor_type,
+            scanner=scanner,
+            labeled=labeled,
+            path=path,
+        )
+
+    known_categories = set(CATEGORY_NAMES)
+    for category in payload.get("categories") or []:
+        if isinstance(category, dict) and category.get("id") in known_categories:
+            expected = CATEGORY_NAMES[category["id"]]
+            if category.get("name") != expected:
+                logger.warning("%s: category %s is named %r, expected %r", source, category["id"],
+                               category.get("name"), expected)
+
+    seen_annotation_ids: set[int] = set()
+    for position, annotation in enumerate(payload["annotations"]):
+        where = f"annotations[{position}]"
+        if not isinstance(annotation, dict):
+            problems.append(f"{where}: not an object")
+            continue
+        missing = [key for key in ("bbox", "category_id", "image_id", "id") if key not in annotation]
+        if missing:
+            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+            continue
+        annotation_id = annotation["id"]
+        where = f"annotation id {annotation_id} (image id {annotation['image_id']})"
+        bad = False
+        if annotation_id in seen_annotation_ids:
+            problems.append(f"duplicate annotation id {annotation_id}")
+            bad = True
+        seen_annotation_ids.add(annotation_id)
+        category = annotation["category_id"]
+        if category not in known_categories:
+            problems.append(f"{where}: unknown category_id {category!r} (expected 1 or 2)")
+            bad = True
+        bbox = annotation["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            problems.append(f"{where}: bbox {bbox!r} is not [x1, y1, x2, y2]")
+            continue
+        x1, y1, x2, y2 = (float(v) for v in bbox)
+        if not (x2 > x1 and y2 > y1):
+            problems.append(f"{where}: bbox {bbox} does not have x2 > x1 and y2 > y1")
+            bad = True
+        record = records.get(annotation["image_id"])
+        if record is None:
+            problems.append(f"{where}: refers to unknown image id {annotation['image_id']!r}")
+            continue
+        x_px, y_px = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        margin_px = _outside_px(x_px, y_px, record.width_px, record.height_px)
+        if margin_px > BORDER_TOLERANCE_PX:
+            problems.append(
+                f"{where}: centre ({x_px:g}, {y_px:g}) px outside the {record.width_px}x{record.height_px} px image"
+            )
+            bad = True
+        elif margin_px > 0:
+            logger.warning("%s: %s: centre (%g, %g) px lies %g px outside the image (a cell cut by the border); kept",
+                           source, where, x_px, y_px, margin_px)
+        if bad:
+            continue
+        record.annotations.append(Annotation(x_px, y_px, int(category), int(annotation_id), (x1, y1, x2, y2)))
+
+    if problems:
+        raise DatasetError(source, problems)
+    images = sorted(records.values(), key=lambda record: record.image_id)
+    for record in images:
+        if not record.labeled and record.annotations:
+            # A dataset that annotates an image we believe unlabelled: trust the file.
+            record.labeled = True
+    return MidogDataset(
+        source=annotations_path, flavour=flavour, images=images, info=payload.get("info") or {}, images_dir=images_dir
+    )
+
+
+def unlisted_images(dataset: MidogDataset) -> list[Path]:
+    """TIFFs in the image folder that the annotation file does not list (MIDOG 2022's unlabelled melanoma images
+    and the synthetic generator's ``--unlabeled`` images), sorted by the first integer in the name."""
+    if dataset.images_dir is None:
+        return []
+    listed = {record.path.name for record in dataset.images if record.path is not None}
+    found = [p for p in dataset.images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed]
+
+    def sort_key(path: Path) -> tuple[int, str]:
+        match = re.search(r"\d+", path.stem)
+        return (int(match.group()) if match else -1, path.name)
+
+    return sorted(found, key=sort_key)
+
+
+def read_spacing_mm(path: str | Path) -> tuple[float, float]:
+    """(x, y) pixel spacing in mm from a TIFF's XResolution / YResolution / ResolutionUnit tags.
+
+    Resolution is pixels per unit (40000 px/cm = 0.25 um/px). Without a unit (or without the tags) the spacing is
+    unknown: `model.spacing.resolve_spacing_mm` warns and returns the 0.25 um/px default.
+    """
+    mm_per_unit = {2: 25.4, 3: 10.0}  # RESUNIT.INCH, RESUNIT.CENTIMETER
+    with tifffile.TiffFile(path) as tiff:
+        tags = tiff.pages.first.tags
+        x_tag, y_tag, unit_tag = tags.get("XResolution"), tags.get("YResolution"), tags.get("ResolutionUnit")
+        unit = int(unit_tag.value) if unit_tag is not None else 2  # TIFF default unit is inch
+        if x_tag is None or y_tag is None or unit not in mm_per_unit:
+            return resolve_spacing_mm((1.0, 1.0), source=str(path))
+
+        def per_unit(value: tuple[int, int] | float) -> float:
+            if isinstance(value, tuple):
+                return value[0] / value[1] if value[1] else 0.0
+            return float(value)
+
+        x_per_unit, y_per_unit = per_unit(x_tag.value), per_unit(y_tag.value)
+    if x_per_unit <= 0 or y_per_unit <= 0:
+        return resolve_spacing_mm((1.0, 1.0), source=str(path))
+    return resolve_spacing_mm((mm_per_unit[unit] / x_per_unit, mm_per_unit[unit] / y_per_unit), source=str(path))
+
+
+def _segment_grid(page: tifffile.TiffPage) -> tuple[int, int]:
+    """(segment height, segment width) in pixels: a tile, or a strip of ``rowsperstrip`` full rows."""
+    if page.is_tiled:
+        return page.tilelength, page.tilewidth
+    return min(page.rowsperstrip, page.imagelength), page.imagewidth
+
+
+def _read_region(tiff: tifffile.TiffFile, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Pixels [y0:y1, x0:x1] (inside the image) of the first page, decoding only the tiles / strips that overlap."""
+    page = tiff.pages.first
+    if page.is_memmappable and page.planarconfig == 1 and page.is_contiguous:
+        # Uncompressed and contiguous: map the file itself and copy only the window.
+        shape = page.shaped[-3:] if page.samplesperpixel > 1 else page.shape
+        mapped = np.memmap(tiff.filehandle.path, dtype=page.dtype.newbyteorder(tiff.byteorder), mode="r",
+                           offset=page.dataoffsets[0], shape=shape)
+        return np.array(mapped[y0:y1, x0:x1])
+    if page.planarconfig != 1:
+        return np.asarray(page.asarray()[y0:y1, x0:x1])  # planar separate: rare, read whole page
+    segment_h, segment_w = _segment_grid(page)
+    per_row = -(-page.imagewidth // segment_w)
+    samples = page.samplesperpixel
+    out = np.zeros((y1 - y0, x1 - x0, samples), dtype=page.dtype)
+    handle = tiff.filehandle
+    for row in range(y0 // segment_h, (y1 - 1) // segment_h + 1):
+        for col in range(x0 // segment_w, (x1 - 1) // segment_w + 1):
+            index = row * per_row + col
+            handle.seek(page.dataoffsets[index])
+            data, _, _ = page.decode(handle.read(page.databytecounts[index]), index)
+            tile = data.reshape(data.shape[-3:]) if data is not None else None
+            top, left = row * segment_h, col * segment_w
+            ys, ye = max(y0, top), min(y1, top + segment_h)
+            xs, xe = max(x0, left), min(x1, left + segment_w)
+            if tile is not None:
+                out[ys - y0:ye - y0, xs - x0:xe - x0] = tile[ys - top:ye - top, xs - left:xe - left]
+    return out
+
+
+def _to_rgb_uint8(region: np.ndarray) -> np.ndarray:
+    if region.ndim == 2:
+        region = region[..., None]
+    if region.shape[-1] == 1:
+        region = np.repeat(region, 3, axis=-1)
+    region = region[..., :3]  # drop alpha
+    if region.dtype != np.uint8:
+        if np.issubdtype(region.dtype, np.integer) and np.iinfo(region.dtype).max == 65535:
+            region = (region // 257).astype(np.uint8)
+        else:
+            region = np.clip(region, 0, 255).astype(np.uint8)
+    return region
+
+
+def read_window(
+    record: ImageRecord | str | Path,
+    x0_px: int,
+    y0_px: int,
+    width_px: int,
+    height_px: int,
+    padding: str = "reflect",
+) -> np.ndarray:
+    """Read a ``height_px x width_px x 3`` uint8 RGB window whose top-left pixel is (x0_px, y0_px).
+
+    Only the TIFF tiles / strips that overlap the window are decoded (or the memory map is sliced for uncompressed
+    contiguous files), so whole-slide-sized images are never loaded. Parts of the window outside the image are
+    filled by ``padding``: "reflect" mirrors the image at its border without repeating the edge pixel
+    (``numpy.pad(mode="reflect")``, the same as the dense inference padding), "constant" fills white (255, empty
+    glass), so a patch centred near the border still has natural-looking context.
+    """
+    if padding not in ("reflect", "constant"):
+        raise ValueError(f"padding must be 'reflect' or 'constant', got {padding!r}")
+    if width_px <= 0 or height_px <= 0:
+        raise ValueError(f"window size must be positive, got width_px={width_px}, height_px={height_px}")
+    path = record.path if isinstance(record, ImageRecord) else Path(record)
+    if path is None:
+        raise FileNotFoundError(f"{record.file_name}: dataset loaded without images_dir")
+    x0_px, y0_px = int(x0_px), int(y0_px)
+    with tifffile.TiffFile(path) as tiff:
+        image_h, image_w = tiff.pages.first.shape[:2]
+        ys, ye = max(0, y0_px), min(image_h, y0_px + height_px)
+        xs, xe = max(0, x0_px), min(image_w, x0_px + width_px)
+        if ys >= ye or xs >= xe:
+            if padding == "constant":
+                return np.full((height_px, width_px, 3), 255, dtype=np.uint8)
+            # Entirely outside: reflect a 1-px-deep border read around the nearest edge point.
+            ys, ye = min(max(0, y0_px), image_h - 1), min(max(0, y0_px), image_h - 1) + 1
+            xs, xe = min(max(0, x0_px), image_w - 1), min(max(0, x0_px), image_w - 1) + 1
+        region = _to_rgb_uint8(_read_region(tiff, ys, ye, xs, xe))
+    pad = ((ys - y0_px, y0_px + height_px - ye), (xs - x0_px, x0_px + width_px - xe), (0, 0))
+    pad = tuple((max(0, before), max(0, after)) for before, after in pad)
+    if any(before or after for before, after in pad):
+        if padding == "constant":
+            region = np.pad(region, pad, mode="constant", constant_values=255)
+        else:
+            region = _reflect_pad(region, pad)
+    return region[:height_px, :width_px]
+
+
+def _reflect_pad(region: np.ndarray, pad: Sequence[tuple[int, int]]) -> np.ndarray:
+    """numpy reflect padding that also works when the pad exceeds the region (reflects repeatedly; a 1-px region
+    is repeated, because there is nothing to mirror)."""
+    if min(region.shape[0], region.shape[1]) == 1:
+        return np.pad(region, pad, mode="edge")
+    return np.pad(region, pad, mode="reflect")
+
+
+def _summary_lines(dataset: MidogDataset) -> Iterable[str]:
+    yield f"{dataset.source} ({dataset.flavour}): {len(dataset)} images"
+    for key in ("tumor_type", "domain"):
+        yield f"by {key}: images, mitotic figures, imposters"
+        for name, (n_images, n_mitoses, n_imposters) in dataset.counts(key).items():
+            yield f"  {name:<55} {n_images:4d} {n_mitoses:6d} {n_imposters:6d}"
+    n_mitoses, n_imposters = dataset.totals()
+    yield f"total: {n_mitoses} mitotic figures, {n_imposters} imposters"
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Validate a MIDOG-format dataset and print counts per tumour type and domain.", add_help=add_help
+    )
+    parser.add_argument("annotations", type=Path, help="annotation JSON (MIDOG2022_training.json, MIDOG++.json, ...)")
+    parser.add_argument("--images-dir", type=Path, default=None,
+                        help="folder with the TIFF images; default: none (annotations only, no file checks)")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="auto",
+                        help="id-range conventions for tumour type / scanner (default: auto)")
+    parser.add_argument("--scanner-csv", type=Path, default=None,
+                        help="datasets_xvalidation.csv-style file giving the scanner per image id (default: none)")
+    parser.add_argument("--check-sizes", action="store_true",
+                        help="open every TIFF header and compare its size with the JSON (default: off)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dataset = load_dataset(args.annotations, args.images_dir, args.flavour, args.scanner_csv, args.check_sizes)
+    for line in _summary_lines(dataset):
+        logger.info(line)
+    if dataset.images_dir is not None:
+        logger.info("%d image(s) in the folder are not in the annotation file (unlabelled)",
+                    len(unlisted_images(dataset)))
+    logger.info("spacing default when a TIFF has no resolution tags: %.5f mm", DEFAULT_SPACING_MM)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
