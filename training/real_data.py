@@ -1,0 +1,188 @@
+"""The real H&E data available offline (``data/real``, see its README) as lazily loaded record lists.
+
+Why: positives are plentiful there (5,696 real mitotic-figure crops from MIDOG 2021, MIDOG++ and TUPAC16), real
+negatives are scarce (two mitosis-free tiles with annotated look-alikes, 15 unlabeled MITOS 2012 fields). Training
+code needs all three as plain records with their origin (``dataset``, ``source``, ``slide``) so that validation can
+be stratified and "which dataset" confounds checked; pixels are decoded only when a record is read.
+
+Everything takes the data root as a parameter; the default is ``../shared/data/real`` relative to the repository.
+
+Example::
+
+    from training.real_data import load_patches, read_patch
+    patches = load_patches()
+    crop = read_patch(patches[0])  # 128 x 128 x 3 uint8, mitotic figure at the centre
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from model.spacing import DEFAULT_SPACING_MM
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "MITOS2012_SPACING_MM",
+    "PatchRecord",
+    "TileRecord",
+    "UnlabeledField",
+    "load_mitosis_free_tiles",
+    "load_patches",
+    "load_unlabeled_fields",
+    "read_image",
+    "read_patch",
+    "tissue_mask",
+]
+
+DEFAULT_ROOT: Path = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+"""``../shared/data/real`` relative to the repository root."""
+MITOS2012_SPACING_MM: float = 0.0002456
+"""MITOS 2012 high-power fields (Aperio XT): 0.2456 um/px."""
+_TILE_FOLDER = Path("tiles") / "cmc-no-mitosis"
+_UNLABELED_FOLDER = Path("unlabeled") / "mitos2012"
+_LOOKALIKE_CLASS = 1
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    """One crop centred on a mitotic figure. ``x_px`` / ``y_px`` locate it in its source slide when known."""
+
+    path: Path
+    label: int
+    source: str
+    dataset: str
+    slide: str | None
+    x_px: int | None
+    y_px: int | None
+    subclass: str
+    size_px: int
+
+    @property
+    def stratum(self) -> str:
+        """What validation should be stratified on: the originating dataset and the mitosis subclass."""
+        return f"{self.dataset}/{self.subclass}"
+
+    @property
+    def group(self) -> str:
+        """Crops of one slide belong together (keep them on one side of a split); unknown slide -> own group."""
+        return f"{self.dataset}/{self.slide}" if self.slide else f"{self.dataset}/{self.path.name}"
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """A mitosis-free JPEG tile (canine mammary carcinoma, tissue in its lower part) and its look-alike centres."""
+
+    path: Path
+    width_px: int
+    height_px: int
+    lookalikes_px: np.ndarray  # (N, 2) float (x, y) pixel centres of annotated look-alikes (hard negatives)
+    spacing_mm: float = DEFAULT_SPACING_MM
+
+
+@dataclass(frozen=True)
+class UnlabeledField:
+    """A MITOS 2012 high-power field: no labels, contains some unannotated mitotic figures."""
+
+    path: Path
+    width_px: int
+    height_px: int
+    spacing_mm: float = MITOS2012_SPACING_MM
+
+
+def _root(root: str | Path | None) -> Path:
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    if not root.is_dir():
+        raise FileNotFoundError(f"real data folder {root} not found (expected data/real of the shared data)")
+    return root
+
+
+def _optional_int(text: str) -> int | None:
+    return int(float(text)) if text.strip() else None
+
+
+def load_patches(root: str | Path | None = None, check_files: bool = True) -> list[PatchRecord]:
+    """Records of ``patches.csv`` (path,label,source,dataset,slide,x,y,subclass,size), in file order.
+
+    Raises FileNotFoundError listing every missing patch file when ``check_files`` (cheap: no decoding).
+    """
+    root = _root(root)
+    records = []
+    with open(root / "patches.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            records.append(PatchRecord(
+                path=root / row["path"],
+                label=int(row["label"]),
+                source=row["source"],
+                dataset=row["dataset"],
+                slide=row["slide"] or None,
+                x_px=_optional_int(row["x"]),
+                y_px=_optional_int(row["y"]),
+                subclass=row["subclass"],
+                size_px=int(row["size"]),
+            ))
+    if check_files:
+        missing = [str(record.path) for record in records if not record.path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} patch file(s) missing: " + ", ".join(missing[:20]))
+    return records
+
+
+def read_patch(record: PatchRecord) -> np.ndarray:
+    """The crop as ``size_px x size_px x 3`` uint8 RGB (lossless WebP: identical to the original pixels)."""
+    return read_image(record.path)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any of these images (WebP / JPEG) as H x W x 3 uint8 RGB."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # reads the header only
+        return image.size
+
+
+def load_mitosis_free_tiles(root: str | Path | None = None) -> list[TileRecord]:
+    """The mitosis-free tiles with their look-alikes: YOLO lines ``cls xc yc w h`` (normalised) -> pixel centres."""
+    root = _root(root)
+    records = []
+    for path in sorted((root / _TILE_FOLDER).glob("*.jpg")):
+        width_px, height_px = _image_size(path)
+        centres = []
+        label_path = path.with_suffix(".txt")
+        if label_path.is_file():
+            for line_number, line in enumerate(label_path.read_text().splitlines(), 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) != 5:
+                    raise ValueError(f"{label_path}:{line_number}: expected 'cls xc yc w h', got {line!r}")
+                if int(fields[0]) == _LOOKALIKE_CLASS:
+                    centres.append((float(fields[1]) * width_px, float(fields[2]) * height_px))
+        records.append(TileRecord(path, width_px, height_px, np.asarray(centres, np.float64).reshape(-1, 2)))
+    return records
+
+
+def load_unlabeled_fields(root: str | Path | None = None) -> list[UnlabeledField]:
+    """The MITOS 2012 high-power fields (2084 x 2084 px at 0.2456 um/px), sorted by name."""
+    root = _root(root)
+    return [UnlabeledField(path, *_image_size(path)) for path in sorted((root / _UNLABELED_FOLDER).glob("*.jpg"))]
+
+
+def tissue_mask(rgb: np.ndarray, max_brightness: float = 215.0, min_saturation: float = 0.07) -> np.ndarray:
+    """Boolean H x W mask of stained tissue: not bright glass and not grey (saturation = (max - min) / max).
+
+    Thresholds are for 8-bit H&E at 40x: glass is ~230-250 in every channel with almost no saturation.
+    """
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must have shape (H, W, 3), got {rgb.shape}")
+    brightest = rgb.max(axis=-1)
+    saturation = (brightest - rgb.min(axis=-1)) / np.maximum(brightest, 1.0)
+    return (rgb.mean(axis=-1) < max_brightness) & (saturation > min_saturation)
