@@ -59,6 +59,7 @@ __all__ = [
     "main",
     "render_image",
     "write_preview",
+    "write_tiff",
 ]
 
 logger = logging.getLogger(__name__)
@@ -446,7 +447,7 @@ def _domain_of(image_id: int, n_labeled: int) -> tuple[TumourType, Scanner]:
     return TUMOUR_TYPES[block], SCANNERS[(image_id - 1) % len(SCANNERS)]
 
 
-def _write_tiff(path: Path, pixels: np.ndarray) -> None:
+def write_tiff(path: Path, pixels: np.ndarray) -> None:
     """Tiled RGB TIFF with 0.25 um/px resolution tags and fixed metadata (no datetime / software: byte-identical)."""
     tifffile.imwrite(path, pixels, photometric="rgb", tile=(256, 256), compression="zlib",
                      compressionargs={"level": 1}, resolution=(PIXELS_PER_CM, PIXELS_PER_CM),
@@ -471,7 +472,7 @@ def generate_dataset(out_dir: str | Path, n_images: int, seed: int, width_px: in
         rng = np.random.default_rng([seed, image_id])
         image = render_image(rng, width_px, height_px, tumour_type, scanner, annotate=labeled)
         file_name = f"{image_id:03d}.tiff"
-        _write_tiff(out_dir / file_name, image.pixels)
+        write_tiff(out_dir / file_name, image.pixels)
         domain_rows.append(f"{image_id};{'train' if labeled else 'unlabeled'};{tumour_type.name};{scanner.name};"
                            "synthetic;Synthetic")
         if not labeled:

@@ -1,0 +1,265 @@
+"""Composite dataset: real mitotic-figure crops blended into real mitosis-free backgrounds, in the MIDOG layout.
+
+Why: real positives (5,696 crops) and real negatives (two mitosis-free tiles, 15 unlabeled fields) come from
+different sources, so a classifier trained on them directly can learn "which dataset" instead of "mitosis". Pasting
+the positives into the negatives' tissue puts both classes in one image with one background. The paste must leave
+no seam or halo, or the detector learns the seam: only a soft-masked central disk of each 128 px crop is used, its
+colour is matched to the local background in optical density (Reinhard-style mean / std matching of the ring around
+the cell, per OD channel), and it is blended with a feathered (raised-cosine) alpha in OD space, where stains add.
+
+Backgrounds: windows of the mitosis-free tiles' tissue (their annotated look-alikes inside the window become
+category-2 imposters) and of the unlabeled MITOS 2012 fields (pastes are kept away from dark candidates there, since
+those fields hold unannotated mitoses; the fields' 0.2456 um/px is written as-is, close to 0.25).
+
+Example::
+
+    python -m training.composite --out /tmp/composite --images 8 --seed 0 --preview docs/composite_examples.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from training.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
+from training.real_data import (
+    PatchRecord,
+    load_mitosis_free_tiles,
+    load_patches,
+    load_unlabeled_fields,
+    read_image,
+    read_patch,
+    tissue_mask,
+)
+from training.synthetic import ANNOTATION_FILE, write_tiff
+
+__all__ = ["BlendGeometry", "blend_patch", "generate_composite", "get_args_parser", "main", "write_examples"]
+
+logger = logging.getLogger(__name__)
+
+# Background origin written as MIDOG++-style tumor_type (so the split stratifies on it).
+_TUMOUR_TYPES = {"tile": "composite on canine mammary carcinoma tile", "field": "composite on MITOS 2012 field"}
+
+
+@dataclass(frozen=True)
+class BlendGeometry:
+    """Radii in pixels from the crop centre: fully pasted inside ``inner_px``, fully background beyond
+    ``outer_px``; colour statistics are taken on the ring ``ring_px`` (just outside the cell, inside the crop)."""
+
+    inner_px: float = 18.0
+    outer_px: float = 34.0
+    ring_px: tuple[float, float] = (26.0, 44.0)
+
+
+def _od(rgb: np.ndarray) -> np.ndarray:
+    """Optical density -log10(I / 255) per channel, float32; +1 avoids log(0)."""
+    return -np.log10((rgb.astype(np.float32) + 1.0) / 256.0)
+
+
+def _rgb(od: np.ndarray) -> np.ndarray:
+    return np.clip(256.0 * np.power(10.0, -od) - 1.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _radius(size_px: int) -> np.ndarray:
+    offsets = np.arange(size_px, dtype=np.float32) - size_px // 2
+    return np.hypot(offsets[:, None], offsets[None, :])
+
+
+def blend_patch(background: np.ndarray, patch: np.ndarray, x_px: int, y_px: int,
+                geometry: BlendGeometry = BlendGeometry()) -> np.ndarray:
+    """Return a copy of ``background`` (H x W x 3 uint8) with the crop's central disk pasted, centred at (x, y).
+
+    The crop's OD is shifted and scaled per channel so that its ring statistics equal those of the background's ring
+    at the target position, then alpha-blended with a raised-cosine ramp between ``inner_px`` and ``outer_px``.
+    The target must leave half a crop of margin to every border.
+    """
+    size = patch.shape[0]
+    half = size // 2
+    height, width = background.shape[:2]
+    if not (half <= x_px < width - half and half <= y_px < height - half):
+        raise ValueError(f"paste position ({x_px}, {y_px}) needs {half} px margin in a {width}x{height} image")
+    window = (slice(y_px - half, y_px - half + size), slice(x_px - half, x_px - half + size))
+    radius = _radius(size)
+    ring = (radius >= geometry.ring_px[0]) & (radius < geometry.ring_px[1])
+    od_patch, od_background = _od(patch), _od(background[window])
+    mean_patch, std_patch = od_patch[ring].mean(0), od_patch[ring].std(0) + 1e-3
+    mean_background, std_background = od_background[ring].mean(0), od_background[ring].std(0) + 1e-3
+    matched = (od_patch - mean_patch) / std_patch * std_background + mean_background
+    ramp = np.clip((geometry.outer_px - radius) / (geometry.outer_px - geometry.inner_px), 0.0, 1.0)
+    alpha = (0.5 - 0.5 * np.cos(np.pi * ramp))[..., None]
+    out = background.copy()
+    out[window] = _rgb(alpha * matched + (1.0 - alpha) * od_background)
+    return out
+
+
+def _dark_candidates(rgb: np.ndarray) -> np.ndarray:
+    """Boolean mask of dark hematoxylin blobs (possible unannotated mitoses), dilated by a box size."""
+    gray = rgb.astype(np.float32).mean(axis=-1)
+    dark = ndimage.uniform_filter(gray, 5) < np.percentile(gray, 0.5)
+    return ndimage.binary_dilation(dark, iterations=BOX_SIZE_PX)
+
+
+def _pick_positions(rng: np.random.Generator, allowed: np.ndarray, count: int, margin_px: int,
+                    min_distance_px: float) -> list[tuple[int, int]]:
+    """Up to ``count`` (x, y) positions where ``allowed``, ``margin_px`` from the border, spaced apart."""
+    height, width = allowed.shape
+    inner = np.zeros_like(allowed)
+    inner[margin_px:height - margin_px, margin_px:width - margin_px] = True
+    ys, xs = np.nonzero(allowed & inner)
+    positions: list[tuple[int, int]] = []
+    if len(xs) == 0:
+        return positions
+    for index in rng.permutation(len(xs))[: count * 50]:
+        x, y = int(xs[index]), int(ys[index])
+        if all((x - px) ** 2 + (y - py) ** 2 >= min_distance_px**2 for px, py in positions):
+            positions.append((x, y))
+        if len(positions) == count:
+            break
+    return positions
+
+
+def _background_window(rng: np.random.Generator, source: np.ndarray, size_px: int) -> tuple[int, int]:
+    """Top-left (x, y) of the window with the most tissue among a few random ones."""
+    height, width = source.shape[:2]
+    best, best_fraction = (0, 0), -1.0
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, width - size_px + 1)), int(rng.integers(0, height - size_px + 1))
+        fraction = float(tissue_mask(source[y0:y0 + size_px:8, x0:x0 + size_px:8]).mean())
+        if fraction > best_fraction:
+            best, best_fraction = (x0, y0), fraction
+    return best
+
+
+def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: int = 1024,
+                       mitoses_per_image: int = 6, root: str | Path | None = None,
+                       progress: bool = True) -> Path:
+    """Write ``n_images`` composite images (``size_px`` squared) and a MIDOG-style annotation JSON.
+
+    Backgrounds alternate between mitosis-free tile windows and unlabeled-field windows; crops are drawn from all
+    patch datasets. Returns the annotation file path.
+    """
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    patches = load_patches(root)
+    tiles, fields = load_mitosis_free_tiles(root), load_unlabeled_fields(root)
+    images, annotations = [], []
+    half_box = BOX_SIZE_PX // 2
+    cache: dict[Path, np.ndarray] = {}
+    for image_id in tqdm(range(1, n_images + 1), desc="composite images", disable=not progress):
+        kind, record = _source_for(image_id, tiles, fields)
+        if record.path not in cache:
+            cache.clear()  # one big decoded background at a time
+            cache[record.path] = read_image(record.path)
+        source = cache[record.path]
+        if kind == "tile" and len(record.lookalikes_px):
+            # Tile tissue is in the lower part: centre the window near a look-alike so imposters come along.
+            x, y = record.lookalikes_px[int(rng.integers(0, len(record.lookalikes_px)))]
+            x0 = int(np.clip(x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0,
+                             source.shape[1] - size_px))
+            y0 = int(np.clip(y - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0,
+                             source.shape[0] - size_px))
+        else:
+            x0, y0 = _background_window(rng, source, size_px)
+        canvas = source[y0:y0 + size_px, x0:x0 + size_px].copy()
+        allowed = tissue_mask(canvas)
+        allowed = ndimage.binary_erosion(allowed, iterations=20)
+        image_annotations: list[tuple[int, int, int]] = []
+        if kind == "tile":
+            for x, y in record.lookalikes_px:
+                if half_box <= x - x0 < size_px - half_box and half_box <= y - y0 < size_px - half_box:
+                    image_annotations.append((round(float(x) - x0), round(float(y) - y0), IMPOSTER))
+        else:
+            allowed &= ~_dark_candidates(canvas)
+        for x, y, _ in image_annotations:
+            allowed[max(0, y - 80):y + 80, max(0, x - 80):x + 80] = False
+        for x, y in _pick_positions(rng, allowed, mitoses_per_image, 64, 100.0):
+            patch: PatchRecord = patches[int(rng.integers(0, len(patches)))]
+            canvas = blend_patch(canvas, read_patch(patch), x, y)
+            image_annotations.append((x, y, MITOTIC_FIGURE))
+        file_name = f"{image_id:03d}.tiff"
+        write_tiff(out_dir / file_name, canvas)
+        images.append({"license": 1, "file_name": file_name, "id": image_id, "width": size_px, "height": size_px,
+                       "tumor_type": _TUMOUR_TYPES[kind]})
+        for x, y, label in image_annotations:
+            annotations.append({"bbox": [x - half_box, y - half_box, x + half_box, y + half_box],
+                                "category_id": label, "image_id": image_id, "id": len(annotations) + 1})
+    payload = {
+        "info": {"description": "Composite MIDOG 2022-format set: real mitotic-figure crops in real backgrounds "
+                                "(training.composite)", "version": "1.0", "year": 2022, "seed": seed},
+        "licenses": [{"id": 1, "name": "see data/real/README.md (sources and licences of the real data)",
+                      "url": ""}],
+        "images": images,
+        "categories": [{"id": k, "name": name} for k, name in CATEGORY_NAMES.items()],
+        "annotations": annotations,
+    }
+    path = out_dir / ANNOTATION_FILE
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
+def _source_for(image_id: int, tiles: list, fields: list) -> tuple[str, object]:
+    """Odd ids use a mitosis-free tile, even ids an unlabeled field (cycling through each list)."""
+    if image_id % 2 == 1 and tiles:
+        return "tile", tiles[(image_id // 2) % len(tiles)]
+    if fields:
+        return "field", fields[(image_id // 2 - 1) % len(fields)]
+    return "tile", tiles[(image_id // 2) % len(tiles)]
+
+
+def write_examples(out_png: str | Path, n_examples: int = 4, seed: int = 0, root: str | Path | None = None) -> None:
+    """Side-by-side crops: real crop as cut | background before | composite, one row per example (160 px each)."""
+    rng = np.random.default_rng(seed)
+    patches = load_patches(root)
+    backgrounds = [read_image(tile.path) for tile in load_mitosis_free_tiles(root)[:1]]
+    backgrounds += [read_image(field.path) for field in load_unlabeled_fields(root)[:1]]
+    rows = []
+    for k in range(n_examples):
+        source = backgrounds[k % len(backgrounds)]
+        x0, y0 = _background_window(rng, source, 256)
+        canvas = source[y0:y0 + 256, x0:x0 + 256]
+        allowed = ndimage.binary_erosion(tissue_mask(canvas), iterations=10)
+        x, y = (_pick_positions(rng, allowed, 1, 80, 0.0) or [(128, 128)])[0]
+        patch = read_patch(patches[int(rng.integers(0, len(patches)))])
+        blended = blend_patch(canvas, patch, x, y)
+        crop = (slice(y - 64, y + 64), slice(x - 64, x + 64))
+        rows.append(np.concatenate([patch, canvas[crop], blended[crop]], axis=1))
+    montage = np.concatenate(rows, axis=0)
+    Image.fromarray(montage).resize((montage.shape[1] * 5 // 4, montage.shape[0] * 5 // 4)).quantize(
+        256, dither=Image.Dither.NONE).save(out_png, optimize=True)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Real mitotic-figure crops blended into real mitosis-free "
+                                                 "backgrounds, written in the MIDOG 2022 layout.", add_help=add_help)
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--images", type=int, required=True, help="number of images (ids 001..N)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--size", type=int, default=1024, help="image side in pixels (default: 1024)")
+    parser.add_argument("--mitoses", type=int, default=6, help="pasted mitotic figures per image (default: 6)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="real data folder (default: ../shared/data/real relative to the repository)")
+    parser.add_argument("--preview", type=Path, default=None,
+                        help="also write side-by-side example crops to this PNG (default: none)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = generate_composite(args.out, args.images, args.seed, args.size, args.mitoses, args.data_root)
+    logger.info("wrote %s", path)
+    if args.preview is not None:
+        write_examples(args.preview, root=args.data_root)
+        logger.info("wrote %s", args.preview)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
