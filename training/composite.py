@@ -9,7 +9,8 @@ the cell, per OD channel), and it is blended with a feathered (raised-cosine) al
 
 Backgrounds: windows of the mitosis-free tiles' tissue (their annotated look-alikes inside the window become
 category-2 imposters) and of the unlabeled MITOS 2012 fields (pastes are kept away from dark candidates there, since
-those fields hold unannotated mitoses; the fields' 0.2456 um/px is written as-is, close to 0.25).
+those fields hold unannotated mitoses). Every image is tagged 0.25 um/px; the fields are really 0.2456 um/px (2%
+smaller), which is not resampled.
 
 Example::
 
