@@ -55,7 +55,7 @@ class ArchitectureConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ArchitectureConfig":
+    def from_dict(cls, data: dict) -> ArchitectureConfig:
         stages = tuple(
             StageConfig(int(s["fields"]), tuple(int(k) for k in s["kernels"]), bool(s["strided"]))
             for s in data["stages"]
@@ -117,7 +117,9 @@ def spatial_sizes(config: ArchitectureConfig, input_px: int) -> list[int]:
     sizes, size = [], input_px
     for kernel, stride in _layer_geometry(config):
         if (size - kernel) % stride or size < kernel:
-            raise ValueError(f"input of {input_px} px does not fit the stride grid at a {kernel}x{kernel}/{stride} layer")
+            raise ValueError(
+                f"input of {input_px} px does not fit the stride grid at a {kernel}x{kernel}/{stride} layer"
+            )
         size = (size - kernel) // stride + 1
         sizes.append(size)
     return sizes

@@ -90,7 +90,7 @@ class P4ResNet(nn.Module):
         self.eval()
         plain = PlainP4ResNet(self.config)
         plain.stem = self.stem.export()
-        for plain_block, block in zip(plain.blocks, self.blocks):
+        for plain_block, block in zip(plain.blocks, self.blocks, strict=True):
             for name in ("bn1", "conv1", "bn2", "conv2", "bn3", "conv3", "shortcut"):
                 module = getattr(block, name)
                 setattr(plain_block, name, None if module is None else module.export())

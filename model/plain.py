@@ -67,7 +67,11 @@ class PlainP4ResNet(nn.Module):
         self.blocks = nn.Sequential(
             *(
                 PlainBottleneck(
-                    b.in_fields * GROUP_ORDER, b.mid_fields * GROUP_ORDER, b.out_fields * GROUP_ORDER, b.kernel, b.stride
+                    b.in_fields * GROUP_ORDER,
+                    b.mid_fields * GROUP_ORDER,
+                    b.out_fields * GROUP_ORDER,
+                    b.kernel,
+                    b.stride,
                 )
                 for b in specs
             )

@@ -1,0 +1,132 @@
+"""The shipped model bundle: `bundle.json` + one safetensors file per policy model, checksums verified on load.
+
+safetensors holds tensors only, so loading never executes pickled code. `bundle.json` is the single record of what
+inference needs (architecture, threshold, radii) and of where the weights came from (provenance, validation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.architecture import ArchitectureConfig
+from model.matching import MATCH_RADIUS_UM
+from model.output import write_json_atomically
+from model.plain import PlainP4ResNet
+
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLE_FILE = "bundle.json"
+FORMAT_VERSION = 1
+
+
+class BundleError(RuntimeError):
+    """The bundle is missing, incomplete or its weights do not match their recorded checksums."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    policy: str
+    file: str
+    sha256: str
+
+
+@dataclass
+class Bundle:
+    architecture: ArchitectureConfig
+    models: list[ModelEntry]
+    threshold: float
+    agreement_radius_um: float = MATCH_RADIUS_UM
+    candidate_min_distance_um: float = 6.0
+    candidate_floor: float = 0.05
+    extra: dict = field(default_factory=dict)  # provenance, validation, hnm, enrichment: informative only
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture.to_dict(),
+            "threshold": self.threshold,
+            "agreement_radius_um": self.agreement_radius_um,
+            "candidate_min_distance_um": self.candidate_min_distance_um,
+            "candidate_floor": self.candidate_floor,
+            "models": [vars(entry) for entry in self.models],
+            **self.extra,
+        }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
+    """Parse `bundle.json` (no weights loaded yet)."""
+    path = Path(bundle_dir) / BUNDLE_FILE
+    if not path.is_file():
+        raise BundleError(f"no model bundle at {path}")
+    data = json.loads(path.read_text())
+    known = {
+        "format_version",
+        "architecture",
+        "threshold",
+        "agreement_radius_um",
+        "candidate_min_distance_um",
+        "candidate_floor",
+        "models",
+    }
+    try:
+        if data["format_version"] != FORMAT_VERSION:
+            raise BundleError(f"{path}: format_version {data['format_version']} is not {FORMAT_VERSION}")
+        return Bundle(
+            architecture=ArchitectureConfig.from_dict(data["architecture"]),
+            models=[ModelEntry(m["policy"], m["file"], m["sha256"]) for m in data["models"]],
+            threshold=float(data["threshold"]),
+            agreement_radius_um=float(data["agreement_radius_um"]),
+            candidate_min_distance_um=float(data["candidate_min_distance_um"]),
+            candidate_floor=float(data["candidate_floor"]),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+    except (KeyError, TypeError) as error:
+        raise BundleError(f"{path}: malformed bundle ({error!r})") from error
+
+
+def load_networks(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> list[PlainP4ResNet]:
+    """Plain-torch networks of the bundle in its model order, eval mode, after checking every sha256."""
+    networks = []
+    for entry in bundle.models:
+        path = Path(bundle_dir) / entry.file
+        if not path.is_file():
+            raise BundleError(f"weights file {path} listed in the bundle is missing")
+        actual = sha256_of(path)
+        if actual != entry.sha256:
+            raise BundleError(f"checksum mismatch for {path}: expected {entry.sha256}, found {actual}")
+        network = PlainP4ResNet(bundle.architecture)
+        network.load_state_dict(load_file(str(path)), strict=True)
+        networks.append(network.eval())
+    if len(networks) != 2:
+        raise BundleError(f"the agreement ensemble needs exactly 2 models, the bundle lists {len(networks)}")
+    return networks
+
+
+def write_bundle(bundle: Bundle, state_dicts: dict[str, dict[str, torch.Tensor]], bundle_dir: Path) -> Bundle:
+    """Write weights (one file per policy, `policy_<name>.safetensors`) and `bundle.json` with their checksums.
+
+    `bundle.models` is rebuilt from `state_dicts` (policy -> plain state dict) in its insertion order.
+    """
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for policy, state_dict in state_dicts.items():
+        file_name = f"policy_{policy.lower()}.safetensors"
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(bundle_dir / file_name))
+        entries.append(ModelEntry(policy, file_name, sha256_of(bundle_dir / file_name)))
+    bundle.models = entries
+    write_json_atomically(bundle.to_json(), bundle_dir / BUNDLE_FILE)
+    return bundle

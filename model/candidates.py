@@ -1,0 +1,89 @@
+"""From probability maps to scored points: local maxima per model, then two-model agreement.
+
+The paper's submission keeps a detection when both policy models detect it. Here every candidate is kept with an
+ensemble probability (so the challenge's AP sees the full ranking); only agreed candidates at or above the tuned
+threshold are named "mitotic figure" (the only ones the challenge's F1 counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.feature import peak_local_max
+
+from model.geometry import OUTPUT_STRIDE_PX, pixel_from_map_index
+from model.matching import greedy_match
+
+
+def ensemble_probability(probability_a: np.ndarray, probability_b: np.ndarray) -> np.ndarray:
+    """Agreement score of the two policy models: the lower of the two, so score >= t means both say >= t."""
+    return np.minimum(probability_a, probability_b)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Local maxima of one map: pixel positions (x, y), map indices (row, col) and probabilities."""
+
+    xy_px: np.ndarray  # (N, 2) float, continuous pixel coordinates of window centres
+    cells: np.ndarray  # (N, 2) int, (row, col) in the map
+    probability: np.ndarray  # (N,) float
+
+
+def local_maxima(probability: np.ndarray, min_distance_px: float, floor: float) -> Candidates:
+    """Peaks of a map at least `min_distance_px` apart (converted to cells) and at least `floor`.
+
+    Sorted by decreasing probability with a stable tie order (row-major), so output is deterministic.
+    """
+    min_distance_cells = max(1, int(round(min_distance_px / OUTPUT_STRIDE_PX)))
+    cells = peak_local_max(
+        probability, min_distance=min_distance_cells, threshold_abs=floor, exclude_border=False
+    ).astype(np.int64)
+    if len(cells):
+        order = np.lexsort((cells[:, 1], cells[:, 0], -probability[cells[:, 0], cells[:, 1]]))
+        cells = cells[order]
+    values = probability[cells[:, 0], cells[:, 1]] if len(cells) else np.zeros(0, dtype=np.float32)
+    xy_px = pixel_from_map_index(cells[:, ::-1]) if len(cells) else np.zeros((0, 2))
+    return Candidates(xy_px=xy_px, cells=cells, probability=values.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class EnsembleDetections:
+    xy_px: np.ndarray  # (N, 2)
+    probability: np.ndarray  # (N,) ensemble probability
+    agreed: np.ndarray  # (N,) bool: the other model has a candidate within the agreement radius
+
+
+def agree(
+    candidates_a: Candidates,
+    candidates_b: Candidates,
+    map_a: np.ndarray,
+    map_b: np.ndarray,
+    agreement_radius_px: float,
+) -> EnsembleDetections:
+    """Merge two models' candidates; an agreed pair becomes one point at the midpoint.
+
+    A candidate without a partner keeps its position and is scored with the other model's map at that cell, so its
+    ensemble probability still says how much both models believe in it.
+    """
+    pairs = greedy_match(candidates_a.xy_px, candidates_b.xy_px, agreement_radius_px)
+    matched_a = {a for a, _ in pairs}
+    matched_b = {b for _, b in pairs}
+    xy, probability, agreed = [], [], []
+    for a, b in pairs:
+        xy.append((candidates_a.xy_px[a] + candidates_b.xy_px[b]) / 2)
+        probability.append(ensemble_probability(candidates_a.probability[a], candidates_b.probability[b]))
+        agreed.append(True)
+    for own, other_map, matched in ((candidates_a, map_b, matched_a), (candidates_b, map_a, matched_b)):
+        for index in range(len(own.probability)):
+            if index in matched:
+                continue
+            row, col = own.cells[index]
+            xy.append(own.xy_px[index])
+            probability.append(ensemble_probability(own.probability[index], float(other_map[row, col])))
+            agreed.append(False)
+    if not xy:
+        return EnsembleDetections(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=bool))
+    xy_arr, probability_arr, agreed_arr = np.asarray(xy), np.asarray(probability, dtype=np.float64), np.asarray(agreed)
+    order = np.argsort(-probability_arr, kind="stable")
+    return EnsembleDetections(xy_arr[order], probability_arr[order], agreed_arr[order])

@@ -1,0 +1,152 @@
+"""grand-challenge entry point: mitotic figures in one H&E region of interest -> "Multiple points" JSON in mm.
+
+python process.py                                   # container: /input/images/histopathology-roi-cropout/ ->
+                                                    #            /output/mitotic-figures.json
+python process.py --input DIR --output out.json    # local run, no Docker
+python process.py --input DIR --output out.json --overlay out.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from evalutils import DetectionAlgorithm
+from evalutils.io import ImageLoader
+from evalutils.validators import UniqueImagesValidator, UniquePathIndicesValidator
+
+from model.bundle import DEFAULT_BUNDLE_DIR, BundleError
+from model.image_io import SUPPORTED_SUFFIXES, ImageHeader, InputImageError, read_header, read_rgb
+from model.inference import Detector
+from model.output import multiple_points, write_json_atomically
+from model.overlay import draw_overlay
+
+DEFAULT_INPUT_DIR = Path("/input/images/histopathology-roi-cropout/")
+DEFAULT_OUTPUT_FILE = Path("/output/mitotic-figures.json")
+logger = logging.getLogger("process")
+
+
+class HeaderLoader(ImageLoader):
+    """evalutils loader that validates from the header and hashes (path, size, mtime) instead of all pixels.
+
+    evalutils 0.4.2 reads and hashes every image twice (when listing cases and again per case); the pixels are
+    read once, in `process_case`, instead.
+    """
+
+    def __init__(self):
+        self.headers: dict[str, ImageHeader] = {}
+
+    def load(self, *, fname: Path):
+        header = self.load_image(fname)
+        self.headers[str(fname)] = header
+        return [{"hash": self.hash_image(header), "path": fname}]
+
+    @staticmethod
+    def load_image(fname: Path):
+        return read_header(fname)  # raises InputImageError: a bad image must stop the job, not be skipped
+
+    @staticmethod
+    def hash_image(image) -> int:
+        stat = image.path.stat()
+        return hash((str(image.path), stat.st_size, stat.st_mtime_ns))
+
+
+class MitosisDetection(DetectionAlgorithm):
+    def __init__(self, input_dir: Path, output_file: Path, detector: Detector, overlay: Path | None = None):
+        suffixes = "|".join(re.escape(s) for s in SUPPORTED_SUFFIXES)
+        loader = HeaderLoader()
+        self._headers = loader.headers
+        super().__init__(
+            input_path=Path(input_dir),
+            output_file=Path(output_file),
+            file_loaders={"input_image": loader},
+            file_filters={"input_image": re.compile(rf".*({suffixes})$", re.IGNORECASE)},
+            validators={"input_image": (UniqueImagesValidator(), UniquePathIndicesValidator())},
+        )
+        self.detector = detector
+        self.overlay = overlay
+
+    def process_case(self, *, idx, case):
+        image_rgb, header = read_rgb(Path(case["path"]), self._headers.get(str(case["path"])))
+        logger.info(
+            "%s: %dx%d px at %.4f um/px",
+            header.path.name,
+            header.width_px,
+            header.height_px,
+            header.spacing_mm[0] * 1000,
+        )
+        detections = self.detector.detect(image_rgb, header.spacing_mm, header.origin_mm, progress=True)
+        logger.info(
+            "%s: %d mitotic figures among %d candidates",
+            header.path.name,
+            int(detections.is_mitosis.sum()),
+            len(detections.probability),
+        )
+        if self.overlay is not None:
+            draw_overlay(
+                image_rgb,
+                detections.xy_px,
+                detections.is_mitosis,
+                detections.probability,
+                header.spacing_mm,
+                self.overlay,
+            )
+        return multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
+
+    def predict(self, *, input_image):  # required by the abstract base; process_case does the work
+        raise NotImplementedError
+
+    def save(self):
+        if len(self._case_results) != 1:
+            raise InputImageError(f"expected exactly one input image, found {len(self._case_results)}")
+        write_json_atomically(self._case_results[0], self._output_file)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--input",
+        type=Path,
+        default=DEFAULT_INPUT_DIR,
+        help=f"folder holding one .tif/.tiff/.mha image (default: {DEFAULT_INPUT_DIR})",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT_FILE, help=f"JSON file to write (default: {DEFAULT_OUTPUT_FILE})"
+    )
+    parser.add_argument("--overlay", type=Path, default=None, help="also draw the detections into this PNG")
+    parser.add_argument(
+        "--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="model bundle folder (default: shipped)"
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision (default: auto = fp16 on CUDA, bf16 on CPUs that support it)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    try:
+        if not args.input.is_dir():
+            raise InputImageError(f"input folder {args.input} does not exist")
+        if not any(p.suffix.lower() in SUPPORTED_SUFFIXES for p in args.input.rglob("*") if p.is_file()):
+            raise InputImageError(f"no .tif/.tiff/.mha image in {args.input}")
+        detector = Detector(args.bundle, device=args.device, precision=args.precision)
+        MitosisDetection(args.input, args.output, detector, args.overlay).process()
+    except (InputImageError, BundleError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared fixtures: small random-weight bundles for plumbing tests (the shipped weights are tested separately)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.architecture import ArchitectureConfig
+from model.bundle import Bundle, write_bundle
+from model.plain import PlainP4ResNet
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "real"
+
+
+def random_plain_state(seed: int) -> dict[str, torch.Tensor]:
+    """A plain network with random weights and non-trivial batch-norm statistics (test plumbing only)."""
+    torch.manual_seed(seed)
+    net = PlainP4ResNet(ArchitectureConfig())
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return net.state_dict()
+
+
+@pytest.fixture(scope="session")
+def random_bundle_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("bundle")
+    write_bundle(
+        Bundle(architecture=ArchitectureConfig(), models=[], threshold=0.5, candidate_floor=0.0),
+        {"A": random_plain_state(1), "B": random_plain_state(2)},
+        directory,
+    )
+    return directory

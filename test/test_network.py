@@ -1,0 +1,88 @@
+"""The P4 ResNet as specified: 70 layers, 78 px receptive field, rotation invariance, dense = per-window, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import geometry
+from model.architecture import (
+    ArchitectureConfig,
+    output_stride_px,
+    receptive_field_px,
+    spatial_sizes,
+    weighted_layer_count,
+)
+from model.plain import PlainP4ResNet
+
+p4resnet = pytest.importorskip("model.p4resnet")
+
+STRIDE = geometry.OUTPUT_STRIDE_PX
+RF = geometry.RECEPTIVE_FIELD_PX
+
+
+@pytest.fixture(scope="module")
+def trained_like_p4net():
+    """An e2cnn net with batch-norm statistics from a few train-mode passes, then in eval mode."""
+    torch.manual_seed(0)
+    net = p4resnet.P4ResNet(ArchitectureConfig())
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.rand(4, 3, RF + 2 * STRIDE, RF + 2 * STRIDE))
+    return net.eval()
+
+
+def test_geometry_of_default_architecture():
+    config = ArchitectureConfig()
+    assert receptive_field_px(config) == RF == 78
+    assert output_stride_px(config) == STRIDE
+    assert weighted_layer_count(config) == 70
+    assert spatial_sizes(config, RF)[-1] == 1
+    assert spatial_sizes(config, RF + 5 * STRIDE)[-1] == 6
+
+
+def test_off_grid_input_is_rejected():
+    with pytest.raises(ValueError, match="stride grid"):
+        spatial_sizes(ArchitectureConfig(), RF + 3)
+
+
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3])
+def test_rot90_equivariance(trained_like_p4net, quarter_turns):
+    image = torch.rand(1, 3, RF + 4 * STRIDE, RF + 4 * STRIDE)
+    with torch.no_grad():
+        reference = torch.softmax(trained_like_p4net(image), 1)
+        rotated = torch.softmax(trained_like_p4net(torch.rot90(image, quarter_turns, dims=(2, 3))), 1)
+    expected = torch.rot90(reference, quarter_turns, dims=(2, 3))
+    assert (rotated - expected).abs().max().item() < 1e-4
+
+
+def test_dense_map_equals_per_window_scoring(trained_like_p4net):
+    torch.manual_seed(1)
+    image = torch.rand(1, 3, RF + 6 * STRIDE, RF + 5 * STRIDE)
+    with torch.no_grad():
+        dense = trained_like_p4net(image)
+        assert dense.shape[-2:] == (7, 6)
+        for row, col in [(0, 0), (6, 5), (3, 2), (1, 4)]:
+            window = image[..., row * STRIDE : row * STRIDE + RF, col * STRIDE : col * STRIDE + RF]
+            single = trained_like_p4net(window)
+            assert single.shape[-2:] == (1, 1)
+            assert torch.allclose(single[..., 0, 0], dense[..., row, col], atol=1e-4)
+
+
+def test_export_matches_e2cnn(trained_like_p4net):
+    plain = PlainP4ResNet(ArchitectureConfig())
+    plain.load_state_dict(trained_like_p4net.export_state_dict(), strict=True)
+    plain.eval()
+    image = torch.rand(2, 3, RF + 3 * STRIDE, RF + 3 * STRIDE)
+    with torch.no_grad():
+        assert torch.allclose(plain(image), trained_like_p4net(image), atol=1e-4)
+
+
+def test_plain_net_does_not_need_e2cnn():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['e2cnn'] = None\nimport process, model.inference, model.score_patches\nprint('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

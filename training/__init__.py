@@ -1,0 +1,1 @@
+"""Everything that makes weights: data, augmentation, training loop, threshold tuning, evaluation."""

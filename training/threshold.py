@@ -1,0 +1,144 @@
+"""Choose the agreement ensemble's threshold from held-out real data, and assemble the model bundle.
+
+Without whole labelled images offline, the F1 a MIDOG image would get at threshold t is estimated from two held-out
+measurements under the challenge's own rules (greedy matching within 7.5 um, detections = agreed candidates):
+- recall(t): each held-out positive patch is run through the full detector; the mitosis counts as found when an agreed
+  detection with probability >= t lies within the matching radius of the patch centre;
+- false positives per mm2 of tissue at t: the full detector on held-out mitosis-free regions (right 20% of the two
+  canine tiles; the held-out MITOS 2012 fields, which hold a few unannotated mitoses, so this overestimates FPs).
+With the MIDOG 2022 density of mitotic figures (9,501 in 354 images of ~2.4 mm2), expected TP/FP/FN per mm2 give F1(t).
+
+    python -m training.threshold --run runs/cpu-small --bundle model/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from model.architecture import ArchitectureConfig  # noqa: E402
+from model.bundle import Bundle, read_bundle, write_bundle  # noqa: E402
+from model.inference import Detector  # noqa: E402
+from model.matching import MATCH_RADIUS_UM  # noqa: E402
+from model.output import write_json_atomically  # noqa: E402
+from model.spacing import DEFAULT_SPACING_MM, px_from_um  # noqa: E402
+from training.sampling import REAL_DATA_DIR, darkness, load_negative_images, load_positives  # noqa: E402
+
+logger = logging.getLogger("training.threshold")
+
+MIDOG22_MITOSES_PER_MM2 = 9501 / (354 * 7215 * 5412 * DEFAULT_SPACING_MM**2)
+MITOS2012_SPACING_MM = 0.0002456
+
+
+def expected_f1(recall: np.ndarray, fp_per_mm2: np.ndarray, mitoses_per_mm2: float = MIDOG22_MITOSES_PER_MM2):
+    true_positive = mitoses_per_mm2 * recall
+    false_negative = mitoses_per_mm2 - true_positive
+    return 2 * true_positive / np.maximum(2 * true_positive + fp_per_mm2 + false_negative, 1e-12)
+
+
+def positive_scores(detector: Detector, crops: np.ndarray) -> np.ndarray:
+    """Best agreed ensemble probability within the matching radius of each patch centre (0 when none)."""
+    radius_px = px_from_um(MATCH_RADIUS_UM, (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM))
+    centre = (crops.shape[1] - 1) / 2
+    scores = np.zeros(len(crops))
+    for index, crop in enumerate(tqdm(crops, desc="held-out positives", unit="patch")):
+        found = detector.detect(crop)
+        near = np.linalg.norm(found.xy_px - centre, axis=1) <= radius_px
+        agreed = near & found.agreed
+        scores[index] = found.probability[agreed].max() if agreed.any() else 0.0
+    return scores
+
+
+def negative_scores(detector: Detector, data_dir: Path) -> tuple[np.ndarray, float]:
+    """Agreed candidate probabilities on held-out mitosis-free regions, and their tissue area in mm2."""
+    probabilities, area_mm2 = [], 0.0
+    for image in load_negative_images(data_dir, validation=True):
+        rgb = image.rgb[:, image.x_range[0] : image.x_range[1]]
+        spacing_mm = MITOS2012_SPACING_MM if image.name.startswith("A") else DEFAULT_SPACING_MM
+        found = detector.detect(rgb, (spacing_mm, spacing_mm), progress=True)
+        tissue = darkness(rgb) > 40.0  # half resolution
+        area_mm2 += tissue.sum() * 4 * spacing_mm**2
+        probabilities.append(found.probability[found.agreed])
+    return np.concatenate(probabilities), area_mm2
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, required=True, help="training run folder with best_A/B.safetensors")
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument("--data", type=Path, default=REAL_DATA_DIR, help=f"real data (default: {REAL_DATA_DIR})")
+    parser.add_argument("--max-positives", type=int, default=0, help="limit held-out positives (default: 0 = all)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    state_dicts = {policy: load_file(str(args.run / f"best_{policy}.safetensors")) for policy in ("A", "B")}
+    provisional = Bundle(architecture=ArchitectureConfig(), models=[], threshold=0.5)
+    if (args.bundle / "bundle.json").exists():
+        provisional.extra = read_bundle(args.bundle).extra
+    write_bundle(provisional, state_dicts, args.bundle)
+    detector = Detector(args.bundle)
+
+    crops, table = load_positives(args.data)
+    held_out = crops[table["validation"].to_numpy()]
+    if args.max_positives:
+        held_out = held_out[: args.max_positives]
+    found_scores = positive_scores(detector, held_out)
+    fp_scores, area_mm2 = negative_scores(detector, args.data)
+
+    thresholds = np.round(np.arange(0.05, 1.0, 0.01), 2)
+    recall = np.array([(found_scores >= t).mean() for t in thresholds])
+    fp_per_mm2 = np.array([(fp_scores >= t).sum() / area_mm2 for t in thresholds])
+    f1 = expected_f1(recall, fp_per_mm2)
+    best = int(np.argmax(f1))
+    threshold = float(thresholds[best])
+    logger.info(
+        "threshold %.2f: recall %.3f, %.2f FP/mm2, expected F1 %.3f",
+        threshold,
+        recall[best],
+        fp_per_mm2[best],
+        f1[best],
+    )
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(thresholds, f1, label="expected F1")
+    axis.plot(thresholds, recall, label="recall (held-out patches)")
+    axis.plot(thresholds, fp_per_mm2 / max(MIDOG22_MITOSES_PER_MM2, 1e-9), label="FP per mitosis (held-out tissue)")
+    axis.axvline(threshold, color="grey", linestyle="--")
+    axis.set_xlabel("ensemble threshold")
+    axis.set_ylim(0, 1.5)
+    axis.legend()
+    axis.set_title(f"threshold {threshold:.2f}: expected F1 {f1[best]:.3f}")
+    figure.tight_layout()
+    figure.savefig(args.bundle / "threshold.png", dpi=100)
+
+    bundle = read_bundle(args.bundle)
+    bundle.threshold = threshold
+    bundle.extra["validation"] = {
+        "threshold_rule": "maximise expected F1 = f(recall on held-out positive patches, FP/mm2 on held-out "
+        "mitosis-free tissue, MIDOG 2022 mitosis density); see training/threshold.py",
+        "held_out_positives": int(len(held_out)),
+        "held_out_negative_tissue_mm2": round(area_mm2, 3),
+        "recall_at_threshold": round(float(recall[best]), 4),
+        "fp_per_mm2_at_threshold": round(float(fp_per_mm2[best]), 3),
+        "expected_f1_ensemble": round(float(f1[best]), 4),
+        "mitoses_per_mm2_assumed": round(MIDOG22_MITOSES_PER_MM2, 3),
+    }
+    write_json_atomically(bundle.to_json(), args.bundle / "bundle.json")
+    np.savez(args.run / "threshold_curves.npz", thresholds=thresholds, recall=recall, fp_per_mm2=fp_per_mm2, f1=f1)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
