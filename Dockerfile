@@ -2,20 +2,19 @@
 #
 # Base image: any image that already has Python >= 3.11, pip and torch. The default is the official PyTorch CUDA
 # runtime, so the GPU is used on grand-challenge; torch is deliberately not in requirements.txt and is never
-# reinstalled here (the build fails if installing the requirements would change it).
+# reinstalled here: pip runs with a constraint pinning the base image's torch, so a requirement that does not fit
+# that torch fails the build instead of silently pulling a multi-GB torch from PyPI.
 #
-# Build arguments:
+# Build argument:
 #   BASE_IMAGE     base image (default below).
-#   EXTRA_CA_CERT  path, relative to the build context, of a PEM file with extra CA certificate(s) (e.g. the one
-#                  of a TLS-intercepting corporate proxy). Added to pip's own CA bundle for the `pip install` of
-#                  this build only; not installed in the image's trust store nor used at run time. Default: none.
-#                  build.sh sets it from the host path in its EXTRA_CA_CERT environment variable.
+# Extra CA certificate(s) for pip, e.g. behind a TLS-intercepting corporate proxy: a PEM file named
+# .build-extra-ca.pem in the build context (build.sh puts it there from its EXTRA_CA_CERT environment variable and
+# removes it afterwards). When present it is appended to pip's own CA bundle for the `pip install` of this build
+# only; it is not added to the image's trust store nor used at run time. When absent nothing changes.
 #
 # Works with the classic builder (DOCKER_BUILDKIT=0) and with BuildKit.
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE_IMAGE}
-
-ARG EXTRA_CA_CERT=""
 
 LABEL nl.diagnijmegen.rse.algorithm.name=midog-p4-detector \
       nl.diagnijmegen.rse.algorithm.hardware.cpu.count=2 \
@@ -38,7 +37,9 @@ ENV PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/tmp/.cache/numba \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-COPY requirements.txt ${EXTRA_CA_CERT} /tmp/build/
+# The bracket makes the certificate optional: a wildcard that matches nothing copies nothing (an empty build
+# argument here would make the classic builder copy the whole context instead).
+COPY requirements.txt .build-extra-ca.pe[m] /tmp/build/
 
 RUN set -eu; \
     groupadd -r algorithm; \
@@ -48,12 +49,15 @@ RUN set -eu; \
     torch_pin=$(python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))") \
         || { echo "BASE_IMAGE must provide python with torch installed" >&2; exit 1; }; \
     echo "$torch_pin" > /tmp/build/constraints.txt; \
-    if [ -n "$EXTRA_CA_CERT" ]; then \
-        cat "$(python -c 'import pip._vendor.certifi as c; print(c.where())')" \
-            "/tmp/build/$(basename "$EXTRA_CA_CERT")" > /tmp/build/pip-ca.pem; \
+    if [ -f /tmp/build/.build-extra-ca.pem ]; then \
+        echo "pip trusts the extra CA certificate(s) of .build-extra-ca.pem for this build"; \
+        cat "$(python -c 'import pip._vendor.certifi as c; print(c.where())')" /tmp/build/.build-extra-ca.pem \
+            > /tmp/build/pip-ca.pem; \
         export PIP_CERT=/tmp/build/pip-ca.pem; \
     fi; \
-    python -m pip install --no-cache-dir --progress-bar off -c /tmp/build/constraints.txt -r /tmp/build/requirements.txt; \
+    python -m pip install --no-cache-dir --progress-bar off -c /tmp/build/constraints.txt -r /tmp/build/requirements.txt \
+        || { echo "pip install failed. If pip reported a conflict, requirements.txt does not fit the torch of" \
+                  "BASE_IMAGE ($torch_pin): choose a base image whose torch accepts them." >&2; exit 1; }; \
     python -c "import torch, importlib.metadata as m; assert 'torch==' + m.version('torch') == '$torch_pin', 'torch changed'"; \
     rm -rf /tmp/build /root/.cache
 

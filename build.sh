@@ -9,7 +9,7 @@
 #                      pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime)
 #   EXTRA_CA_CERT      host path of a PEM file with extra CA certificate(s) that pip must trust during the build
 #                      (TLS-intercepting proxies). It is staged in the build context as .build-extra-ca.pem for the
-#                      build and removed afterwards; used only by pip, never at run time.
+#                      build and removed afterwards; used only by pip in the build, never at run time.
 #   DOCKER_BUILD_ARGS  extra `docker build` arguments, split on whitespace (e.g. "--network host --no-cache")
 # Works with BuildKit and with the classic builder (DOCKER_BUILDKIT=0).
 set -euo pipefail
@@ -35,7 +35,6 @@ if [ -n "${EXTRA_CA_CERT:-}" ]; then
         cp "$EXTRA_CA_CERT" "$STAGED_CA"
         staged=1
     fi
-    args+=(--build-arg "EXTRA_CA_CERT=$STAGED_CA")
 fi
 
 # shellcheck disable=SC2206  # word splitting of DOCKER_BUILD_ARGS is intended

@@ -21,6 +21,8 @@ if [ -f "$PIDFILE" ]; then
     fi
     rm -f "$PIDFILE"
 fi
+# mounts the engine may leave behind (network namespace files, shm of containers)
+grep -o " $RUN_DIR/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
 if [ -f "$RUN_DIR/data-root-tmpfs" ]; then
     echo "[stop-docker] unmounting the tmpfs data root $DATA_ROOT"
     # the engine's own mounts below the data root go first
