@@ -61,10 +61,12 @@ RUN set -eu; \
     python -c "import torch, importlib.metadata as m; assert 'torch==' + m.version('torch') == '$torch_pin', 'torch changed'"; \
     rm -rf /tmp/build /root/.cache
 
-USER algorithm
 WORKDIR /opt/algorithm
-
 COPY process.py /opt/algorithm/
 COPY model/ /opt/algorithm/model/
+# Owned by root and read-only for the algorithm user. Files written with mkstemp (e.g. freshly exported weights) are
+# 0600 in a working tree: make everything readable (COPY --chmod would need BuildKit).
+RUN chmod -R a+rX /opt/algorithm
 
+USER algorithm
 ENTRYPOINT python -m process $0 $@

@@ -4,14 +4,14 @@
 # Leaves the daemon running; stop it with .ci/stop-docker.sh (which uses the pid file written here).
 #
 #   DOCKER_CI_DATA_ROOT    data root (default /var/lib/docker-ci, outside the repository)
-#   DOCKER_CI_TMPFS_SIZE   mount a tmpfs of this size on the data root (default 16g; "0" = plain disk).
+#   DOCKER_CI_TMPFS_SIZE   mount a tmpfs of this size on the data root (default 20g, a cap, not a reservation; "0" = plain disk).
 #                          vfs copies the whole image for every build step and container, and deleting those
 #                          copies on this machine's disk takes ~1 min per GB: in memory the build is 10x faster.
 #   DOCKER_CI_RUN_DIR      pid file, log and exec root (default /run/docker-ci)
 set -euo pipefail
 
 DATA_ROOT=${DOCKER_CI_DATA_ROOT:-/var/lib/docker-ci}
-TMPFS_SIZE=${DOCKER_CI_TMPFS_SIZE:-16g}
+TMPFS_SIZE=${DOCKER_CI_TMPFS_SIZE:-20g}
 RUN_DIR=${DOCKER_CI_RUN_DIR:-/run/docker-ci}
 PIDFILE=$RUN_DIR/dockerd.pid
 LOG=$RUN_DIR/dockerd.log
