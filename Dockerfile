@@ -12,7 +12,7 @@
 # removes it afterwards). When present it is appended to pip's own CA bundle for the `pip install` of this build
 # only; it is not added to the image's trust store nor used at run time. When absent nothing changes.
 #
-# Works with the classic builder (DOCKER_BUILDKIT=0) and with BuildKit.
+# Uses only syntax that both the classic builder (DOCKER_BUILDKIT=0, what CI runs) and BuildKit accept.
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
