@@ -26,6 +26,7 @@ from model.overlay import draw_overlay
 
 DEFAULT_INPUT_DIR = Path("/input/images/histopathology-roi-cropout/")
 DEFAULT_OUTPUT_FILE = Path("/output/mitotic-figures.json")
+SHELL_NAMES = {"sh", "bash", "dash"}
 logger = logging.getLogger("process")
 
 
@@ -134,6 +135,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv is None:
+        argv = sys.argv[1:]
+        # The grand-challenge convention `ENTRYPOINT python -m process $0 $@` passes the shell's own name as the first
+        # argument when the container is started without arguments (the normal case on the platform).
+        if argv and Path(argv[0]).name in SHELL_NAMES:
+            argv = argv[1:]
     args = get_args_parser().parse_args(argv)
     try:
         if not args.input.is_dir():

@@ -133,3 +133,23 @@ def test_command_line_exit_code(tmp_path, random_bundle_dir):
         text=True,
     )
     assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+def test_container_entrypoint_shell_name_is_ignored(tmp_path, random_bundle_dir, monkeypatch):
+    """`ENTRYPOINT python -m process $0 $@` without arguments runs `python -m process /bin/sh`."""
+    monkeypatch.setattr(sys, "argv", ["process.py", "/bin/sh"])
+    parser = process.get_args_parser
+    monkeypatch.setattr(
+        process,
+        "get_args_parser",
+        lambda: _with_defaults(parser(), tmp_path, random_bundle_dir),
+    )
+    (tmp_path / "in").mkdir()
+    write_tiff(tmp_path / "in" / "001.tiff", tissue_like())
+    assert process.main() == 0
+    validate_schema(json.loads((tmp_path / "out.json").read_text()))
+
+
+def _with_defaults(parser, tmp_path, bundle_dir):
+    parser.set_defaults(input=tmp_path / "in", output=tmp_path / "out.json", bundle=bundle_dir)
+    return parser
