@@ -148,3 +148,32 @@ def sample_negatives(
         col = int(np.clip(col, half, image.rgb.shape[1] - half))
         crops[index] = crop_around(image.rgb, int(row), int(col))
     return crops
+
+
+@dataclass(frozen=True)
+class HardNegatives:
+    """Centres of mined hard negatives (see `training.mine`): image name and pixel (row, col) per entry."""
+
+    image: np.ndarray
+    row_px: np.ndarray
+    col_px: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path) -> HardNegatives:
+        data = np.load(path)
+        return cls(data["image"], data["row_px"], data["col_px"])
+
+
+def sample_hard_negatives(
+    images: list[NegativeImage], hard: HardNegatives, count: int, generator: np.random.Generator
+) -> np.ndarray:
+    """(count, 128, 128, 3) crops centred on randomly drawn hard-negative centres."""
+    by_name = {image.name: image for image in images}
+    crops = np.empty((count, SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
+    half = SOURCE_PX // 2
+    for index, pick in enumerate(generator.integers(0, len(hard.image), size=count)):
+        image = by_name[str(hard.image[pick])]
+        row = int(np.clip(hard.row_px[pick], half, image.rgb.shape[0] - half))
+        col = int(np.clip(hard.col_px[pick], half, image.rgb.shape[1] - half))
+        crops[index] = crop_around(image.rgb, row, col)
+    return crops

@@ -84,6 +84,9 @@ def provenance(run_dir: Path) -> dict:
         checkpoint = torch.load(run_dir / f"checkpoint_{policy}.pt", map_location="cpu", weights_only=False)
         train_args = checkpoint["args"]
         flags = ("policy", "iterations", "eval_every", "threads", "seed", "lr", "batch_size", "precision")
+        flags += tuple(
+            f for f in ("init", "hard_negatives", "hard_fraction") if train_args.get(f) and train_args.get("init")
+        )
         models[policy] = {
             "command": "python -m training.train --out RUN "
             + " ".join(f"--{flag.replace('_', '-')} {train_args[flag]}" for flag in flags),

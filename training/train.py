@@ -29,7 +29,14 @@ from tqdm import tqdm
 from model.architecture import ArchitectureConfig
 from model.p4resnet import P4ResNet
 from training.augment import POLICIES, augment_batch, centre_windows
-from training.sampling import REAL_DATA_DIR, load_negative_images, load_positives, sample_negatives
+from training.sampling import (
+    REAL_DATA_DIR,
+    HardNegatives,
+    load_negative_images,
+    load_positives,
+    sample_hard_negatives,
+    sample_negatives,
+)
 
 logger = logging.getLogger("training.train")
 
@@ -52,6 +59,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--val-negatives", type=int, default=3000, help="validation negatives (default: 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
+    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (default: none)")
+    parser.add_argument(
+        "--hard-negatives", type=Path, default=None, help="npz of mined hard negatives (training.mine; default: none)"
+    )
+    parser.add_argument(
+        "--hard-fraction",
+        type=float,
+        default=0.25,
+        help="share of each batch's negatives drawn from them (default: 0.25)",
+    )
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="CPU autocast (default: bf16)")
     return parser
 
@@ -109,6 +126,11 @@ def main(args: argparse.Namespace) -> None:
     )
 
     net = P4ResNet(ArchitectureConfig())
+    if args.init is not None:
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        logger.info("initialised from %s", args.init)
+    hard = HardNegatives.load(args.hard_negatives) if args.hard_negatives else None
+    hard_count = int(round((args.batch_size - args.batch_size // 2) * args.hard_fraction)) if hard else 0
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     checkpoint_path = args.out / f"checkpoint_{args.policy}.pt"
     metrics_path = args.out / f"metrics_{args.policy}.csv"
@@ -132,7 +154,10 @@ def main(args: argparse.Namespace) -> None:
         for group in optimizer.param_groups:
             group["lr"] = cyclic_lr(iteration, args.lr, cycle)
         positives = train_positives[rng.integers(0, len(train_positives), size=half)]
-        negatives = sample_negatives(train_negative_images, args.batch_size - half, rng)
+        negatives = sample_negatives(train_negative_images, args.batch_size - half - hard_count, rng)
+        if hard_count:
+            hard_crops = sample_hard_negatives(train_negative_images, hard, hard_count, rng)
+            negatives = np.concatenate([negatives, hard_crops])
         batch = augment_batch(torch.from_numpy(np.concatenate([positives, negatives])), policy, generator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = net(batch).float().flatten(1)
