@@ -17,6 +17,7 @@ from pathlib import Path
 from evalutils import DetectionAlgorithm
 from evalutils.io import ImageLoader
 from evalutils.validators import UniqueImagesValidator, UniquePathIndicesValidator
+from tqdm import tqdm
 
 from model.bundle import DEFAULT_BUNDLE_DIR, BundleError
 from model.image_io import SUPPORTED_SUFFIXES, ImageHeader, InputImageError, read_header, read_rgb
@@ -55,6 +56,38 @@ class HeaderLoader(ImageLoader):
         return hash((str(image.path), stat.st_size, stat.st_mtime_ns))
 
 
+def detect_file(detector: Detector, path: Path, header: ImageHeader | None = None, overlay: Path | None = None) -> dict:
+    """One image file -> the platform's "Multiple points" document (and optionally an overlay PNG)."""
+    image_rgb, header = read_rgb(path, header)
+    logger.info("%s: %dx%d px at %.4f um/px", path.name, header.width_px, header.height_px, header.spacing_mm[0] * 1000)
+    detections = detector.detect(image_rgb, header.spacing_mm, header.origin_mm, progress=True)
+    logger.info(
+        "%s: %d mitotic figures among %d candidates",
+        path.name,
+        int(detections.is_mitosis.sum()),
+        len(detections.probability),
+    )
+    if overlay is not None:
+        draw_overlay(
+            image_rgb, detections.xy_px, detections.is_mitosis, detections.probability, header.spacing_mm, overlay
+        )
+    return multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
+
+
+def run_batch(detector: Detector, input_dir: Path, output_dir: Path) -> int:
+    """Every image of a folder -> `output_dir/<stem>.json`; models loaded once. Bad images are reported, not fatal."""
+    paths = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    failures = 0
+    for path in tqdm(paths, desc="images", unit="image"):
+        try:
+            write_json_atomically(detect_file(detector, path), output_dir / f"{path.stem}.json")
+        except InputImageError as error:
+            failures += 1
+            print(f"error: {error}", file=sys.stderr)
+    logger.info("%d of %d images written to %s", len(paths) - failures, len(paths), output_dir)
+    return 1 if failures else 0
+
+
 class MitosisDetection(DetectionAlgorithm):
     def __init__(self, input_dir: Path, output_file: Path, detector: Detector, overlay: Path | None = None):
         suffixes = "|".join(re.escape(s) for s in SUPPORTED_SUFFIXES)
@@ -71,31 +104,8 @@ class MitosisDetection(DetectionAlgorithm):
         self.overlay = overlay
 
     def process_case(self, *, idx, case):
-        image_rgb, header = read_rgb(Path(case["path"]), self._headers.get(str(case["path"])))
-        logger.info(
-            "%s: %dx%d px at %.4f um/px",
-            header.path.name,
-            header.width_px,
-            header.height_px,
-            header.spacing_mm[0] * 1000,
-        )
-        detections = self.detector.detect(image_rgb, header.spacing_mm, header.origin_mm, progress=True)
-        logger.info(
-            "%s: %d mitotic figures among %d candidates",
-            header.path.name,
-            int(detections.is_mitosis.sum()),
-            len(detections.probability),
-        )
-        if self.overlay is not None:
-            draw_overlay(
-                image_rgb,
-                detections.xy_px,
-                detections.is_mitosis,
-                detections.probability,
-                header.spacing_mm,
-                self.overlay,
-            )
-        return multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
+        path = Path(case["path"])
+        return detect_file(self.detector, path, self._headers.get(str(path)), self.overlay)
 
     def predict(self, *, input_image):  # required by the abstract base; process_case does the work
         raise NotImplementedError
@@ -118,6 +128,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT_FILE, help=f"JSON file to write (default: {DEFAULT_OUTPUT_FILE})"
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="batch mode: every image of --input -> OUTPUT_DIR/<stem>.json (instead of --output)",
     )
     parser.add_argument("--overlay", type=Path, default=None, help="also draw the detections into this PNG")
     parser.add_argument(
@@ -148,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if not any(p.suffix.lower() in SUPPORTED_SUFFIXES for p in args.input.rglob("*") if p.is_file()):
             raise InputImageError(f"no .tif/.tiff/.mha image in {args.input}")
         detector = Detector(args.bundle, device=args.device, precision=args.precision)
+        if args.output_dir is not None:
+            return run_batch(detector, args.input, args.output_dir)
         MitosisDetection(args.input, args.output, detector, args.overlay).process()
     except (InputImageError, BundleError) as error:
         print(f"error: {error}", file=sys.stderr)

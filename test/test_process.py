@@ -153,3 +153,18 @@ def test_container_entrypoint_shell_name_is_ignored(tmp_path, random_bundle_dir,
 def _with_defaults(parser, tmp_path, bundle_dir):
     parser.set_defaults(input=tmp_path / "in", output=tmp_path / "out.json", bundle=bundle_dir)
     return parser
+
+
+def test_batch_mode_writes_one_file_per_image_and_reports_bad_ones(tmp_path, random_bundle_dir, capsys):
+    (tmp_path / "in").mkdir()
+    write_tiff(tmp_path / "in" / "001.tiff", tissue_like(seed=1))
+    write_tiff(tmp_path / "in" / "002.tiff", tissue_like(seed=2))
+    (tmp_path / "in" / "003.tiff").write_bytes(b"broken")
+    out_dir = tmp_path / "out"
+    code = process.main(
+        ["--input", str(tmp_path / "in"), "--output-dir", str(out_dir), "--bundle", str(random_bundle_dir)]
+    )
+    assert code == 1 and "003.tiff" in capsys.readouterr().err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["001.json", "002.json"]
+    for path in out_dir.iterdir():
+        validate_schema(json.loads(path.read_text()))
