@@ -63,17 +63,19 @@ def positive_scores(detector: Detector, crops: np.ndarray) -> np.ndarray:
     return scores
 
 
-def negative_scores(detector: Detector, data_dir: Path) -> tuple[np.ndarray, float]:
-    """Agreed candidate probabilities on held-out mitosis-free regions, and their tissue area in mm2."""
-    probabilities, area_mm2 = [], 0.0
+def negative_scores(detector: Detector, data_dir: Path) -> dict[str, tuple[np.ndarray, float]]:
+    """Per negative source ("tiles", "fields"): agreed candidate probabilities and tissue area in mm2."""
+    by_source: dict[str, tuple[list, float]] = {"tiles": ([], 0.0), "fields": ([], 0.0)}
     for image in load_negative_images(data_dir, validation=True):
         rgb = image.rgb[:, image.x_range[0] : image.x_range[1]]
-        spacing_mm = MITOS2012_SPACING_MM if image.name.startswith("A") else DEFAULT_SPACING_MM
+        is_field = image.name.startswith("A")
+        spacing_mm = MITOS2012_SPACING_MM if is_field else DEFAULT_SPACING_MM
         found = detector.detect(rgb, (spacing_mm, spacing_mm), progress=True)
         tissue = darkness(rgb) > 40.0  # half resolution
-        area_mm2 += tissue.sum() * 4 * spacing_mm**2
+        probabilities, area_mm2 = by_source["fields" if is_field else "tiles"]
         probabilities.append(found.probability[found.agreed])
-    return np.concatenate(probabilities), area_mm2
+        by_source["fields" if is_field else "tiles"] = (probabilities, area_mm2 + tissue.sum() * 4 * spacing_mm**2)
+    return {name: (np.concatenate(p) if p else np.zeros(0), area) for name, (p, area) in by_source.items()}
 
 
 def provenance(run_dir: Path) -> dict:
@@ -129,7 +131,9 @@ def main(args: argparse.Namespace) -> None:
     if args.max_positives:
         held_out = held_out[: args.max_positives]
     found_scores = positive_scores(detector, held_out)
-    fp_scores, area_mm2 = negative_scores(detector, args.data)
+    per_source = negative_scores(detector, args.data)
+    fp_scores = np.concatenate([scores for scores, _ in per_source.values()])
+    area_mm2 = sum(area for _, area in per_source.values())
 
     # fine steps near 1: dense maps of a sharp classifier put most negatives' peaks above 0.9
     thresholds = np.unique(np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), 1 - np.logspace(-1.3, -4, 28)]), 5))
@@ -169,6 +173,12 @@ def main(args: argparse.Namespace) -> None:
         "held_out_negative_tissue_mm2": round(area_mm2, 3),
         "recall_at_threshold": round(float(recall[best]), 4),
         "fp_per_mm2_at_threshold": round(float(fp_per_mm2[best]), 3),
+        "fp_per_mm2_by_source_at_threshold": {
+            name: round(float((scores >= threshold).sum() / area), 3) for name, (scores, area) in per_source.items()
+        },
+        "fp_per_mm2_by_source_at_0.5": {
+            name: round(float((scores >= 0.5).sum() / area), 3) for name, (scores, area) in per_source.items()
+        },
         "expected_f1_ensemble": round(float(f1[best]), 4),
         "mitoses_per_mm2_assumed": round(MIDOG22_MITOSES_PER_MM2, 3),
     }
