@@ -318,3 +318,67 @@ def test_bad_ground_truth_exits_1(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err
     assert ev.main(["--predictions", str(predictions), "--ground-truth", str(tmp_path / "absent.json")]) == 1
     assert "not readable" in capsys.readouterr().err
+
+
+pycocotools_cocoeval = pytest.importorskip("pycocotools.cocoeval")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ap_equals_pycocotools_cocoeval(seed):
+    """The official COCO evaluation (what torchmetrics' MeanAveragePrecision runs) on the challenge's boxes."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    rng = np.random.default_rng(1000 + seed)
+    half_mm = 0.01125
+    gts, preds, scores = [], [], []
+    for _ in range(int(rng.integers(1, 5))):
+        targets = rng.uniform(0, 0.3, size=(int(rng.integers(0, 8)), 2))
+        near = targets[: int(rng.integers(0, len(targets) + 1))]
+        near = near + rng.normal(0, 0.004, size=near.shape)
+        predictions = np.concatenate([near, rng.uniform(0, 0.3, size=(int(rng.integers(0, 8)), 2))])
+        gts.append(targets)
+        preds.append(predictions)
+        scores.append(rng.uniform(0, 1, size=len(predictions)).round(2))  # rounding makes score ties
+    expected_gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "mitotic figure"}]}
+    detections = []
+    for image_id, (targets, predictions, image_scores) in enumerate(zip(gts, preds, scores, strict=True), start=1):
+        expected_gt["images"].append({"id": image_id})
+        for x, y in targets:
+            side = 2 * half_mm
+            expected_gt["annotations"].append(
+                {
+                    "id": len(expected_gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [x - half_mm, y - half_mm, side, side],
+                    "area": side * side,
+                }
+            )
+        for (x, y), score in zip(predictions, image_scores, strict=True):
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "score": float(score),
+                    "bbox": [x - half_mm, y - half_mm, 2 * half_mm, 2 * half_mm],
+                }
+            )
+    if not expected_gt["annotations"] or not detections:
+        pytest.skip("degenerate random case")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = expected_gt
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(detections)
+        evaluation = pycocotools_cocoeval.COCOeval(coco_gt, coco_dt, "bbox")
+        evaluation.params.iouThrs = np.array([0.5])
+        evaluation.params.maxDets = [1, 10, 1_000_000]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    precision = evaluation.eval["precision"][0, :, 0, 0, -1]
+    expected = float(np.mean(precision[precision > -1]))
+    assert ev.average_precision(gts, preds, scores).ap == pytest.approx(expected, abs=1e-4)
