@@ -303,6 +303,18 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
+def _has_keys(item: object, where: str, keys: tuple[str, ...], problems: list[str]) -> bool:
+    """Record why a JSON entry is unusable (not an object, missing keys); True when it can be read further."""
+    if not isinstance(item, dict):
+        problems.append(f"{where}: not an object")
+        return False
+    missing = [key for key in keys if key not in item]
+    if missing:
+        problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+        return False
+    return True
+
+
 def load_dataset(
     annotations_path: str | Path,
     images_dir: str | Path | None = None,
@@ -361,12 +373,7 @@ def load_dataset(
     seen_file_names: dict[str, int] = {}
     for position, image in enumerate(payload["images"]):
         where = f"images[{position}]"
-        if not isinstance(image, dict):
-            problems.append(f"{where}: not an object")
-            continue
-        missing = [key for key in ("file_name", "id", "width", "height") if key not in image]
-        if missing:
-            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+        if not _has_keys(image, where, ("file_name", "id", "width", "height"), problems):
             continue
         image_id = image["id"]
         if not isinstance(image_id, int) or isinstance(image_id, bool):
@@ -421,13 +428,7 @@ def load_dataset(
 
     seen_annotation_ids: set[int] = set()
     for position, annotation in enumerate(payload["annotations"]):
-        where = f"annotations[{position}]"
-        if not isinstance(annotation, dict):
-            problems.append(f"{where}: not an object")
-            continue
-        missing = [key for key in ("bbox", "category_id", "image_id", "id") if key not in annotation]
-        if missing:
-            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+        if not _has_keys(annotation, f"annotations[{position}]", ("bbox", "category_id", "image_id", "id"), problems):
             continue
         annotation_id = annotation["id"]
         where = f"annotation id {annotation_id} (image id {annotation['image_id']})"
