@@ -9,7 +9,6 @@ No rotations: the P4 network is invariant to 90-degree rotations by construction
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -148,6 +147,3 @@ def centre_windows(crops_uint8: torch.Tensor) -> torch.Tensor:
     start = (source_px - RECEPTIVE_FIELD_PX) // 2
     window = crops_uint8[:, start : start + RECEPTIVE_FIELD_PX, start : start + RECEPTIVE_FIELD_PX]
     return window.permute(0, 3, 1, 2).float() / 255.0
-
-
-__all__ = ["POLICIES", "Policy", "augment_batch", "centre_windows", "rotate_hue", "math"]

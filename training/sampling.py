@@ -24,6 +24,9 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 from tqdm import tqdm
 
+from model.spacing import DEFAULT_SPACING_MM
+from training.real_data import MITOS2012_SPACING_MM
+
 SOURCE_PX = 128  # source crop side: room for +/-12 px shift and -10% zoom around a 78 px window
 REAL_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -54,6 +57,8 @@ class NegativeImage:
     tissue_centres: np.ndarray  # (M, 2) int (row, col) on tissue
     lookalike_centres: np.ndarray  # (K, 2) int (row, col) annotated look-alikes
     x_range: tuple[int, int]  # columns this split may use (tiles are split left / right)
+    spacing_mm: float
+    may_hold_mitoses: bool  # unlabeled fields hold unannotated mitoses; the tiles are certified mitosis-free
 
 
 def darkness(rgb: np.ndarray) -> np.ndarray:
@@ -100,7 +105,18 @@ def load_negative_images(
             keep = (centres[:, 1] >= x_range[0]) & (centres[:, 1] < x_range[1])
             return centres[keep]
 
-        images.append(NegativeImage(path.name, rgb, inside(dark), inside(tissue), inside(lookalikes), x_range))
+        images.append(
+            NegativeImage(
+                path.name,
+                rgb,
+                inside(dark),
+                inside(tissue),
+                inside(lookalikes),
+                x_range,
+                spacing_mm=DEFAULT_SPACING_MM if is_tile else MITOS2012_SPACING_MM,
+                may_hold_mitoses=not is_tile,
+            )
+        )
     return images
 
 

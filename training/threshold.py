@@ -40,7 +40,6 @@ from training.sampling import REAL_DATA_DIR, darkness, load_negative_images, loa
 logger = logging.getLogger("training.threshold")
 
 MIDOG22_MITOSES_PER_MM2 = 9501 / (354 * 7215 * 5412 * DEFAULT_SPACING_MM**2)
-MITOS2012_SPACING_MM = 0.0002456
 F1_TOLERANCE = 0.01
 
 
@@ -68,8 +67,8 @@ def negative_scores(detector: Detector, data_dir: Path) -> dict[str, tuple[np.nd
     by_source: dict[str, tuple[list, float]] = {"tiles": ([], 0.0), "fields": ([], 0.0)}
     for image in load_negative_images(data_dir, validation=True):
         rgb = image.rgb[:, image.x_range[0] : image.x_range[1]]
-        is_field = image.name.startswith("A")
-        spacing_mm = MITOS2012_SPACING_MM if is_field else DEFAULT_SPACING_MM
+        is_field = image.may_hold_mitoses
+        spacing_mm = image.spacing_mm
         found = detector.detect(rgb, (spacing_mm, spacing_mm), progress=True)
         tissue = darkness(rgb) > 40.0  # half resolution
         probabilities, area_mm2 = by_source["fields" if is_field else "tiles"]
