@@ -17,7 +17,7 @@ import torch
 
 from model import spacing
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle
-from model.candidates import EnsembleDetections, agree, ensemble_probability, local_maxima
+from model.candidates import Candidates, EnsembleDetections, agree, ensemble_probability, local_maxima
 from model.dense import DEFAULT_TILE_CELLS, probability_map
 from model.geometry import RECEPTIVE_FIELD_PX
 from model.plain import PlainP4ResNet
@@ -94,6 +94,18 @@ class Detector:
             for net in self.networks
         ]
 
+    def candidates(
+        self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False
+    ) -> tuple[Candidates, Candidates, EnsembleDetections]:
+        """Each model's local maxima and their merge (threshold tuning scores single models and the ensemble)."""
+        map_a, map_b = self.probability_maps(image_rgb, progress)
+        min_distance_px = spacing.px_from_um(self.bundle.candidate_min_distance_um, spacing_mm)
+        floor = self.bundle.candidate_floor
+        candidates_a = local_maxima(map_a, min_distance_px, floor)
+        candidates_b = local_maxima(map_b, min_distance_px, floor)
+        radius_px = spacing.px_from_um(self.bundle.agreement_radius_um, spacing_mm)
+        return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_a, map_b, radius_px)
+
     def detect(
         self,
         image_rgb: np.ndarray,
@@ -102,17 +114,8 @@ class Detector:
         progress: bool = False,
     ) -> Detections:
         """All candidates of an (H, W, 3) uint8 image with ensemble probabilities and the mitosis decision."""
-        map_a, map_b = self.probability_maps(image_rgb, progress)
-        min_distance_px = spacing.px_from_um(self.bundle.candidate_min_distance_um, spacing_mm)
-        floor = self.bundle.candidate_floor
-        merged: EnsembleDetections = agree(
-            local_maxima(map_a, min_distance_px, floor),
-            local_maxima(map_b, min_distance_px, floor),
-            map_a,
-            map_b,
-            spacing.px_from_um(self.bundle.agreement_radius_um, spacing_mm),
-        )
-        keep = merged.probability >= floor
+        merged = self.candidates(image_rgb, spacing_mm, progress)[2]
+        keep = merged.probability >= self.bundle.candidate_floor
         xy_px, probability, agreed = merged.xy_px[keep], merged.probability[keep], merged.agreed[keep]
         return Detections(
             xy_px=xy_px,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import REAL_DATA
 from PIL import Image
 
 from model.bundle import DEFAULT_BUNDLE_DIR, load_networks, read_bundle
 from model.inference import Detector
-from training.sampling import _validation_fold
+from training.real_data import load_patches
+from training.sources import validation_fold
 
 
 def test_bundle_is_complete_and_verified():
@@ -26,13 +26,9 @@ def test_bundle_is_complete_and_verified():
 @pytest.mark.skipif(not (REAL_DATA / "patches.csv").is_file(), reason="../shared/data/real not available")
 def test_held_out_mitoses_score_higher_than_held_out_tissue():
     """Trained weights separate held-out real mitoses from held-out mitosis-free tissue (random weights do not)."""
-    table = pd.read_csv(REAL_DATA / "patches.csv")
-    groups = np.where(table["slide"].isna(), table["path"], table["dataset"] + "/" + table["slide"].astype(str))
-    held_out = table[[_validation_fold(str(g)) for g in groups]].iloc[::97][:12]
+    held_out = [p for p in load_patches(REAL_DATA) if p.label == 1 and validation_fold(p.group)][::97][:12]
     detector = Detector(DEFAULT_BUNDLE_DIR)
-    positives = [
-        detector.centre_probability(np.asarray(Image.open(REAL_DATA / p).convert("RGB"))) for p in held_out.path
-    ]
+    positives = [detector.centre_probability(np.asarray(Image.open(p.path).convert("RGB"))) for p in held_out]
     tile = REAL_DATA / "tiles" / "cmc-no-mitosis" / "2191a7aa287ce1d5dbc0_patch_0_36075.jpg"
     rgb = np.asarray(Image.open(tile).convert("RGB"))
     rng = np.random.default_rng(0)

@@ -110,6 +110,18 @@ def residual_density(rgb: np.ndarray, stain_matrix: np.ndarray, sigma_px: float 
     return gaussian_filter(residual, sigma=sigma_px).astype(np.float32)
 
 
+def residual_fraction(rgb: np.ndarray, stain_matrix: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
+    """(H, W) share of the residual in the total absolute concentration (smoothed like `residual_density`).
+
+    Why: very dark hematoxylin (dense nuclei, mitoses among them) also leaves a residual through OD saturation, but as
+    a small share of its total; pigment, ink and other off-plane colours have a large share. Enrichment keeps only
+    the latter, so that no unannotated mitosis of an unlabeled image becomes a negative.
+    """
+    concentrations = np.abs(unmix(rgb, stain_matrix))
+    smoothed = [gaussian_filter(concentrations[..., channel], sigma=sigma_px) for channel in range(3)]
+    return (smoothed[2] / np.maximum(smoothed[0] + smoothed[1] + smoothed[2], 1e-6)).astype(np.float32)
+
+
 def residual_candidates(
     rgb: np.ndarray,
     stain_matrix: np.ndarray,

@@ -1,11 +1,17 @@
-"""Train one policy model (A or B) of the P4 ResNet on the real offline data; keep the lowest-validation-loss weights.
+"""Train one P4 ResNet (policy A or B) on a dataset's positives and a set of negative sites; keep the best weights.
 
-    python -m training.train --policy A --out runs/cpu-small --iterations 2000
+    python -m training.train --config cpu-small --data ../shared/data/real --out runs/cpu-small/A --policy A
+    torchrun --nproc-per-node 4 -m training.train --config paper --data /data/midog22 --out runs/paper/A
 
-Recipe (paper): cross-entropy, SGD momentum 0.9, lr 0.03 with a cyclic (cosine, warm-restart) schedule, weight decay
-1e-4, batch 128 balanced positive/negative, 78 px windows. Validation loss and AP every `--eval-every` iterations;
-the best weights are exported to plain torch (`best_<policy>.safetensors`). A checkpoint written atomically at every
-evaluation makes a rerun of the same command continue where it stopped.
+Recipe (paper): cross-entropy, SGD momentum 0.9, lr 0.03 with a cyclic (cosine, warm-restart) schedule of 10k
+iterations, weight decay 1e-4, batch 128 half positives (oversampled) half negatives, 78 px windows. Every
+`eval_every` iterations: validation loss and AP; the lowest-validation-loss weights are exported to plain torch
+(`best.safetensors`). A checkpoint written atomically at each validation makes a rerun of the same command continue
+where it stopped (`checkpoint.pt`, with every random generator's state).
+
+Data parallel (torchrun / DDP): every rank draws the same global batch (same generators) and trains on its slice;
+gradients are averaged, so W processes with batch B/W follow the trajectory of one process with batch B (up to
+batch-norm statistics, which are per rank on CPU and synchronised on CUDA). Rank 0 validates and writes files.
 """
 
 from __future__ import annotations
@@ -17,60 +23,35 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from sklearn.metrics import average_precision_score
 from tqdm import tqdm
 
-from model.architecture import ArchitectureConfig
+from model.architecture import ArchitectureConfig, StageConfig
 from model.p4resnet import P4ResNet
 from training.augment import POLICIES, augment_batch, centre_windows
-from training.sampling import (
-    REAL_DATA_DIR,
-    HardNegatives,
-    load_negative_images,
-    load_positives,
-    sample_hard_negatives,
-    sample_negatives,
-)
+from training.config import Config, TrainSettings, load_config
+from training.sources import NegativeSites, TrainingData, load_training_data
+from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.train")
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--policy", choices=sorted(POLICIES), default="A", help="augmentation policy (default: A)")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics, best weights)")
-    parser.add_argument("--data", type=Path, default=REAL_DATA_DIR, help=f"real data folder (default: {REAL_DATA_DIR})")
-    parser.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000)")
-    parser.add_argument(
-        "--cycle", type=int, default=0, help="lr cycle period in iterations (default: 0 = --iterations)"
-    )
-    parser.add_argument("--batch-size", type=int, default=128, help="half positives, half negatives (default: 128)")
-    parser.add_argument("--lr", type=float, default=0.03, help="initial / peak learning rate (default: 0.03)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay (default: 1e-4)")
-    parser.add_argument("--eval-every", type=int, default=250, help="iterations between validations (default: 250)")
-    parser.add_argument("--val-negatives", type=int, default=3000, help="validation negatives (default: 3000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
-    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (default: none)")
-    parser.add_argument(
-        "--hard-negatives", type=Path, default=None, help="npz of mined hard negatives (training.mine; default: none)"
-    )
-    parser.add_argument(
-        "--hard-fraction",
-        type=float,
-        default=0.25,
-        help="share of each batch's negatives drawn from them (default: 0.25)",
-    )
-    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="CPU autocast (default: bf16)")
-    return parser
+def architecture(name: str) -> ArchitectureConfig:
+    """The paper's 70-layer net, or a narrow twin with the same layers and receptive field (CI smoke runs only)."""
+    if name == "paper":
+        return ArchitectureConfig()
+    if name == "narrow":
+        paper = ArchitectureConfig()
+        stages = tuple(StageConfig(4, stage.kernels, stage.strided) for stage in paper.stages)
+        return ArchitectureConfig(stem_fields=4, stages=stages, head_channels=8)
+    raise ValueError(f"unknown architecture {name!r} (paper or narrow)")
 
 
 def cyclic_lr(iteration: int, base_lr: float, cycle: int) -> float:
@@ -84,141 +65,278 @@ def save_atomically(obj, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """fp16 on CUDA (with a gradient scaler), bf16 on CPU; None = fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.bfloat16
+
+
 @torch.no_grad()
-def predict(net: P4ResNet, windows: torch.Tensor, autocast: bool, batch: int = 256) -> torch.Tensor:
+def predict(net: torch.nn.Module, windows: torch.Tensor, dtype: torch.dtype | None, batch: int = 256) -> torch.Tensor:
+    """Logits (N, 2) of 78 px windows, in eval mode."""
     net.eval()
+    device = next(net.parameters()).device
     outputs = []
     for start in range(0, len(windows), batch):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            outputs.append(net(windows[start : start + batch]).float().flatten(1))
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            outputs.append(net(windows[start : start + batch].to(device)).float().flatten(1).cpu())
     return torch.cat(outputs)
 
 
-def main(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    policy = POLICIES[args.policy]
-    autocast = args.precision == "bf16"
-    cycle = args.cycle or args.iterations
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
 
-    crops, table = load_positives(args.data)
-    is_validation = table["validation"].to_numpy()
-    train_positives, val_positives = crops[~is_validation], crops[is_validation]
-    train_negative_images = load_negative_images(args.data, validation=False, seed=args.seed)
-    val_negative_images = load_negative_images(args.data, validation=True, seed=args.seed + 1)
-    val_negatives = sample_negatives(val_negative_images, args.val_negatives, np.random.default_rng(args.seed + 2))
-    del val_negative_images
-    val_windows = torch.cat(
-        [centre_windows(torch.from_numpy(val_positives)), centre_windows(torch.from_numpy(val_negatives))]
-    )
-    val_labels = torch.cat([torch.ones(len(val_positives)), torch.zeros(len(val_negatives))]).long()
-    logger.info(
-        "train: %d positives + negatives from %d images; validation: %d positives, %d negatives",
-        len(train_positives),
-        len(train_negative_images),
-        len(val_positives),
-        len(val_negatives),
-    )
+    rank: int = 0
+    world: int = 1
 
-    net = P4ResNet(ArchitectureConfig())
-    if args.init is not None:
-        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
-        logger.info("initialised from %s", args.init)
-    hard = HardNegatives.load(args.hard_negatives) if args.hard_negatives else None
-    hard_count = int(round((args.batch_size - args.batch_size // 2) * args.hard_fraction)) if hard else 0
-    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
-    checkpoint_path = args.out / f"checkpoint_{args.policy}.pt"
-    metrics_path = args.out / f"metrics_{args.policy}.csv"
-    start, best_loss = 0, float("inf")
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), world)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainResult:
+    best_iteration: int
+    val_loss: float
+    val_ap: float
+    val_ap_calibrated: float
+    weights: Path
+
+
+def validation_set(
+    data: TrainingData, settings: TrainSettings, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Fixed validation windows, labels and per-sample weights (negatives weighted to a realistic density)."""
+    sites = data.negatives_val
+    if len(sites) > settings.val_negatives:
+        sites = sites.subset(np.sort(np.random.default_rng(seed).choice(len(sites), settings.val_negatives, False)))
+    negatives = data.crops(sites)
+    windows = torch.cat(
+        [centre_windows(torch.from_numpy(data.positives_val)), centre_windows(torch.from_numpy(negatives))]
+    )
+    labels = torch.cat([torch.ones(len(data.positives_val)), torch.zeros(len(negatives))]).long()
+    weights = np.concatenate([np.ones(len(data.positives_val)), np.full(len(negatives), data.negative_weight(sites))])
+    return windows, labels, weights
+
+
+def train_model(
+    data: TrainingData,
+    settings: TrainSettings,
+    out_dir: Path,
+    policy: str = "A",
+    seed: int = 0,
+    negatives: NegativeSites | None = None,
+    init: Path | None = None,
+    description: str = "",
+    distributed: Distributed | None = None,
+) -> TrainResult:
+    """Train (or continue training) one model in `out_dir`; return its best validation record.
+
+    `negatives` defaults to every training negative site; `init` starts from another run's best weights
+    (a `checkpoint.pt`). When `out_dir` holds a finished run, nothing is trained and its record is returned.
+    """
+    distributed = distributed or Distributed()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    negatives = data.negatives_train if negatives is None else negatives
+    if len(negatives) == 0:
+        raise ValueError("no negative sites to train on")
+    device = torch.device(
+        f"cuda:{distributed.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    )
+    dtype = autocast_dtype(settings.precision, device)
+    if settings.threads and device.type == "cpu":
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+
+    net = P4ResNet(architecture(settings.architecture)).to(device)
+    if init is not None:
+        net.load_state_dict(torch.load(init, map_location=device, weights_only=True)["model"])
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    checkpoint_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
+    start, best = 0, {"iteration": 0, "val_loss": float("inf"), "val_ap": 0.0, "val_ap_calibrated": 0.0}
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)  # our own file: includes RNG states
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)  # own file: holds RNG states
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, best_loss = state["iteration"], state["best_loss"]
+        start, best = state["iteration"], state["best"]
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["torch_rng"])
         torch.set_rng_state(state["torch_global_rng"])
-        logger.info("resumed at iteration %d (best validation loss %.4f)", start, best_loss)
+        if start < settings.iterations:
+            logger.info("%s: resumed at iteration %d", out_dir, start)
+    model = net
+    if distributed.world > 1:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    if distributed.is_main and start < settings.iterations:
+        (out_dir / "run.json").write_text(
+            json.dumps(
+                {
+                    "policy": policy,
+                    "seed": seed,
+                    "negatives": len(negatives),
+                    "init": str(init) if init else None,
+                    "world_size": distributed.world,
+                    "description": description,
+                    "settings": settings.__dict__,
+                },
+                indent=2,
+            )
+        )
 
-    half = args.batch_size // 2
-    labels = torch.cat([torch.ones(half), torch.zeros(args.batch_size - half)]).long()
-    progress = tqdm(range(start, args.iterations), initial=start, total=args.iterations, desc=f"policy {args.policy}")
+    val_windows = val_labels = val_weights = None
+    if distributed.is_main and start < settings.iterations:
+        val_windows, val_labels, val_weights = validation_set(data, settings, seed=1000 + seed)
+    augmentation = POLICIES[policy]
+    half = settings.batch_size // 2
+    if settings.batch_size % distributed.world:
+        raise ValueError(f"batch size {settings.batch_size} is not divisible by {distributed.world} processes")
+    per_rank = settings.batch_size // distributed.world
+    mine = slice(distributed.rank * per_rank, (distributed.rank + 1) * per_rank)
+    labels = torch.cat([torch.ones(half), torch.zeros(settings.batch_size - half)]).long()[mine].to(device)
+    progress = tqdm(
+        range(start, settings.iterations),
+        initial=start,
+        total=settings.iterations,
+        desc=f"{description or out_dir.name} ({policy})",
+        disable=not distributed.is_main,
+        leave=False,
+    )
     running, started = [], time.time()
     for iteration in progress:
-        net.train()
+        model.train()
         for group in optimizer.param_groups:
-            group["lr"] = cyclic_lr(iteration, args.lr, cycle)
-        positives = train_positives[rng.integers(0, len(train_positives), size=half)]
-        negatives = sample_negatives(train_negative_images, args.batch_size - half - hard_count, rng)
-        if hard_count:
-            hard_crops = sample_hard_negatives(train_negative_images, hard, hard_count, rng)
-            negatives = np.concatenate([negatives, hard_crops])
-        batch = augment_batch(torch.from_numpy(np.concatenate([positives, negatives])), policy, generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logits = net(batch).float().flatten(1)
+            group["lr"] = cyclic_lr(iteration, settings.lr, settings.cycle)
+        # the same global batch on every rank (same generators); each trains on its slice
+        positives = data.positives_train[rng.integers(0, len(data.positives_train), size=half)]
+        negative_crops = data.crops(negatives, rng.integers(0, len(negatives), size=settings.batch_size - half))
+        batch = augment_batch(torch.from_numpy(np.concatenate([positives, negative_crops])), augmentation, generator)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(batch[mine].to(device)).float().flatten(1)
         loss = F.cross_entropy(logits, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at iteration {iteration}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if distributed.world > 1:
+            dist.all_reduce(loss.detach(), op=dist.ReduceOp.AVG)
         running.append(loss.item())
         progress.set_postfix(loss=f"{np.mean(running[-50:]):.3f}")
 
         done = iteration + 1
-        if done % args.eval_every == 0 or done == args.iterations:
-            logits = predict(net, val_windows, autocast)
+        if done % settings.eval_every and done != settings.iterations:
+            continue
+        if distributed.is_main:
+            logits = predict(net, val_windows, dtype)
             val_loss = F.cross_entropy(logits, val_labels).item()
             probability = torch.softmax(logits, 1)[:, 1].numpy()
-            val_ap = float(average_precision_score(val_labels.numpy(), probability))
-            improved = val_loss < best_loss
-            if improved:
-                best_loss = val_loss
-                save_file(net.export_state_dict(), str(args.out / f"best_{args.policy}.safetensors"))
-                np.save(args.out / f"best_{args.policy}_val_probability.npy", probability)
-                (args.out / f"best_{args.policy}.json").write_text(
-                    json.dumps(
-                        {"iteration": done, "val_loss": val_loss, "val_ap": val_ap, "policy": args.policy}, indent=2
-                    )
+            metrics = patch_metrics(val_labels.numpy(), probability, val_weights)
+            if val_loss < best["val_loss"]:
+                best = {"iteration": done, "val_loss": val_loss, **metrics}
+                save_file(net.export_state_dict(), str(out_dir / "best.safetensors"))
+                np.savez(
+                    out_dir / "best_validation.npz",
+                    probability=probability,
+                    labels=val_labels.numpy(),
+                    weights=val_weights,
                 )
+                (out_dir / "best.json").write_text(json.dumps(best | {"policy": policy, "seed": seed}, indent=2))
             new_file = not metrics_path.exists()
             with open(metrics_path, "a", newline="") as handle:
                 writer = csv.writer(handle)
                 if new_file:
-                    writer.writerow(["iteration", "train_loss", "val_loss", "val_ap", "lr", "seconds"])
-                writer.writerow(
-                    [
-                        done,
-                        np.mean(running),
-                        val_loss,
-                        val_ap,
-                        optimizer.param_groups[0]["lr"],
-                        round(time.time() - started, 1),
-                    ]
-                )
+                    writer.writerow(
+                        ["iteration", "train_loss", "val_loss", "val_ap", "val_ap_calibrated", "lr", "seconds"]
+                    )
+                row = [done, np.mean(running), val_loss, metrics["val_ap"], metrics["val_ap_calibrated"]]
+                writer.writerow(row + [optimizer.param_groups[0]["lr"], round(time.time() - started, 1)])
             running = []
-            logger.info(
-                "iteration %d: val loss %.4f, val AP %.4f%s", done, val_loss, val_ap, " (best)" if improved else ""
-            )
+            logger.debug("iteration %d: val loss %.4f, %s", done, val_loss, metrics)
             save_atomically(
                 {
                     "model": net.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "iteration": done,
-                    "best_loss": best_loss,
+                    "best": best,
                     "numpy_rng": rng.bit_generator.state,
                     "torch_rng": generator.get_state(),
                     "torch_global_rng": torch.get_rng_state(),
-                    "args": vars(args) | {"out": str(args.out), "data": str(args.data)},
                 },
                 checkpoint_path,
             )
-    np.save(args.out / "val_labels.npy", val_labels.numpy())
+        if distributed.world > 1:
+            dist.barrier()
+    progress.close()
+    if distributed.is_main and start < settings.iterations:
+        from training.plots import plot_training_curves  # plotting only where files are written
+
+        plot_training_curves(metrics_path, out_dir / "curves.png")
+    if not (out_dir / "best.json").exists():
+        raise FileNotFoundError(f"{out_dir}: no best.json (was the run interrupted before its first validation?)")
+    record = json.loads((out_dir / "best.json").read_text())
+    return TrainResult(
+        record["iteration"],
+        record["val_loss"],
+        record["val_ap"],
+        record["val_ap_calibrated"],
+        out_dir / "best.safetensors",
+    )
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
+    parser.add_argument("--data", type=Path, required=True, help="MIDOG-format dataset folder or ../shared/data/real")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics, best weights)")
+    parser.add_argument("--policy", choices=sorted(POLICIES), default="A", help="augmentation policy (default: A)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
+    parser.add_argument("--iterations", type=int, default=0, help="override the config's iterations (default: 0)")
+    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint.pt (default: none)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config: Config = load_config(args.config)
+    settings = config.train if not args.iterations else replace(config.train, iterations=args.iterations)
+    distributed = Distributed.from_environment()
+    data = load_training_data(
+        args.data,
+        config.data.grid_step_px,
+        config.data.min_distance_um,
+        config.data.validation_fraction,
+        config.data.split_seed,
+    )
+    result = train_model(data, settings, args.out, args.policy, args.seed, init=args.init, distributed=distributed)
+    if distributed.is_main:
+        logger.info(
+            "best iteration %d: val loss %.4f, val AP %.4f", result.best_iteration, result.val_loss, result.val_ap
+        )
+    if distributed.world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,393 @@
+"""The paper's whole training recipe as one resumable command: base model, hard-negative search, enrichment, final
+models A and B, threshold of their agreement, and a bundle `process.py` can load.
+
+    python -m training.pipeline --config cpu-small --data ../shared/data/real --out runs/cpu-small
+    python -m training.pipeline --config paper --data /data/midog2022 --out runs/paper --workers 4   # 4 GPUs
+
+Stages (each skips when its output exists, so rerunning the same command after an interruption continues; a
+training run that was cut short resumes from its own checkpoint):
+1. base/        one model (policy A) on every training negative site;
+2. scores.npz   the base model's probability for every training negative site (the hard-negative ranking);
+3. search/      for each subset size K (and seed): train on the top-K sites ("hard") or K random sites ("random"),
+                plus all positives, and measure validation AP; also all sites ("all"). One refinement round adds
+                the geometric midpoints around the best K. -> hnm_search.json, figure2_hnm_search.png. Trials are
+                independent: `--workers N` runs N at once (one GPU each when there are GPUs).
+4. enrichment.npz  Macenko unmixing of every unlabeled training image; windows of high residual optical density
+                that pass the same selection rule (base score >= the K-th highest training-negative score) become
+                extra negatives. -> figure3_enrichment.png
+5. final_A/, final_B/  the final models on the top-K sites + enrichment + all positives.
+6. threshold.json  threshold of the agreement ensemble (and of A and B alone) tuned on validation F1.
+7. bundle/      weights, bundle.json (threshold, hnm, enrichment, validation, provenance), threshold.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from model.bundle import Bundle, write_bundle
+from model.inference import Detector
+from model.output import write_json_atomically
+from model.plain import PlainP4ResNet
+from training import stain
+from training.augment import centre_windows
+from training.config import Config, load_config
+from training.plots import plot_hnm_search
+from training.sources import NegativeSites, TrainingData, load_training_data
+from training.threshold import plot_threshold_curves, summary, tune
+from training.train import architecture, predict, train_model
+from training.validation_metrics import patch_metrics
+
+logger = logging.getLogger("training.pipeline")
+BASE_POLICY = "A"
+
+
+def score_sites(weights: Path, arch: str, data: TrainingData, sites: NegativeSites, chunk: int = 2048) -> np.ndarray:
+    """Probability of every site under a trained model (plain-torch export, eval mode, memory bounded by `chunk`)."""
+    net = PlainP4ResNet(architecture(arch))
+    net.load_state_dict(load_file(str(weights)))
+    dtype = torch.bfloat16 if not torch.cuda.is_available() else torch.float16
+    if torch.cuda.is_available():
+        net = net.cuda()
+    scores = []
+    for start in tqdm(range(0, len(sites), chunk), desc="scoring sites", unit="chunk"):
+        crops = data.crops(sites, np.arange(start, min(start + chunk, len(sites))))
+        logits = predict(net, centre_windows(torch.from_numpy(crops)), dtype)
+        scores.append(torch.softmax(logits, 1)[:, 1].numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
+# ------------------------------------------------------------------------------------------------ search trials
+
+_DATA: TrainingData | None = None  # set before worker processes fork, so they share it copy-on-write
+
+
+def trial_name(selection: str, k: int, seed: int) -> str:
+    return f"all-s{seed}" if selection == "all" else f"{selection}-k{k}-s{seed}"
+
+
+def trial_negatives(data: TrainingData, scores: np.ndarray, selection: str, k: int, seed: int) -> NegativeSites:
+    """Top-K by base score (ties by site order), K random sites, or all sites."""
+    if selection == "all":
+        return data.negatives_train
+    if selection == "hard":
+        return data.negatives_train.subset(np.sort(np.argsort(-scores, kind="stable")[:k]))
+    chosen = np.random.default_rng(10_000 + seed).choice(len(scores), size=k, replace=False)
+    return data.negatives_train.subset(np.sort(chosen))
+
+
+def run_trial(job: tuple) -> tuple[str, float, float]:
+    """One search trial (runs in a worker process when --workers > 1)."""
+    config, out, scores, selection, k, seed, worker_threads, gpu = job
+    if gpu is not None:
+        torch.cuda.set_device(gpu)
+    if worker_threads:
+        torch.set_num_threads(worker_threads)
+    name = trial_name(selection, k, seed)
+    settings = replace(config.train, iterations=config.hnm.iterations, lr=config.hnm.lr, cycle=config.hnm.iterations)
+    if worker_threads:
+        settings = replace(settings, threads=worker_threads)
+    init = out / "base" / "checkpoint.pt" if config.hnm.init == "base" else None
+    result = train_model(
+        _DATA,
+        settings,
+        out / "search" / name,
+        BASE_POLICY,
+        seed,
+        trial_negatives(_DATA, scores, selection, k, seed),
+        init=init,
+        description=name,
+    )
+    return name, result.val_ap_calibrated, result.val_ap
+
+
+def run_trials(config: Config, out: Path, scores: np.ndarray, trials: list[tuple[str, int, int]], workers: int) -> None:
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 and not gpus else 0
+    jobs = [
+        (config, out, scores, selection, k, seed, threads, (index % gpus) if gpus else None)
+        for index, (selection, k, seed) in enumerate(trials)
+    ]
+    if workers <= 1:
+        for job in tqdm(jobs, desc="HNM search trials", unit="trial"):
+            run_trial(job)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for _ in tqdm(pool.imap_unordered(run_trial, jobs), total=len(jobs), desc="HNM search trials", unit="trial"):
+            pass
+
+
+def trial_record(out: Path, selection: str, k: int, seed: int) -> dict:
+    return json.loads((out / "search" / trial_name(selection, k, seed) / "best.json").read_text())
+
+
+def search(config: Config, data: TrainingData, out: Path, scores: np.ndarray, workers: int) -> dict:
+    """The HNM search (stage 3): grid, one refinement round, summary JSON and Figure 2."""
+    n = len(scores)
+    grid = sorted({min(k, n) for k in config.hnm.k})
+    selections = ("hard", "random") if config.hnm.random_control else ("hard",)
+
+    def trials_for(ks: list[int]) -> list[tuple[str, int, int]]:
+        return [
+            (s, k, seed) for k in ks for s in selections for seed in config.hnm.seeds if not (s == "random" and k == n)
+        ]
+
+    def mean_ap(selection: str, k: int) -> float:
+        return float(np.mean([trial_record(out, selection, k, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]))
+
+    all_trials = [("all", n, seed) for seed in config.hnm.seeds]
+    run_trials(config, out, scores, all_trials + trials_for(grid), workers)
+    if config.hnm.refine and len(grid) > 1:
+        best = int(np.argmax([mean_ap("hard", k) for k in grid]))
+        neighbours = [grid[i] for i in (best - 1, best + 1) if 0 <= i < len(grid)]
+        midpoints = sorted({int(round(math.sqrt(grid[best] * k))) for k in neighbours} - set(grid))
+        run_trials(config, out, scores, trials_for(midpoints), workers)
+        grid = sorted(set(grid) | set(midpoints))
+
+    pixels_per_window = (2 * (config.data.grid_step_px // 2)) ** 2
+    positives = len(data.positives_train)
+
+    def stats(selection: str, k: int) -> dict:
+        aps = [trial_record(out, selection, k, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]
+        plain = [trial_record(out, selection, k, seed)["val_ap"] for seed in config.hnm.seeds]
+        return {
+            "k": k,
+            "selection": selection,
+            "pixel_fraction": round((k + positives) * pixels_per_window / data.training_pixels, 5),
+            "ap_mean": float(np.mean(aps)),
+            "ap_std": float(np.std(aps)),
+            "ap": aps,
+            "ap_uncalibrated_mean": float(np.mean(plain)),
+        }
+
+    points = [stats(s, k) for k in grid for s in selections if not (s == "random" and k == n)]
+    hard = [p for p in points if p["selection"] == "hard"]
+    k_selected = max(hard, key=lambda p: (p["ap_mean"], -p["k"]))["k"]
+    all_aps = [trial_record(out, "all", n, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]
+    return {
+        "metric": "patch-level validation AP, negatives weighted to the MIDOG 2022 mitosis density "
+        "(training/validation_metrics.py)",
+        "trial_init": config.hnm.init,
+        "trial_iterations": config.hnm.iterations,
+        "seeds": list(config.hnm.seeds),
+        "n_training_negatives": n,
+        "training_pixels": data.training_pixels,
+        "all_negatives": {"ap_mean": float(np.mean(all_aps)), "ap_std": float(np.std(all_aps)), "ap": all_aps},
+        "points": points,
+        "k_selected": int(k_selected),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ enrichment
+
+
+def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> NegativeSites:
+    """Stage 4: high-residual windows of unlabeled training images whose base score reaches `cutoff`."""
+    found = NegativeSites.empty()
+    residuals = []
+    for index in tqdm(data.unlabeled, desc="stain unmixing", unit="image"):
+        rgb = data.images[index].read()
+        try:
+            matrix = stain.macenko_stain_matrix(rgb)
+        except ValueError as error:  # too little tissue to estimate stains: nothing to enrich from
+            logger.warning("%s: %s", data.images[index].name, error)
+            continue
+        centres = stain.residual_candidates(
+            rgb,
+            matrix,
+            min_distance_px=config.enrichment.min_distance_px,
+            quantile=config.enrichment.quantile,
+            max_candidates=config.enrichment.max_per_image,
+        )
+        fraction = stain.residual_fraction(rgb, matrix)[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0)
+        centres = centres[fraction >= config.enrichment.min_residual_fraction]
+        density = stain.residual_density(rgb, matrix)
+        residuals.append(density[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0))
+        found = found.concatenate(NegativeSites.build(index, centres, "enrichment"))
+    candidate_scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, found)
+    keep = candidate_scores >= cutoff
+    selected = found.subset(np.flatnonzero(keep))
+    order = np.argsort(-candidate_scores[keep], kind="stable")
+    crops = data.crops(selected, order[:48])
+    captions = [f"p={candidate_scores[keep][i]:.2f}" for i in order[:48]]
+    stain.write_montage(
+        crops,
+        out / "figure3_enrichment.png",
+        title=f"{keep.sum()} of {len(found)} high-residual windows pass the selection rule (score >= {cutoff:.3f})",
+        captions=captions,
+    )
+    np.savez(
+        out / "enrichment.npz",
+        image=selected.image,
+        row_px=selected.row_px,
+        col_px=selected.col_px,
+        score=candidate_scores[keep],
+        candidates=len(found),
+        residual=np.concatenate(residuals)[keep] if residuals else np.zeros(0),
+        cutoff=cutoff,
+    )
+    return selected
+
+
+def load_enrichment(path: Path) -> NegativeSites:
+    saved = np.load(path)
+    return NegativeSites(saved["image"], saved["row_px"], saved["col_px"], np.full(len(saved["image"]), "enrichment"))
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: int = 1) -> Path:
+    """Run (or continue) every stage; returns the bundle folder."""
+    global _DATA
+    config = load_config(config_path)
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.json"
+    resolved = config.to_json() | {"_config_path": str(config_path), "_data": str(data_dir)}
+    if config_file.exists():
+        previous = json.loads(config_file.read_text())
+        if {k: v for k, v in previous.items() if not k.startswith("_")} != config.to_json():
+            raise ValueError(f"{out} was made with another config; use a new --out folder or delete {config_file}")
+    else:
+        config_file.write_text(json.dumps(resolved, indent=2))
+    started = time.time()
+    data = load_training_data(
+        data_dir,
+        config.data.grid_step_px,
+        config.data.min_distance_um,
+        config.data.validation_fraction,
+        config.data.split_seed,
+    )
+    _DATA = data
+
+    logger.info("stage 1/7: base model on all %d negative sites", len(data.negatives_train))
+    train_model(data, config.train, out / "base", BASE_POLICY, seed=0, description="base")
+
+    if not (out / "scores.npz").exists():
+        logger.info("stage 2/7: scoring every training negative site with the base model")
+        scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, data.negatives_train)
+        np.savez(out / "scores.npz", score=scores)
+    scores = np.load(out / "scores.npz")["score"]
+
+    if not (out / "hnm_search.json").exists():
+        logger.info("stage 3/7: hard-negative search")
+        write_json_atomically(search(config, data, out, scores, workers), out / "hnm_search.json")
+    hnm = json.loads((out / "hnm_search.json").read_text())
+    plot_hnm_search(hnm, out / "figure2_hnm_search.png")
+    k = hnm["k_selected"]
+    cutoff = float(np.sort(scores)[::-1][k - 1])
+
+    if not (out / "enrichment.npz").exists():
+        logger.info("stage 4/7: stain-unmixing enrichment of %d unlabeled images", len(data.unlabeled))
+        enrich(config, data, out, cutoff)
+    enrichment = load_enrichment(out / "enrichment.npz")
+
+    selected = trial_negatives(data, scores, "hard", k, 0).concatenate(enrichment)
+    logger.info("stage 5/7: final models on %d hard + %d enrichment negatives", k, len(enrichment))
+    finals = {}
+    for policy in config.final.policies:
+        settings = replace(config.train, iterations=config.final.iterations, lr=config.final.lr)
+        init = out / "base" / "checkpoint.pt" if config.final.init == "base" else None
+        finals[policy] = train_model(
+            data, settings, out / f"final_{policy}", policy, config.final.seed, selected, init, f"final {policy}"
+        )
+
+    bundle_dir = out / "bundle"
+    arch = architecture(config.train.architecture)
+    state_dicts = {policy: load_file(str(result.weights)) for policy, result in finals.items()}
+    if not (out / "threshold.json").exists():
+        logger.info("stage 6/7: threshold tuning on validation")
+        write_bundle(Bundle(architecture=arch, models=[], threshold=0.5), state_dicts, bundle_dir)
+        result = tune(Detector(bundle_dir), data, config.threshold.f1_tolerance)
+        plot_threshold_curves(result, out / "threshold.png")
+        write_json_atomically(summary(result), out / "threshold.json")
+    threshold = json.loads((out / "threshold.json").read_text())
+
+    logger.info("stage 7/7: bundle")
+    ensemble_ap = ensemble_patch_ap(out, config.final.policies)
+    bundle = Bundle(architecture=arch, models=[], threshold=threshold["variants"]["ensemble"]["threshold"])
+    bundle.extra = {
+        "hnm": {"k_selected": k, "selection_cutoff": cutoff, "search": hnm},
+        "enrichment": {
+            "n_selected": len(enrichment),
+            "n_candidates": int(np.load(out / "enrichment.npz")["candidates"]),
+            "unlabeled_images": len(data.unlabeled),
+        },
+        "validation": {k_: v for k_, v in threshold.items()} | {"ap": ensemble_ap},
+        "provenance": {
+            "command": f"python -m training.pipeline --config {config_path} --data {data_dir} --out {out}",
+            "config": config.to_json(),
+            "data": data.summary(),
+            "git_commit": git_commit(),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)"
+            + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""),
+            "final_models": {p: r.__dict__ | {"weights": str(r.weights)} for p, r in finals.items()},
+        },
+    }
+    write_bundle(bundle, state_dicts, bundle_dir)
+    shutil.copy(out / "threshold.png", bundle_dir / "threshold.png")
+    logger.info(
+        "done in %.0f s: K=%d, %d enrichment negatives, threshold %.4f, validation F1 A %.3f / B %.3f / ensemble %.3f",
+        time.time() - started,
+        k,
+        len(enrichment),
+        bundle.threshold,
+        threshold["f1_a"],
+        threshold["f1_b"],
+        threshold["f1_ensemble"],
+    )
+    return bundle_dir
+
+
+def ensemble_patch_ap(out: Path, policies: tuple[str, ...]) -> dict:
+    """Calibrated patch AP of each final model and of their agreement score (the lower probability)."""
+    saved = {p: np.load(out / f"final_{p}" / "best_validation.npz") for p in policies}
+    labels, weights = saved[policies[0]]["labels"], saved[policies[0]]["weights"]
+    result = {p: patch_metrics(labels, s["probability"], weights)["val_ap_calibrated"] for p, s in saved.items()}
+    if len(policies) == 2:
+        both = np.minimum(*(s["probability"] for s in saved.values()))
+        result["ensemble"] = patch_metrics(labels, both, weights)["val_ap_calibrated"]
+    return {name: round(value, 4) for name, value in result.items()}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
+    parser.add_argument("--data", type=Path, required=True, help="MIDOG-format dataset folder or ../shared/data/real")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")
+    parser.add_argument("--workers", type=int, default=1, help="search trials run at once (default: 1)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_pipeline(args.config, args.data, args.out, args.workers)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

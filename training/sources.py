@@ -1,0 +1,358 @@
+"""Training data as the paper defines it, read from a MIDOG-format dataset or from the real offline folder.
+
+- Positives: a 128 px crop centred on every mitotic figure (room for the +/-12 px shift and the zoom of the
+  augmentation around the 78 px window). They are held in memory: N x 48 KiB (MIDOG 2022: 9,501 -> 470 MB; the
+  real offline set: 5,696 -> 280 MB).
+- Negatives: *sites* (image, row, col), cut on demand: every point of a grid (step `grid_step_px`) on tissue whose
+  centre is at least `min_distance_um` from any mitotic figure, plus every imposter / look-alike annotation. Hard
+  negative mining ranks these sites and trains on a subset of them (`NegativeSites.subset`).
+- Unlabeled images: where stain-unmixing enrichment looks for extra negatives (`training.enrichment`).
+- Validation regions: whole image regions with their annotated mitoses, where the detector's threshold is tuned.
+
+Two readers fill the same `TrainingData`:
+- `from_midog` (a participant's MIDOG 2021 / 2022 / MIDOG++ download, or `training.synthetic` output): images split
+  80/20 by `training.split` (stratified by domain); TIFF windows are read lazily, never whole slides at once.
+- `from_real` (../shared/data/real): positives are the 5,696 real crops (validation: ~20% of slides, by hash);
+  labelled negatives are the two certified mitosis-free canine tiles (left 80% train, right 20% validation) with their
+  look-alikes; the 15 MITOS 2012 fields are unlabeled (they hold unannotated mitoses, so they are never grid negatives)
+  and feed enrichment (train fields) and the false-positive estimate (validation fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from tqdm import tqdm
+
+from model.geometry import RECEPTIVE_FIELD_PX
+from model.spacing import px_from_um
+from training import real_data
+from training.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
+from training.split import split_images
+from training.validation_metrics import calibrated_negative_weight
+
+logger = logging.getLogger(__name__)
+
+SOURCE_PX = 128
+"""Side of the crops training cuts around a site: the 78 px window plus shift and zoom margins."""
+REAL_DATA_DIR = real_data.DEFAULT_ROOT.resolve()
+
+
+@dataclass
+class SiteImage:
+    """An image negatives or positives are cut from: in memory (`rgb`) or a TIFF read window by window (`path`)."""
+
+    name: str
+    height_px: int
+    width_px: int
+    spacing_mm: float
+    rgb: np.ndarray | None = None
+    path: Path | None = None
+
+    def crop(self, row: int, col: int, size_px: int = SOURCE_PX) -> np.ndarray:
+        """size_px crop centred on (row, col), shifted to stay inside the image (border padding is a texture
+        positives never show, a shortcut the network would learn)."""
+        half = size_px // 2
+        top = int(np.clip(row - half, 0, max(self.height_px - size_px, 0)))
+        left = int(np.clip(col - half, 0, max(self.width_px - size_px, 0)))
+        if self.rgb is not None:
+            window = self.rgb[top : top + size_px, left : left + size_px]
+            if window.shape[:2] == (size_px, size_px):
+                return window
+            return np.pad(window, ((0, size_px - window.shape[0]), (0, size_px - window.shape[1]), (0, 0)), "reflect")
+        return read_window(self.path, left, top, size_px, size_px)
+
+    def read(self, x_range: tuple[int, int] | None = None) -> np.ndarray:
+        """All pixels (or a column range): for dense detection and stain estimation on one image at a time."""
+        x0, x1 = x_range or (0, self.width_px)
+        if self.rgb is not None:
+            return self.rgb[:, x0:x1]
+        return read_window(self.path, x0, 0, x1 - x0, self.height_px)
+
+
+@dataclass
+class NegativeSites:
+    """Negative window centres: `image` indexes `TrainingData.images`; `kind` is grid / imposter / enrichment."""
+
+    image: np.ndarray
+    row_px: np.ndarray
+    col_px: np.ndarray
+    kind: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def subset(self, indices: np.ndarray) -> NegativeSites:
+        return NegativeSites(self.image[indices], self.row_px[indices], self.col_px[indices], self.kind[indices])
+
+    def concatenate(self, other: NegativeSites) -> NegativeSites:
+        return NegativeSites(*(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays(), strict=True)))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.image, self.row_px, self.col_px, self.kind
+
+    @classmethod
+    def empty(cls) -> NegativeSites:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, "<U10"))
+
+    @classmethod
+    def build(cls, image: int, centres_rc: np.ndarray, kind: str) -> NegativeSites:
+        centres_rc = np.asarray(centres_rc, dtype=np.int64).reshape(-1, 2)
+        return cls(np.full(len(centres_rc), image), centres_rc[:, 0], centres_rc[:, 1], np.full(len(centres_rc), kind))
+
+
+@dataclass
+class ValidationRegion:
+    """A region where the whole detector runs: `mitoses_rc` are its annotated mitoses; `exhaustive` says whether
+    every mitosis is annotated (False for unlabeled fields: their detections overestimate false positives)."""
+
+    image: int
+    x_range: tuple[int, int]
+    mitoses_rc: np.ndarray
+    exhaustive: bool
+    group: str
+
+
+@dataclass
+class TrainingData:
+    """Everything training, mining, enrichment and threshold tuning read (see the module docstring)."""
+
+    source: str
+    images: list[SiteImage]
+    positives_train: np.ndarray
+    positives_val: np.ndarray
+    positive_val_groups: list[str]
+    negatives_train: NegativeSites
+    negatives_val: NegativeSites
+    unlabeled: list[int]
+    validation_regions: list[ValidationRegion]
+    training_pixels: int
+    grid_step_px: int
+    notes: dict = field(default_factory=dict)
+
+    def area_mm2(self, sites: NegativeSites) -> float:
+        """Tissue the grid sites among `sites` stand for (one grid cell each; imposters add none)."""
+        spacing_mm = np.array([image.spacing_mm for image in self.images])[sites.image[sites.kind == "grid"]]
+        return float(np.sum((self.grid_step_px * spacing_mm) ** 2))
+
+    def negative_weight(self, sites: NegativeSites) -> float:
+        """Per-negative weight of `validation_metrics.patch_metrics`' calibrated AP for these validation sites."""
+        return calibrated_negative_weight(len(self.positives_val), self.area_mm2(sites))
+
+    def crops(self, sites: NegativeSites, indices: np.ndarray | None = None) -> np.ndarray:
+        """(N, 128, 128, 3) uint8 crops around the chosen sites (all when `indices` is None)."""
+        chosen = np.arange(len(sites)) if indices is None else indices
+        out = np.empty((len(chosen), SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
+        for slot, index in enumerate(chosen):
+            out[slot] = self.images[sites.image[index]].crop(int(sites.row_px[index]), int(sites.col_px[index]))
+        return out
+
+    def summary(self) -> str:
+        kinds = {k: int((self.negatives_train.kind == k).sum()) for k in np.unique(self.negatives_train.kind)}
+        return (
+            f"{self.source}: {len(self.positives_train)} train / {len(self.positives_val)} validation positives; "
+            f"{len(self.negatives_train)} train negative sites {kinds}, {len(self.negatives_val)} validation sites; "
+            f"{len(self.unlabeled)} unlabeled images; {len(self.validation_regions)} validation regions"
+        )
+
+
+def validation_fold(key: str, fraction: float = 0.2) -> bool:
+    """Stable pseudo-random assignment of a group key (slide or file) to validation."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def tissue_grid(
+    rgb: np.ndarray, step_px: int, x_range: tuple[int, int] | None = None, mask_step_px: int = 4
+) -> np.ndarray:
+    """(N, 2) (row, col) grid points on tissue, at least half a window from the border, inside `x_range`."""
+    mask = real_data.tissue_mask(rgb[::mask_step_px, ::mask_step_px])
+    # a window is 'on tissue' when a fair share of its neighbourhood is: isolated specks do not count
+    mask = ndimage.uniform_filter(mask.astype(np.float32), size=max(3, RECEPTIVE_FIELD_PX // mask_step_px)) > 0.25
+    half = RECEPTIVE_FIELD_PX // 2
+    x0, x1 = x_range or (0, rgb.shape[1])
+    rows = np.arange(half, rgb.shape[0] - half, step_px)
+    cols = np.arange(max(half, x0 + step_px // 2), min(rgb.shape[1] - half, x1), step_px)
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+    keep = mask[grid[:, 0] // mask_step_px, grid[:, 1] // mask_step_px]
+    return grid[keep]
+
+
+def away_from(centres_rc: np.ndarray, mitoses_rc: np.ndarray, min_distance_px: float) -> np.ndarray:
+    """The centres at least `min_distance_px` from every mitosis."""
+    if len(mitoses_rc) == 0 or len(centres_rc) == 0:
+        return centres_rc
+    distance, _ = cKDTree(mitoses_rc).query(centres_rc, k=1)
+    return centres_rc[distance >= min_distance_px]
+
+
+# ------------------------------------------------------------------------------------------ MIDOG-format datasets
+
+
+def find_annotations(dataset_dir: Path) -> Path:
+    """The one annotation JSON of a dataset folder (MIDOG2022_training.json, MIDOG.json, dataset.json, ...)."""
+    candidates = sorted(p for p in dataset_dir.glob("*.json") if not p.name.startswith("."))
+    if len(candidates) != 1:
+        raise FileNotFoundError(
+            f"{dataset_dir}: expected exactly one annotation .json next to the TIFFs, found "
+            f"{[p.name for p in candidates] or 'none'}"
+        )
+    return candidates[0]
+
+
+def from_midog(
+    dataset_dir: Path, grid_step_px: int, min_distance_um: float, validation_fraction: float = 0.2, seed: int = 0
+) -> TrainingData:
+    """Training data of a MIDOG-format folder (annotation JSON + TIFFs); see the module docstring."""
+    dataset = load_dataset(find_annotations(dataset_dir), dataset_dir)
+    missing = [record.file_name for record in dataset if record.path is None]
+    if missing:
+        raise FileNotFoundError(f"{dataset_dir}: {len(missing)} image(s) listed but absent: {missing[:5]}")
+    split = split_images(dataset.images, validation_fraction, seed)
+    images: list[SiteImage] = []
+    extra_unlabeled = unlisted_images(dataset)
+
+    def add(record: ImageRecord) -> int:
+        spacing_mm = float(record.spacing_mm[0])
+        images.append(SiteImage(record.file_name, record.height_px, record.width_px, spacing_mm, path=record.path))
+        return len(images) - 1
+
+    def positives_of(records: list[ImageRecord], desc: str) -> tuple[np.ndarray, list[str]]:
+        crops, groups = [], []
+        for record in tqdm(records, desc=desc, unit="image"):
+            index = add(record)
+            for x_px, y_px in record.centres_px(1):
+                crops.append(images[index].crop(int(round(y_px)), int(round(x_px))))
+                groups.append(record.domain)
+        return np.stack(crops) if crops else np.zeros((0, SOURCE_PX, SOURCE_PX, 3), np.uint8), groups
+
+    def negatives_of(first: int, records: list[ImageRecord]) -> NegativeSites:
+        sites = NegativeSites.empty()
+        for offset, record in enumerate(tqdm(records, desc="negative grid", unit="image")):
+            index = first + offset
+            mitoses = record.centres_px(1)[:, ::-1]
+            min_distance_px = px_from_um(min_distance_um, (images[index].spacing_mm,) * 2)
+            grid = away_from(tissue_grid(images[index].read(), grid_step_px), mitoses, min_distance_px)
+            sites = sites.concatenate(NegativeSites.build(index, grid, "grid"))
+            sites = sites.concatenate(NegativeSites.build(index, np.round(record.centres_px(2)[:, ::-1]), "imposter"))
+        return sites
+
+    first_train = len(images)
+    positives_train, _ = positives_of(split.train, "train positives")
+    negatives_train = negatives_of(first_train, split.train)
+    first_val = len(images)
+    positives_val, val_groups = positives_of(split.validation, "validation positives")
+    negatives_val = negatives_of(first_val, split.validation)
+    regions = [
+        ValidationRegion(first_val + i, (0, r.width_px), r.centres_px(1)[:, ::-1], True, r.domain)
+        for i, r in enumerate(split.validation)
+    ]
+    unlabeled = [add(record) for record in split.unlabeled]
+    for path in extra_unlabeled:
+        with tifffile.TiffFile(path) as tiff:
+            height, width = tiff.pages.first.shape[:2]
+        images.append(SiteImage(path.name, height, width, float(read_spacing_mm(path)[0]), path=path))
+        unlabeled.append(len(images) - 1)
+    training_pixels = sum(r.width_px * r.height_px for r in split.train)
+    return TrainingData(
+        source=f"MIDOG-format dataset {dataset_dir} ({dataset.flavour})",
+        images=images,
+        positives_train=positives_train,
+        positives_val=positives_val,
+        positive_val_groups=val_groups,
+        negatives_train=negatives_train,
+        negatives_val=negatives_val,
+        unlabeled=unlabeled,
+        validation_regions=regions,
+        training_pixels=training_pixels,
+        grid_step_px=grid_step_px,
+        notes={"split_seed": seed, "train_images": len(split.train), "validation_images": len(split.validation)},
+    )
+
+
+# ------------------------------------------------------------------------------------------ the real offline data
+
+
+def from_real(root: Path, grid_step_px: int, train_fraction: float = 0.8) -> TrainingData:
+    """Training data of ../shared/data/real; see the module docstring for what plays which role."""
+    patches = [p for p in real_data.load_patches(root) if p.label == 1]
+    is_val = np.array([validation_fold(p.group) for p in patches])
+    crops = np.empty((len(patches), SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
+    for index, record in enumerate(tqdm(patches, desc="positive patches", unit="patch")):
+        crops[index] = real_data.read_patch(record)
+    images: list[SiteImage] = []
+    negatives_train, negatives_val = NegativeSites.empty(), NegativeSites.empty()
+    regions: list[ValidationRegion] = []
+    training_pixels = int((~is_val).sum()) * SOURCE_PX**2
+    for tile in tqdm(real_data.load_mitosis_free_tiles(root), desc="mitosis-free tiles", unit="tile"):
+        rgb = real_data.read_image(tile.path)
+        index = len(images)
+        images.append(SiteImage(tile.path.name, *rgb.shape[:2], tile.spacing_mm, rgb=rgb))
+        split_x = int(tile.width_px * train_fraction)
+        lookalikes = np.round(tile.lookalikes_px[:, ::-1]).astype(np.int64)
+        for part, x_range in (("train", (0, split_x)), ("val", (split_x, tile.width_px))):
+            grid = tissue_grid(rgb, grid_step_px, x_range)
+            inside = lookalikes[(lookalikes[:, 1] >= x_range[0]) & (lookalikes[:, 1] < x_range[1])]
+            sites = NegativeSites.build(index, grid, "grid").concatenate(NegativeSites.build(index, inside, "imposter"))
+            if part == "train":
+                negatives_train = negatives_train.concatenate(sites)
+                training_pixels += rgb.shape[0] * split_x
+            else:
+                negatives_val = negatives_val.concatenate(sites)
+                regions.append(ValidationRegion(index, x_range, np.zeros((0, 2)), True, "mitosis-free tiles"))
+    unlabeled = []
+    for unlabeled_field in real_data.load_unlabeled_fields(root):
+        rgb = real_data.read_image(unlabeled_field.path)
+        index = len(images)
+        images.append(SiteImage(unlabeled_field.path.name, *rgb.shape[:2], unlabeled_field.spacing_mm, rgb=rgb))
+        if validation_fold(unlabeled_field.path.name):
+            regions.append(ValidationRegion(index, (0, rgb.shape[1]), np.zeros((0, 2)), False, "MITOS 2012 fields"))
+        else:
+            unlabeled.append(index)
+    return TrainingData(
+        source=f"real offline data {root}",
+        images=images,
+        positives_train=crops[~is_val],
+        positives_val=crops[is_val],
+        positive_val_groups=[p.dataset for p, v in zip(patches, is_val, strict=True) if v],
+        negatives_train=negatives_train,
+        negatives_val=negatives_val,
+        unlabeled=unlabeled,
+        validation_regions=regions,
+        training_pixels=training_pixels,
+        grid_step_px=grid_step_px,
+    )
+
+
+def load_training_data(
+    data: Path, grid_step_px: int, min_distance_um: float, validation_fraction: float = 0.2, seed: int = 0
+) -> TrainingData:
+    """`from_real` when `data` holds the real offline folder (patches.csv), else `from_midog`."""
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"data folder {data} not found")
+    if (data / "patches.csv").is_file():
+        training_data = from_real(data, grid_step_px, 1 - validation_fraction)
+    else:
+        training_data = from_midog(data, grid_step_px, min_distance_um, validation_fraction, seed)
+    if len(training_data.positives_train) == 0 or len(training_data.negatives_train) == 0:
+        raise ValueError(f"{data}: no training positives or negatives ({training_data.summary()})")
+    logger.info(training_data.summary())
+    return training_data
+
+
+__all__ = [
+    "SOURCE_PX",
+    "NegativeSites",
+    "SiteImage",
+    "TrainingData",
+    "ValidationRegion",
+    "load_training_data",
+    "validation_fold",
+]
