@@ -212,7 +212,9 @@ def train_model(
         raise ValueError(f"batch size {settings.batch_size} is not divisible by {distributed.world} processes")
     per_rank = settings.batch_size // distributed.world
     mine = slice(distributed.rank * per_rank, (distributed.rank + 1) * per_rank)
-    labels = torch.cat([torch.ones(half), torch.zeros(settings.batch_size - half)]).long()[mine].to(device)
+    # interleave positives and negatives so that every rank's slice is balanced (batch-norm statistics per rank)
+    interleave = torch.from_numpy(np.argsort(np.r_[np.arange(half) * 2, np.arange(settings.batch_size - half) * 2 + 1]))
+    labels = torch.cat([torch.ones(half), torch.zeros(settings.batch_size - half)]).long()[interleave][mine].to(device)
     progress = tqdm(
         range(start, settings.iterations),
         initial=start,
@@ -231,7 +233,7 @@ def train_model(
         negative_crops = data.crops(negatives, rng.integers(0, len(negatives), size=settings.batch_size - half))
         batch = augment_batch(torch.from_numpy(np.concatenate([positives, negative_crops])), augmentation, generator)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(batch[mine].to(device)).float().flatten(1)
+            logits = model(batch[interleave][mine].to(device)).float().flatten(1)
         loss = F.cross_entropy(logits, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at iteration {iteration}")
