@@ -151,12 +151,15 @@ def tune(detector: Detector, data: TrainingData, tolerance: float, max_positives
                 "fp_per_mm2_at_0.5": round(float((scores >= 0.5).sum() / area), 3),
                 "exhaustive": members[0].exhaustive,
             }
+        groups = np.asarray(data.positive_val_groups[: len(crops)])
+        found = positives[name] >= threshold
         result["variants"][name] = {
             "threshold": threshold,
             "f1": float(f1[best]),
             "recall": float(recall[best]),
             "fp_per_mm2": float(fp_per_mm2[best]),
             "regions": by_group,
+            "recall_by_dataset": {g: round(float(found[groups == g].mean()), 4) for g in sorted(set(groups))},
         }
         result["curves"][name] = (thresholds, f1)
     return result
