@@ -14,8 +14,9 @@ Two readers fill the same `TrainingData`:
   80/20 by `training.split` (stratified by domain); TIFF windows are read lazily, never whole slides at once.
 - `from_real` (../shared/data/real): positives are the 5,696 real crops (validation: ~20% of slides, by hash);
   labelled negatives are the two certified mitosis-free canine tiles (left 80% train, right 20% validation) with their
-  look-alikes; the 15 MITOS 2012 fields are unlabeled (they hold unannotated mitoses, so they are never grid negatives)
-  and feed enrichment (train fields) and the false-positive estimate (validation fields).
+  look-alikes; the 15 MITOS 2012 fields are unlabeled: the training ones give grid negatives of kind "unlabeled"
+  (a few are unannotated mitoses: the pipeline drops the ones the base model scores as likely mitoses before mining)
+  and feed enrichment; the validation ones measure false positives (an overestimate: they hold mitoses).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 SOURCE_PX = 128
 """Side of the crops training cuts around a site: the 78 px window plus shift and zoom margins."""
 REAL_DATA_DIR = real_data.DEFAULT_ROOT.resolve()
+UNLABELED_GRID = "unlabeled"
+"""Kind of grid sites on images that may hold unannotated mitoses (negatives with a little label noise)."""
 
 
 @dataclass
@@ -314,7 +317,13 @@ def from_real(root: Path, grid_step_px: int, train_fraction: float = 0.8) -> Tra
         if validation_fold(unlabeled_field.path.name):
             regions.append(ValidationRegion(index, (0, rgb.shape[1]), np.zeros((0, 2)), False, "MITOS 2012 fields"))
         else:
+            # human breast tissue like most positives: without it every human-breast-looking window would be positive
+            # in training. Its few unannotated mitoses are removed before mining (`UNLABELED_GRID`, pipeline).
             unlabeled.append(index)
+            negatives_train = negatives_train.concatenate(
+                NegativeSites.build(index, tissue_grid(rgb, grid_step_px), UNLABELED_GRID)
+            )
+            training_pixels += rgb.shape[0] * rgb.shape[1]
     return TrainingData(
         source=f"real offline data {root}",
         images=images,
