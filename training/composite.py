@@ -12,6 +12,11 @@ category-2 imposters) and of the unlabeled MITOS 2012 fields (pastes are kept aw
 those fields hold unannotated mitoses). Every image is tagged 0.25 um/px; the fields are really 0.2456 um/px (2%
 smaller), which is not resampled.
 
+Held-out variant (``held_out_only=True``, with ``patch_filter=is_held_out_positive``): backgrounds only from the
+tiles' held-out columns (x >= 0.8 width, as ``training.sources.from_real`` splits them) and never from the fields, so
+every detection away from a pasted figure is a true false positive; ``benchmarks.same_domain_validation`` scores the
+detector there. ``provenance_path`` writes which crop went where and which background window each image is.
+
 Example::
 
     python -m training.composite --out /tmp/composite --images 8 --seed 0 --preview docs/composite_examples.png
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from tqdm import tqdm
 
 from training.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
 from training.real_data import (
+    DEFAULT_ROOT,
     PatchRecord,
     load_mitosis_free_tiles,
     load_patches,
@@ -40,14 +47,32 @@ from training.real_data import (
     read_patch,
     tissue_mask,
 )
+from training.sources import validation_fold
 from training.synthetic import ANNOTATION_FILE, write_tiff
 
-__all__ = ["BlendGeometry", "blend_patch", "generate_composite", "get_args_parser", "main", "write_examples"]
+__all__ = [
+    "TILE_TRAIN_FRACTION",
+    "BlendGeometry",
+    "blend_patch",
+    "generate_composite",
+    "get_args_parser",
+    "is_held_out_positive",
+    "main",
+    "write_examples",
+]
 
 logger = logging.getLogger(__name__)
 
 # Background origin written as MIDOG++-style tumor_type (so the split stratifies on it).
 _TUMOUR_TYPES = {"tile": "composite on canine mammary carcinoma tile", "field": "composite on MITOS 2012 field"}
+
+TILE_TRAIN_FRACTION = 0.8
+"""Training uses a tile's columns x < 0.8 width, validation the rest (``training.sources.from_real``'s default)."""
+
+
+def is_held_out_positive(record: PatchRecord) -> bool:
+    """A mitotic-figure crop of the training pipeline's held-out slides (``training.sources.from_real``)."""
+    return record.label == 1 and validation_fold(record.group)
 
 
 @dataclass(frozen=True)
@@ -127,12 +152,13 @@ def _pick_positions(rng: np.random.Generator, allowed: np.ndarray, count: int, m
     return positions
 
 
-def _background_window(rng: np.random.Generator, source: np.ndarray, size_px: int) -> tuple[int, int]:
-    """Top-left (x, y) of the window with the most tissue among a few random ones."""
+def _background_window(rng: np.random.Generator, source: np.ndarray, size_px: int, min_x_px: int = 0,
+                       tries: int = 12) -> tuple[int, int]:
+    """Top-left (x, y) of the window with the most tissue among a few random ones (left edge >= ``min_x_px``)."""
     height, width = source.shape[:2]
-    best, best_fraction = (0, 0), -1.0
-    for _ in range(12):
-        x0, y0 = int(rng.integers(0, width - size_px + 1)), int(rng.integers(0, height - size_px + 1))
+    best, best_fraction = (min_x_px, 0), -1.0
+    for _ in range(tries):
+        x0, y0 = int(rng.integers(min_x_px, width - size_px + 1)), int(rng.integers(0, height - size_px + 1))
         fraction = float(tissue_mask(source[y0:y0 + size_px:8, x0:x0 + size_px:8]).mean())
         if fraction > best_fraction:
             best, best_fraction = (x0, y0), fraction
@@ -141,18 +167,32 @@ def _background_window(rng: np.random.Generator, source: np.ndarray, size_px: in
 
 def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: int = 1024,
                        mitoses_per_image: int = 6, root: str | Path | None = None,
-                       progress: bool = True) -> Path:
+                       progress: bool = True, *, patch_filter: Callable[[PatchRecord], bool] | None = None,
+                       held_out_only: bool = False, provenance_path: str | Path | None = None) -> Path:
     """Write ``n_images`` composite images (``size_px`` squared) and a MIDOG-style annotation JSON.
 
     Backgrounds alternate between mitosis-free tile windows and unlabeled-field windows; crops are drawn from all
     patch datasets. Returns the annotation file path.
+
+    ``patch_filter``: only crops it accepts are pasted. ``held_out_only``: backgrounds only from the tiles' held-out
+    columns (x >= ``TILE_TRAIN_FRACTION`` width), never from the fields. ``provenance_path``: also write a JSON with,
+    per image, its background window and each pasted crop (in the order of the image's mitosis annotations).
     """
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    data_root = Path(root) if root is not None else DEFAULT_ROOT
     patches = load_patches(root)
+    if patch_filter is not None:
+        patches = [patch for patch in patches if patch_filter(patch)]
+        if not patches:
+            raise ValueError("patch_filter accepts none of the patches")
     tiles, fields = load_mitosis_free_tiles(root), load_unlabeled_fields(root)
-    images, annotations = [], []
+    if held_out_only:
+        fields = []
+        if not tiles:
+            raise ValueError("held_out_only needs the mitosis-free tiles")
+    images, annotations, provenance = [], [], []
     half_box = BOX_SIZE_PX // 2
     cache: dict[Path, np.ndarray] = {}
     for image_id in tqdm(range(1, n_images + 1), desc="composite images", disable=not progress):
@@ -161,13 +201,21 @@ def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: i
             cache.clear()  # one big decoded background at a time
             cache[record.path] = read_image(record.path)
         source = cache[record.path]
-        if kind == "tile" and len(record.lookalikes_px):
+        min_x = int(record.width_px * TILE_TRAIN_FRACTION) if held_out_only else 0
+        if source.shape[1] - size_px < min_x:
+            raise ValueError(f"{record.path.name}: columns x >= {min_x} are narrower than {size_px} px")
+        lookalikes = record.lookalikes_px if kind == "tile" else np.zeros((0, 2))
+        if held_out_only:
+            lookalikes = lookalikes[lookalikes[:, 0] >= min_x]
+        if kind == "tile" and len(lookalikes):
             # Tile tissue is in the lower part: centre the window near a look-alike so imposters come along.
-            x, y = record.lookalikes_px[int(rng.integers(0, len(record.lookalikes_px)))]
-            x0 = int(np.clip(x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0,
+            x, y = lookalikes[int(rng.integers(0, len(lookalikes)))]
+            x0 = int(np.clip(x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), min_x,
                              source.shape[1] - size_px))
             y0 = int(np.clip(y - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0,
                              source.shape[0] - size_px))
+        elif held_out_only:  # the held-out strip's tissue is a small part of it: look harder
+            x0, y0 = _background_window(rng, source, size_px, min_x, tries=48)
         else:
             x0, y0 = _background_window(rng, source, size_px)
         canvas = source[y0:y0 + size_px, x0:x0 + size_px].copy()
@@ -182,11 +230,18 @@ def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: i
             allowed &= ~_dark_candidates(canvas)
         for x, y, _ in image_annotations:
             allowed[max(0, y - 80):y + 80, max(0, x - 80):x + 80] = False
+        pasted = []
         for x, y in _pick_positions(rng, allowed, mitoses_per_image, 64, 100.0):
             patch: PatchRecord = patches[int(rng.integers(0, len(patches)))]
             canvas = blend_patch(canvas, read_patch(patch), x, y)
             image_annotations.append((x, y, MITOTIC_FIGURE))
+            pasted.append({"x_px": x, "y_px": y, "patch": patch.path.relative_to(data_root).as_posix(),
+                           "dataset": patch.dataset, "source": patch.source, "group": patch.group,
+                           "subclass": patch.subclass})
         file_name = f"{image_id:03d}.tiff"
+        provenance.append({"file_name": file_name, "background": {
+            "kind": kind, "file": record.path.name, "x0_px": x0, "y0_px": y0, "size_px": size_px,
+            "source_width_px": int(source.shape[1]), "source_height_px": int(source.shape[0])}, "mitoses": pasted})
         write_tiff(out_dir / file_name, canvas)
         images.append({"license": 1, "file_name": file_name, "id": image_id, "width": size_px, "height": size_px,
                        "tumor_type": _TUMOUR_TYPES[kind]})
@@ -204,6 +259,11 @@ def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: i
     }
     path = out_dir / ANNOTATION_FILE
     path.write_text(json.dumps(payload, indent=1) + "\n")
+    if provenance_path is not None:
+        sidecar = {"seed": seed, "n_images": n_images, "size_px": size_px, "mitoses_per_image": mitoses_per_image,
+                   "held_out_only": held_out_only, "tile_train_fraction": TILE_TRAIN_FRACTION,
+                   "patch_pool": len(patches), "images": provenance}
+        Path(provenance_path).write_text(json.dumps(sidecar, indent=1) + "\n")
     return path
 
 
