@@ -48,7 +48,7 @@ class HnmSettings:
     iterations: int = 30_000  # per trial
     init: str = "scratch"  # "scratch" (paper) or "base" (fine-tune the base model: what CPUs can afford)
     lr: float = 0.03
-    suspect_probability: float = 0.5  # "unlabeled" negatives the base model scores >= this: likely mitoses, dropped
+    suspect_positive_quantile: float = 0.1  # "unlabeled" negatives scoring above this quantile of held-out mitoses
 
 
 @dataclass(frozen=True)

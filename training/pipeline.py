@@ -294,11 +294,17 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
         scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, data.negatives_train)
         np.savez(out / "scores.npz", score=scores)
     scores = np.load(out / "scores.npz")["score"]
-    # grid sites of unlabeled images that look like mitoses to the base model may be unannotated mitoses: they are
-    # neither hard nor random negatives from here on (the base model saw them; 1 in ~1000 sites at most)
-    suspect = (data.negatives_train.kind == UNLABELED_GRID) & (scores >= config.hnm.suspect_probability)
+    # grid sites of unlabeled images that the base model scores like real mitoses (above the lowest tenth of held-out
+    # mitoses) may be unannotated mitoses: they are neither hard nor random negatives from here on
+    held_out = np.load(out / "base" / "best_validation.npz")
+    suspect_cut = float(
+        np.quantile(held_out["probability"][held_out["labels"] == 1], config.hnm.suspect_positive_quantile)
+    )
+    suspect = (data.negatives_train.kind == UNLABELED_GRID) & (scores >= suspect_cut)
     if suspect.any():
-        logger.info("dropping %d suspected unannotated mitoses from the negatives", suspect.sum())
+        logger.info(
+            "dropping %d suspected unannotated mitoses (score >= %.3f) from the negatives", suspect.sum(), suspect_cut
+        )
         data.negatives_train = data.negatives_train.subset(np.flatnonzero(~suspect))
         scores = scores[~suspect]
 
