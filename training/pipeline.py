@@ -272,7 +272,7 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
     resolved = config.to_json() | {"_config_path": str(config_path), "_data": str(data_dir)}
     if config_file.exists():
         previous = json.loads(config_file.read_text())
-        if {k: v for k, v in previous.items() if not k.startswith("_")} != config.to_json():
+        if {k: v for k, v in previous.items() if not k.startswith("_")} != json.loads(json.dumps(config.to_json())):
             raise ValueError(f"{out} was made with another config; use a new --out folder or delete {config_file}")
     else:
         config_file.write_text(json.dumps(resolved, indent=2))

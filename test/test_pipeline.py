@@ -1,0 +1,90 @@
+"""The whole training pipeline (`tiny` config) on a synthetic MIDOG-format dataset: every stage's output, a bundle
+`process.py` can load, and a rerun after an interruption that finishes without redoing finished stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.bundle import read_bundle
+from model.inference import Detector
+from training import pipeline
+from training.midog_dataset import read_window
+from training.synthetic import generate_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(folder, n_images=6, seed=5, width_px=768, height_px=768, n_unlabeled=1, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, dataset):
+    """A run interrupted in the middle of the search, then rerun with the same command."""
+    out = tmp_path_factory.mktemp("run")
+    original, calls = pipeline.train_model, []
+
+    def die_in_the_search(*args, **kwargs):
+        calls.append(kwargs.get("description"))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    pipeline.train_model = die_in_the_search
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run_pipeline("tiny", dataset, out)
+    finally:
+        pipeline.train_model = original
+    assert (out / "base" / "best.json").exists() and not (out / "hnm_search.json").exists()
+    base_weights = (out / "base" / "best.safetensors").stat().st_mtime_ns
+    bundle_dir = pipeline.run_pipeline("tiny", dataset, out)
+    assert (out / "base" / "best.safetensors").stat().st_mtime_ns == base_weights  # finished stage not redone
+    return out, bundle_dir
+
+
+def test_search_summary_has_hard_and_random_points_with_seeds(finished_run):
+    out, _ = finished_run
+    search = json.loads((out / "hnm_search.json").read_text())
+    selections = {point["selection"] for point in search["points"]}
+    assert selections == {"hard", "random"}
+    assert all(len(point["ap"]) == 2 for point in search["points"])
+    hard_ks = sorted(point["k"] for point in search["points"] if point["selection"] == "hard")
+    assert len(hard_ks) > 2  # the grid plus at least one refinement midpoint
+    assert search["k_selected"] in hard_ks
+    assert all(0 < point["pixel_fraction"] < 1 for point in search["points"])
+    for figure in ("figure2_hnm_search.png", "figure3_enrichment.png", "threshold.png"):
+        assert (out / figure).stat().st_size > 1000
+
+
+def test_bundle_carries_search_enrichment_validation_and_loads(finished_run, dataset):
+    out, bundle_dir = finished_run
+    bundle = read_bundle(bundle_dir)
+    assert bundle.extra["hnm"]["k_selected"] == json.loads((out / "hnm_search.json").read_text())["k_selected"]
+    assert bundle.extra["enrichment"]["n_selected"] >= 0
+    validation = bundle.extra["validation"]
+    for key in ("f1_a", "f1_b", "f1_ensemble", "ap"):
+        assert key in validation
+    assert validation["method"].startswith("exact")
+    assert bundle.threshold == validation["variants"]["ensemble"]["threshold"]
+    detections = Detector(bundle_dir).detect(read_window(dataset / "001.tiff", 0, 0, 256, 256))
+    assert np.all((detections.probability >= 0) & (detections.probability <= 1))
+
+
+def test_rerun_of_a_finished_run_changes_nothing(finished_run, dataset):
+    out, bundle_dir = finished_run
+    before = (bundle_dir / "bundle.json").read_text()
+    pipeline.run_pipeline("tiny", dataset, out)
+    after = json.loads((bundle_dir / "bundle.json").read_text())
+    previous = json.loads(before)
+    assert after["models"] == previous["models"] and after["threshold"] == previous["threshold"]
+
+
+def test_another_config_in_the_same_folder_is_refused(finished_run, dataset):
+    out, _ = finished_run
+    with pytest.raises(ValueError, match="another config"):
+        pipeline.run_pipeline("smoke", dataset, out)
