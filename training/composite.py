@@ -47,7 +47,7 @@ from training.real_data import (
     read_patch,
     tissue_mask,
 )
-from training.sources import validation_fold
+from training.sources import TILE_TRAIN_FRACTION, validation_fold
 from training.synthetic import ANNOTATION_FILE, write_tiff
 
 __all__ = [
@@ -65,9 +65,6 @@ logger = logging.getLogger(__name__)
 
 # Background origin written as MIDOG++-style tumor_type (so the split stratifies on it).
 _TUMOUR_TYPES = {"tile": "composite on canine mammary carcinoma tile", "field": "composite on MITOS 2012 field"}
-
-TILE_TRAIN_FRACTION = 0.8
-"""Training uses a tile's columns x < 0.8 width, validation the rest (``training.sources.from_real``'s default)."""
 
 
 def is_held_out_positive(record: PatchRecord) -> bool:

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 SOURCE_PX = 128
 """Side of the crops training cuts around a site: the 78 px window plus shift and zoom margins."""
 REAL_DATA_DIR = real_data.DEFAULT_ROOT.resolve()
+TILE_TRAIN_FRACTION = 0.8
+"""The mitosis-free tiles' columns x < 0.8 width are for training, the rest for validation."""
 UNLABELED_GRID = "unlabeled"
 """Kind of grid sites on images that may hold unannotated mitoses (negatives with a little label noise)."""
 
@@ -282,7 +284,7 @@ def from_midog(
 # ------------------------------------------------------------------------------------------ the real offline data
 
 
-def from_real(root: Path, grid_step_px: int, train_fraction: float = 0.8) -> TrainingData:
+def from_real(root: Path, grid_step_px: int, train_fraction: float = TILE_TRAIN_FRACTION) -> TrainingData:
     """Training data of ../shared/data/real; see the module docstring for what plays which role."""
     patches = [p for p in real_data.load_patches(root) if p.label == 1]
     is_val = np.array([validation_fold(p.group) for p in patches])
@@ -347,7 +349,7 @@ def load_training_data(
     if not data.is_dir():
         raise FileNotFoundError(f"data folder {data} not found")
     if (data / "patches.csv").is_file():
-        training_data = from_real(data, grid_step_px, 1 - validation_fraction)
+        training_data = from_real(data, grid_step_px)
     else:
         training_data = from_midog(data, grid_step_px, min_distance_um, validation_fraction, seed)
     if len(training_data.positives_train) == 0 or len(training_data.negatives_train) == 0:
