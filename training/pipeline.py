@@ -210,16 +210,17 @@ def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> Nega
         except ValueError as error:  # too little tissue to estimate stains: nothing to enrich from
             logger.warning("%s: %s", data.images[index].name, error)
             continue
+        density = stain.residual_density(rgb, matrix)
         centres = stain.residual_candidates(
             rgb,
             matrix,
             min_distance_px=config.enrichment.min_distance_px,
             quantile=config.enrichment.quantile,
             max_candidates=config.enrichment.max_per_image,
+            density=density,
         )
         fraction = stain.residual_fraction(rgb, matrix)[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0)
         centres = centres[fraction >= config.enrichment.min_residual_fraction]
-        density = stain.residual_density(rgb, matrix)
         residuals.append(density[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0))
         found = found.concatenate(NegativeSites.build(index, centres, "enrichment"))
     candidate_scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, found)

@@ -129,13 +129,15 @@ def residual_candidates(
     quantile: float = 0.999,
     max_candidates: int = 50,
     border_px: int = 64,
+    density: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, 2) int (row, col) residual-density maxima above the image's own ``quantile``, strongest first.
 
     Relative to the image (not an absolute OD) because stain intensity varies between scanners and labs; the peaks
     are at least ``min_distance_px`` apart and ``border_px`` from the border so that a patch around each fits.
     """
-    density = residual_density(rgb, stain_matrix)
+    if density is None:  # callers that also need the map pass it in, so it is computed once
+        density = residual_density(rgb, stain_matrix)
     height, width = density.shape
     if height <= 2 * border_px or width <= 2 * border_px or max_candidates <= 0:
         return np.zeros((0, 2), dtype=np.int64)
