@@ -7,8 +7,23 @@ import colorsys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from skimage.color import rgb2lab
 
-from training.augment import POLICIES, Policy, augment_batch, centre_windows, colour_jitter, rotate_hue
+from training.augment import (
+    POLICIES,
+    Policy,
+    augment_batch,
+    centre_windows,
+    colour_jitter,
+    lab_to_srgb,
+    lab_transfer,
+    rotate_hue,
+    sampling_grid,
+    srgb_to_lab,
+    transfer_lab_statistics,
+    with_lab_transfer,
+)
 
 
 def test_identity_policy_cuts_the_centre_window():
@@ -65,3 +80,102 @@ def test_shift_moves_content_by_up_to_12_px():
     rows, cols = flat // 78, flat % 78
     assert (rows - 39).abs().max() <= 13 and (cols - 39).abs().max() <= 13
     assert (rows - 39).abs().max() >= 10  # the whole range is used
+
+
+# ---------------------------------------------------------------- LAB colour transfer (Reinhard et al. 2001)
+
+
+def _stained_crops(count: int, seed: int) -> torch.Tensor:
+    """Crops with a different mid-range colour and texture each, so a transfer rarely leaves the sRGB gamut."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand((count, 1, 1, 3), generator=generator) * 0.3 + 0.35
+    spread = torch.rand((count, 1, 1, 1), generator=generator) * 0.06 + 0.02
+    noise = torch.randn((count, 128, 128, 3), generator=generator) * spread
+    return ((base + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _lab_stats(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    lab = srgb_to_lab(rgb.double()).float()
+    return lab.mean(dim=(2, 3)), lab.std(dim=(2, 3))
+
+
+def test_lab_round_trip_and_agreement_with_skimage():
+    rgb = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    rgb[0, :, 0, :2] = torch.tensor([[0.0, 1.0]] * 3)  # black and white
+    lab = srgb_to_lab(rgb)
+    assert lab.dtype == torch.float32
+    assert (lab_to_srgb(lab) - rgb).abs().max() < 1e-3
+    expected = rgb2lab(rgb.permute(0, 2, 3, 1).double().numpy())
+    assert np.abs(lab.permute(0, 2, 3, 1).numpy() - expected).max() < 1e-2
+
+
+def test_transfer_gives_each_selected_window_its_targets_lab_statistics():
+    windows = centre_windows(_stained_crops(6, seed=4))
+    target = torch.tensor([3, 0, 1, 5, 2, 4])
+    selected = torch.tensor([True, True, True, True, False, True])
+    out = transfer_lab_statistics(windows, target, selected)
+    mean_in, std_in = _lab_stats(windows)
+    mean_out, std_out = _lab_stats(out)
+    chosen = selected.nonzero().squeeze(1)
+    assert torch.allclose(mean_out[chosen], mean_in[target[chosen]], atol=0.05)
+    assert torch.allclose(std_out[chosen], std_in[target[chosen]], rtol=0.01, atol=0.05)
+    assert torch.equal(out[~selected], windows[~selected])  # unselected windows untouched
+
+
+def test_policy_with_transfer_on_takes_another_samples_statistics():
+    crops = _stained_crops(12, seed=5)
+    policy = with_lab_transfer(POLICIES["none"], 1.0)  # no geometry or jitter: output = transferred centre windows
+    assert policy.lab_transfer_p == 1.0 and POLICIES["none"].lab_transfer_p == 0.0
+    out = augment_batch(crops, policy, torch.Generator().manual_seed(6))
+    mean_in, std_in = _lab_stats(centre_windows(crops))
+    mean_out, std_out = _lab_stats(out)
+    distance = torch.cdist(torch.cat([mean_out, std_out], 1), torch.cat([mean_in, std_in], 1))
+    donor = distance.argmin(1)
+    assert (donor != torch.arange(12)).all()  # j != i: the colours come from another sample of the batch
+    assert torch.allclose(mean_out, mean_in[donor], atol=0.05)
+    assert torch.allclose(std_out, std_in[donor], rtol=0.01, atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["A", "B", "none"])
+def test_transfer_off_reproduces_the_pipeline_without_it(name):
+    """lab_transfer_p = 0 must draw nothing from the generator: same output and generator state as before."""
+    crops = torch.randint(0, 256, (8, 128, 128, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    before = torch.Generator().manual_seed(8)
+    source = crops.permute(0, 3, 1, 2).float() / 255.0
+    grid = sampling_grid(8, 128, POLICIES[name], before)
+    windows = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    expected = colour_jitter(windows, POLICIES[name], before)
+    after = torch.Generator().manual_seed(8)
+    assert torch.equal(augment_batch(crops, with_lab_transfer(POLICIES[name], 0.0), after), expected)
+    assert torch.equal(after.get_state(), before.get_state())
+
+
+def test_transfer_is_a_no_op_for_a_single_sample():
+    crops = _stained_crops(1, seed=9)
+    off = augment_batch(crops, POLICIES["B"], torch.Generator().manual_seed(10))
+    on = augment_batch(crops, with_lab_transfer(POLICIES["B"], 1.0), torch.Generator().manual_seed(10))
+    assert torch.equal(on, off)
+
+
+def test_transfer_is_deterministic_for_a_seed():
+    crops = _stained_crops(8, seed=11)
+    policy = with_lab_transfer(POLICIES["A"], 0.5)
+    first = augment_batch(crops, policy, torch.Generator().manual_seed(12))
+    again = augment_batch(crops, policy, torch.Generator().manual_seed(12))
+    other = augment_batch(crops, policy, torch.Generator().manual_seed(13))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_transfer_probability_is_respected():
+    generator = torch.Generator().manual_seed(14)
+    windows = torch.rand(4000, 1, 1, 1, generator=generator).expand(-1, 3, 4, 4) * 0.6 + 0.2  # distinct greys
+    windows = windows + torch.rand(4000, 3, 4, 4, generator=generator) * 0.1
+    out = lab_transfer(windows, with_lab_transfer(Policy(), 0.3), generator)
+    changed = (out - windows).abs().amax(dim=(1, 2, 3)) > 1e-4
+    assert abs(changed.float().mean().item() - 0.3) < 0.03
+
+
+def test_with_lab_transfer_rejects_bad_probabilities():
+    with pytest.raises(ValueError):
+        with_lab_transfer(POLICIES["A"], 1.5)

@@ -5,11 +5,15 @@ transposition, elastic deformation, spatial shift and zoom while cutting the win
 run on the window. Batched torch ops keep augmentation a few percent of a training step on CPU, which per-sample
 library pipelines (albumentations, torchvision) did not; the transforms and their ranges follow Table 1 exactly.
 No rotations: the P4 network is invariant to 90-degree rotations by construction.
+
+Optionally (`lab_transfer_p`, off in both policies unless `with_lab_transfer` turns it on) a sample takes the CIE LAB
+mean and standard deviation of another sample of its batch (Reinhard et al. 2001 colour transfer, used as stain
+augmentation for mitosis detection by Akram et al.), so the network sees each mitosis under other images' stains.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,9 @@ class Policy:
     contrast_range: tuple[float, float] = (0.8, 1.2)
     gamma_p: float = 0.0
     gamma_range: tuple[float, float] = (0.8, 1.2)
+    # Reinhard LAB colour transfer from another sample of the batch; 0 = off and no generator draws, so runs made
+    # before this option existed stay bit-for-bit reproducible.
+    lab_transfer_p: float = 0.0
 
 
 POLICIES: dict[str, Policy] = {
@@ -51,6 +58,13 @@ POLICIES: dict[str, Policy] = {
     ),
     "none": Policy(transpose_p=0, elastic_p=0, shift_p=0, zoom_p=0, hue_p=0, colour_shift_p=0, contrast_p=0),
 }
+
+
+def with_lab_transfer(policy: Policy, probability: float) -> Policy:
+    """`policy` with LAB colour transfer applied to each sample with `probability` (A and B leave it off)."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {probability}")
+    return replace(policy, lab_transfer_p=probability)
 
 
 def _uniform(shape, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -113,6 +127,92 @@ def rotate_hue(rgb: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
     return maximum.unsqueeze(1) - chroma.unsqueeze(1) * weight
 
 
+# sRGB (D65) -> CIE XYZ with the matrix scikit-image uses (the test compares with rgb2lab), D65 reference white, and
+# the linear map from (f(X/Xn), f(Y/Yn), f(Z/Zn)) to LAB. The white is folded into the matrices and every linear
+# step is one batched 3x3 matmul, so a conversion is two matmuls and a handful of in-place element-wise passes.
+_XYZ_FROM_SRGB_LINEAR = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
+)
+_D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_LAB_FROM_F = torch.tensor([[0.0, 116.0, 0.0], [500.0, -500.0, 0.0], [0.0, 200.0, -200.0]], dtype=torch.float64)
+_WHITE_XYZ_FROM_RGB = (_XYZ_FROM_SRGB_LINEAR / _D65_WHITE[:, None]).float()
+_RGB_FROM_WHITE_XYZ = (torch.linalg.inv(_XYZ_FROM_SRGB_LINEAR) * _D65_WHITE[None, :]).float()
+_F_FROM_LAB = torch.linalg.inv(_LAB_FROM_F).float()
+_LAB_FROM_F = _LAB_FROM_F.float()
+_LAB_DELTA = 6.0 / 29.0
+# Floor on a window's LAB standard deviation (in LAB units, below one 8-bit level of L), so a flat window is moved to
+# the target's mean instead of having its interpolation noise blown up by std_target / ~0.
+_LAB_STD_FLOOR = 0.1
+
+
+def _mix_channels(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 colour matrix to the channel axis of (N, 3, H, W)."""
+    flat = image.reshape(image.shape[0], 3, -1)
+    return torch.matmul(matrix.to(image.device, image.dtype), flat).view_as(image)
+
+
+def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) sRGB in [0, 1] -> CIE LAB (D65; L in [0, 100]), as skimage.color.rgb2lab but batched in torch."""
+    linear = torch.where(rgb > 0.04045, rgb.add(0.055).div_(1.055).clamp_min_(0).pow_(2.4), rgb / 12.92)
+    xyz = _mix_channels(_WHITE_XYZ_FROM_RGB, linear)  # X/Xn, Y/Yn, Z/Zn
+    cube = _LAB_DELTA**3
+    f = torch.where(xyz > cube, xyz.clamp_min(cube).pow_(1.0 / 3.0), xyz.mul(1 / (3 * _LAB_DELTA**2)).add_(4 / 29))
+    lab = _mix_channels(_LAB_FROM_F, f)
+    lab[:, 0] -= 16.0
+    return lab
+
+
+def lab_to_srgb(lab: torch.Tensor) -> torch.Tensor:
+    """Inverse of `srgb_to_lab`; out-of-gamut colours come back outside [0, 1] (callers clamp)."""
+    shifted = lab.clone()
+    shifted[:, 0] += 16.0
+    f = _mix_channels(_F_FROM_LAB, shifted)
+    xyz = torch.where(f > _LAB_DELTA, f.pow(3), f.sub(4 / 29).mul_(3 * _LAB_DELTA**2))
+    linear = _mix_channels(_RGB_FROM_WHITE_XYZ, xyz)
+    encoded = linear.clamp_min(0.0031308).pow_(1 / 2.4).mul_(1.055).sub_(0.055)
+    return torch.where(linear > 0.0031308, encoded, linear * 12.92)
+
+
+def transfer_lab_statistics(rgb: torch.Tensor, target: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Reinhard colour transfer: selected windows take the per-channel LAB mean and std of window target[i].
+
+    rgb: (N, 3, H, W) in [0, 1]; target: (N,) long indices into the batch; selected: (N,) bool. Statistics are over
+    each whole window and taken before any transfer, so chains (i <- j <- k) use j's original colours. Only selected
+    windows are converted back; the result is clamped to [0, 1], which may pull the statistics of saturated colours
+    slightly off the target's.
+    """
+    if not selected.any():
+        return rgb
+    lab = srgb_to_lab(rgb)
+    std, mean = torch.std_mean(lab, dim=(2, 3), keepdim=True)
+    std = std.clamp_min(_LAB_STD_FLOOR)
+    chosen = selected.nonzero().squeeze(1)
+    source = target[chosen]
+    scale = std[source] / std[chosen]  # (x - mean_i) / std_i * std_j + mean_j as one multiply-add
+    moved = torch.addcmul(mean[source] - mean[chosen] * scale, lab[chosen], scale)
+    out = rgb.clone()
+    out[chosen] = lab_to_srgb(moved).clamp(0, 1)
+    return out
+
+
+def lab_transfer(rgb: torch.Tensor, policy: Policy, generator: torch.Generator) -> torch.Tensor:
+    """With probability `policy.lab_transfer_p`, give each window the LAB statistics of another window of the batch.
+
+    The donor of window i is (i + k) mod N with k uniform in 1..N-1, i.e. uniform over the other samples: batches are
+    drawn at random from all slides, so this is a random other image's stain at no extra I/O. Draws nothing from the
+    generator when the probability is 0 or the batch has a single window (nothing to transfer from), so existing
+    seeded runs are unchanged.
+    """
+    count = rgb.shape[0]
+    if policy.lab_transfer_p <= 0 or count < 2:
+        return rgb
+    selected = _coin(count, policy.lab_transfer_p, generator)
+    offset = torch.randint(1, count, (count,), generator=generator)
+    target = (torch.arange(count) + offset) % count
+    return transfer_lab_statistics(rgb, target.to(rgb.device), selected.to(rgb.device))
+
+
 def colour_jitter(rgb: torch.Tensor, policy: Policy, generator: torch.Generator) -> torch.Tensor:
     """Hue rotation, per-channel colour shift, contrast and gamma (Table 1 order), each with its probability."""
     count = rgb.shape[0]
@@ -138,6 +238,7 @@ def augment_batch(crops_uint8: torch.Tensor, policy: Policy, generator: torch.Ge
     source = crops_uint8.permute(0, 3, 1, 2).float() / 255.0
     grid = sampling_grid(count, source_px, policy, generator)
     windows = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    windows = lab_transfer(windows, policy, generator)  # before the jitter, which then acts on the new stain
     return colour_jitter(windows, policy, generator)
 
 
