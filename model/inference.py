@@ -21,6 +21,7 @@ from model.candidates import Candidates, EnsembleDetections, agree, ensemble_pro
 from model.dense import DEFAULT_TILE_CELLS, probability_map
 from model.geometry import RECEPTIVE_FIELD_PX
 from model.plain import PlainP4ResNet
+from model.plausibility import looks_like_micrograph
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,38 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The one precision rule of inference (also used where training ranks hard negatives and picks checkpoints, so
+    that what is tuned is what ships): fp16 on CUDA, bf16 on a CPU that supports it, else fp32 (None)."""
+    if precision == "fp32":
+        return None
+    if precision not in ("auto", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if device.type == "cuda":
+        return torch.float16 if precision in ("auto", "fp16") else torch.bfloat16
+    if precision == "fp16":
+        raise ValueError("fp16 autocast is for CUDA; use bf16 or fp32 on CPU")
+    return torch.bfloat16 if (precision == "bf16" or cpu_supports_bf16()) else None
+
+
+def window_scorer(network: torch.nn.Module, device: torch.device, dtype: torch.dtype | None):
+    """(1, 3, h, w) float image -> (1, h', w') mitosis probability map of `network` under `dtype` autocast."""
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = network(batch)
+        return torch.softmax(logits.float(), dim=1)[:, 1]
+
+    return score
+
+
 @dataclass(frozen=True)
 class Detections:
     xy_px: np.ndarray  # (N, 2) continuous pixel coordinates (x, y)
     xy_mm: np.ndarray  # (N, 2) physical coordinates in mm
     probability: np.ndarray  # (N,) ensemble probability
     agreed: np.ndarray  # (N,) bool: both models have a candidate here
-    is_mitosis: np.ndarray  # (N,) bool: agreed and >= threshold
+    is_mitosis: np.ndarray  # (N,) bool: agreed, >= threshold, and on a micrograph (`model.plausibility`)
 
 
 class Detector:
@@ -63,29 +89,11 @@ class Detector:
         self.networks = [
             net.to(self.device).to(memory_format=torch.channels_last) for net in load_networks(self.bundle, bundle_dir)
         ]
-        self.autocast_dtype = self._autocast_dtype(precision)
+        self.autocast_dtype = autocast_dtype(self.device, precision)
         self.tile_cells = tile_cells
 
-    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
-        if precision == "fp32":
-            return None
-        if precision not in ("auto", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-        if self.device.type == "cuda":
-            return torch.float16 if precision in ("auto", "fp16") else torch.bfloat16
-        if precision == "fp16":
-            raise ValueError("fp16 autocast is for CUDA; use bf16 or fp32 on CPU")
-        return torch.bfloat16 if (precision == "bf16" or cpu_supports_bf16()) else None
-
     def _score_fn(self, network: PlainP4ResNet):
-        def score(batch: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(
-                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-            ):
-                logits = network(batch)
-            return torch.softmax(logits.float(), dim=1)[:, 1]
-
-        return score
+        return window_scorer(network, self.device, self.autocast_dtype)
 
     def probability_maps(self, image_rgb: np.ndarray, progress: bool = False) -> list[np.ndarray]:
         """One dense map per policy model (bundle order)."""
@@ -122,7 +130,8 @@ class Detector:
             xy_mm=spacing.mm_from_px(xy_px, spacing_mm, origin_mm),
             probability=probability,
             agreed=agreed,
-            is_mitosis=agreed & (probability >= self.bundle.threshold),
+            # `model.plausibility`: nothing is named where the window is not a micrograph (noise, synthetic junk)
+            is_mitosis=agreed & (probability >= self.bundle.threshold) & looks_like_micrograph(image_rgb, xy_px),
         )
 
     @torch.no_grad()

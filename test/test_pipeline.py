@@ -88,3 +88,41 @@ def test_another_config_in_the_same_folder_is_refused(finished_run, dataset):
     out, _ = finished_run
     with pytest.raises(ValueError, match="another config"):
         pipeline.run_pipeline("smoke", dataset, out)
+
+
+def test_fine_tuning_starts_from_the_base_models_best_weights_and_search_ranks_by_field_ap(finished_run):
+    """Trials and final models start from base/best_model.pt (the selected weights, not the last checkpoint), and the
+    search is ranked by AP on the whole validation images."""
+    out, _ = finished_run
+    for run in ("final_A", "final_B", "search/all-s0"):
+        assert json.loads((out / run / "run.json").read_text())["init"] == str(out / "base" / "best_model.pt")
+    search = json.loads((out / "hnm_search.json").read_text())
+    assert search["metric"].startswith("challenge AP on")
+    record = json.loads((out / "search" / "all-s0" / "best.json").read_text())
+    assert search["all_negatives"]["ap"][0] == record["field_ap"]
+
+
+def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
+    """score_sites (the hard-negative ranking) equals the dense map of the exported model at the site's window."""
+    import torch
+    from safetensors.torch import load_file
+
+    from model.dense import probability_map
+    from model.inference import autocast_dtype, window_scorer
+    from model.plain import PlainP4ResNet
+    from training.augment import centre_windows
+    from training.sources import load_training_data
+    from training.train import architecture
+
+    out, _ = finished_run
+    config = json.loads((out / "config.json").read_text())
+    data = load_training_data(config["_data"], config["data"]["grid_step_px"], config["data"]["min_distance_um"])
+    sites = data.negatives_train.subset(np.arange(4))
+    scores = pipeline.score_sites(out / "base" / "best.safetensors", "narrow", data, sites)
+    net = PlainP4ResNet(architecture("narrow"))
+    net.load_state_dict(load_file(str(out / "base" / "best.safetensors")))
+    net.eval()
+    device = torch.device("cpu")
+    windows = (centre_windows(torch.from_numpy(data.crops(sites))) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    dense = [probability_map(w, window_scorer(net, device, autocast_dtype(device)), device)[0, 0] for w in windows]
+    np.testing.assert_allclose(scores, dense, atol=1e-4)

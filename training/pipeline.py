@@ -41,16 +41,16 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model.bundle import Bundle, write_bundle
-from model.inference import Detector
+from model.inference import Detector, autocast_dtype
 from model.output import write_json_atomically
 from model.plain import PlainP4ResNet
 from training import stain
 from training.augment import centre_windows
 from training.config import Config, load_config
 from training.plots import plot_hnm_search
-from training.sources import UNLABELED_GRID, NegativeSites, TrainingData, load_training_data
+from training.sources import NegativeSites, TrainingData, load_training_data
 from training.threshold import plot_threshold_curves, summary, tune
-from training.train import architecture, predict, train_model
+from training.train import BEST_MODEL, architecture, predict, train_model
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.pipeline")
@@ -61,9 +61,9 @@ def score_sites(weights: Path, arch: str, data: TrainingData, sites: NegativeSit
     """Probability of every site under a trained model (plain-torch export, eval mode, memory bounded by `chunk`)."""
     net = PlainP4ResNet(architecture(arch))
     net.load_state_dict(load_file(str(weights)))
-    dtype = torch.bfloat16 if not torch.cuda.is_available() else torch.float16
-    if torch.cuda.is_available():
-        net = net.cuda()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = autocast_dtype(device)  # the precision inference runs in: the ranking is the one that ships
+    net = net.to(device)
     scores = []
     for start in tqdm(range(0, len(sites), chunk), desc="scoring sites", unit="chunk"):
         crops = data.crops(sites, np.arange(start, min(start + chunk, len(sites))))
@@ -102,7 +102,7 @@ def run_trial(job: tuple) -> tuple[str, float, float]:
     settings = replace(config.train, iterations=config.hnm.iterations, lr=config.hnm.lr, cycle=config.hnm.iterations)
     if worker_threads:
         settings = replace(settings, threads=worker_threads)
-    init = out / "base" / "checkpoint.pt" if config.hnm.init == "base" else None
+    init = out / "base" / BEST_MODEL if config.hnm.init == "base" else None
     result = train_model(
         _DATA,
         settings,
@@ -113,7 +113,7 @@ def run_trial(job: tuple) -> tuple[str, float, float]:
         init=init,
         description=name,
     )
-    return name, result.val_ap_calibrated, result.val_ap
+    return name, result.field_ap, result.val_ap_calibrated
 
 
 def run_trials(config: Config, out: Path, scores: np.ndarray, trials: list[tuple[str, int, int]], workers: int) -> None:
@@ -136,6 +136,18 @@ def trial_record(out: Path, selection: str, k: int, seed: int) -> dict:
     return json.loads((out / "search" / trial_name(selection, k, seed) / "best.json").read_text())
 
 
+def search_metric(data: TrainingData) -> tuple[str, str]:
+    """The key of `best.json` that ranks regimes, and its description: validation-field AP (the paper ranks by AP
+    on real validation images); the patch-level calibrated AP only for data without validation fields."""
+    if data.field_regions:
+        fields = len(data.field_regions)
+        return "field_ap", f"challenge AP on {fields} whole validation fields (training.field_validation)"
+    return "val_ap_calibrated", (
+        "patch-level validation AP, negatives weighted to the MIDOG 2022 mitosis density "
+        "(training/validation_metrics.py)"
+    )
+
+
 def search(
     config: Config, data: TrainingData, out: Path, scores: np.ndarray, workers: int, n_suspects: int = 0
 ) -> dict:
@@ -149,15 +161,23 @@ def search(
             (s, k, seed) for k in ks for s in selections for seed in config.hnm.seeds if not (s == "random" and k == n)
         ]
 
+    metric, metric_description = search_metric(data)
+
     def mean_ap(selection: str, k: int) -> float:
-        return float(np.mean([trial_record(out, selection, k, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]))
+        return float(np.mean([trial_record(out, selection, k, seed)[metric] for seed in config.hnm.seeds]))
 
     all_trials = [("all", n, seed) for seed in config.hnm.seeds]
     run_trials(config, out, scores, all_trials + trials_for(grid), workers)
     if config.hnm.refine and len(grid) > 1:
         best = int(np.argmax([mean_ap("hard", k) for k in grid]))
+        # the optimum at an edge of the grid: extend beyond it (halve / double) besides the midpoints inside
+        outward = []
+        if best == 0 and grid[0] >= 2:
+            outward = [grid[0] // 2]
+        elif best == len(grid) - 1:
+            outward = [min(2 * grid[-1], n)]
         neighbours = [grid[i] for i in (best - 1, best + 1) if 0 <= i < len(grid)]
-        midpoints = sorted({int(round(math.sqrt(grid[best] * k))) for k in neighbours} - set(grid))
+        midpoints = sorted(({int(round(math.sqrt(grid[best] * k))) for k in neighbours} | set(outward)) - set(grid))
         run_trials(config, out, scores, trials_for(midpoints), workers)
         grid = sorted(set(grid) | set(midpoints))
 
@@ -165,8 +185,9 @@ def search(
     positives = len(data.positives_train)
 
     def stats(selection: str, k: int) -> dict:
-        aps = [trial_record(out, selection, k, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]
-        plain = [trial_record(out, selection, k, seed)["val_ap"] for seed in config.hnm.seeds]
+        aps = [trial_record(out, selection, k, seed)[metric] for seed in config.hnm.seeds]
+        f1 = [trial_record(out, selection, k, seed).get("field_f1") for seed in config.hnm.seeds]
+        plain = [trial_record(out, selection, k, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]
         return {
             "k": k,
             "selection": selection,
@@ -174,17 +195,17 @@ def search(
             "ap_mean": float(np.mean(aps)),
             "ap_std": float(np.std(aps)),
             "ap": aps,
-            "ap_uncalibrated_mean": float(np.mean(plain)),
+            "field_f1": f1,
+            "patch_ap_calibrated_mean": float(np.mean(plain)),
         }
 
     points = [stats(s, k) for k in grid for s in selections if not (s == "random" and k == n)]
     hard = [p for p in points if p["selection"] == "hard"]
     k_selected = max(hard, key=lambda p: (p["ap_mean"], -p["k"]))["k"]
-    all_aps = [trial_record(out, "all", n, seed)["val_ap_calibrated"] for seed in config.hnm.seeds]
+    all_aps = [trial_record(out, "all", n, seed)[metric] for seed in config.hnm.seeds]
     return {
         "suspected_mitoses_dropped": int(n_suspects),
-        "metric": "patch-level validation AP, negatives weighted to the MIDOG 2022 mitosis density "
-        "(training/validation_metrics.py)",
+        "metric": metric_description,
         "trial_init": config.hnm.init,
         "trial_iterations": config.hnm.iterations,
         "seeds": list(config.hnm.seeds),
@@ -222,7 +243,9 @@ def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> Nega
         fraction = stain.residual_fraction(rgb, matrix)[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0)
         centres = centres[fraction >= config.enrichment.min_residual_fraction]
         residuals.append(density[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0))
-        found = found.concatenate(NegativeSites.build(index, centres, "enrichment"))
+        source = str(data.negatives_train.source[data.negatives_train.image == index][0]) if (
+            data.negatives_train.image == index).any() else "enrichment"
+        found = found.concatenate(NegativeSites.build(index, centres, "enrichment", source))
     candidate_scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, found)
     keep = candidate_scores >= cutoff
     selected = found.subset(np.flatnonzero(keep))
@@ -238,6 +261,7 @@ def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> Nega
     np.savez(
         out / "enrichment.npz",
         image=selected.image,
+        source=selected.source,
         row_px=selected.row_px,
         col_px=selected.col_px,
         score=candidate_scores[keep],
@@ -250,7 +274,9 @@ def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> Nega
 
 def load_enrichment(path: Path) -> NegativeSites:
     saved = np.load(path)
-    return NegativeSites(saved["image"], saved["row_px"], saved["col_px"], np.full(len(saved["image"]), "enrichment"))
+    count = len(saved["image"])
+    sources = saved["source"] if "source" in saved else np.full(count, "enrichment")
+    return NegativeSites(saved["image"], saved["row_px"], saved["col_px"], np.full(count, "enrichment"), sources)
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
@@ -295,13 +321,13 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
         scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, data.negatives_train)
         np.savez(out / "scores.npz", score=scores)
     scores = np.load(out / "scores.npz")["score"]
-    # grid sites of unlabeled images that the base model scores like real mitoses (above the lowest tenth of held-out
-    # mitoses) may be unannotated mitoses: they are neither hard nor random negatives from here on
+    # sites of unlabeled images (MITOS 2012 fields) that the base model scores like real mitoses (above the lowest
+    # tenth of held-out mitoses) may be unannotated mitoses: they are neither hard nor random negatives from here on
     held_out = np.load(out / "base" / "best_validation.npz")
     suspect_cut = float(
         np.quantile(held_out["probability"][held_out["labels"] == 1], config.hnm.suspect_positive_quantile)
     )
-    suspect = (data.negatives_train.kind == UNLABELED_GRID) & (scores >= suspect_cut)
+    suspect = np.isin(data.negatives_train.image, data.unlabeled) & (scores >= suspect_cut)
     if suspect.any():
         logger.info(
             "dropping %d suspected unannotated mitoses (score >= %.3f) from the negatives", suspect.sum(), suspect_cut
@@ -327,7 +353,7 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
     finals = {}
     for policy in config.final.policies:
         settings = replace(config.train, iterations=config.final.iterations, lr=config.final.lr)
-        init = out / "base" / "checkpoint.pt" if config.final.init == "base" else None
+        init = out / "base" / BEST_MODEL if config.final.init == "base" else None
         finals[policy] = train_model(
             data, settings, out / f"final_{policy}", policy, config.final.seed, selected, init, f"final {policy}"
         )

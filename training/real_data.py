@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,10 @@ __all__ = [
     "DEFAULT_ROOT",
     "MITOS2012_SPACING_MM",
     "PatchRecord",
+    "AnnotatedField",
     "TileRecord",
     "UnlabeledField",
+    "load_midesec_fields",
     "load_mitosis_free_tiles",
     "load_patches",
     "load_unlabeled_fields",
@@ -44,6 +47,11 @@ DEFAULT_ROOT: Path = Path(__file__).resolve().parents[1] / ".." / "shared" / "da
 MITOS2012_SPACING_MM: float = 0.0002456
 """MITOS 2012 high-power fields (Aperio XT): 0.2456 um/px."""
 _TILE_FOLDER = Path("tiles") / "cmc-no-mitosis"
+_MIDESEC_FOLDER = Path("fields") / "midesec"
+_MIDESEC_ANNOTATIONS = "midesec.json"
+MIDOGPP_BLOCK = 64
+"""MIDOG++ crops name no slide; their numbers run in the source's order, so blocks of this many consecutive numbers
+are kept on one side of a split (crops of one image mostly stay together; a best effort, not a guarantee)."""
 _UNLABELED_FOLDER = Path("unlabeled") / "mitos2012"
 _LOOKALIKE_CLASS = 1
 
@@ -69,8 +77,13 @@ class PatchRecord:
 
     @property
     def group(self) -> str:
-        """Crops of one slide belong together (keep them on one side of a split); unknown slide -> own group."""
-        return f"{self.dataset}/{self.slide}" if self.slide else f"{self.dataset}/{self.path.name}"
+        """Crops of one slide belong together (keep them on one side of a split). Without a slide name: a block of
+        `MIDOGPP_BLOCK` consecutive crop numbers when the name is a number, else the crop alone."""
+        if self.slide:
+            return f"{self.dataset}/{self.slide}"
+        if self.path.stem.isdigit():
+            return f"{self.dataset}/block{int(self.path.stem) // MIDOGPP_BLOCK}"
+        return f"{self.dataset}/{self.path.name}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,17 @@ class TileRecord:
     width_px: int
     height_px: int
     lookalikes_px: np.ndarray  # (N, 2) float (x, y) pixel centres of annotated look-alikes (hard negatives)
+    spacing_mm: float = DEFAULT_SPACING_MM
+
+
+@dataclass(frozen=True)
+class AnnotatedField:
+    """A completely annotated field (MiDeSeC): every mitotic figure is listed, everything else is a negative."""
+
+    path: Path
+    width_px: int
+    height_px: int
+    mitoses_xy_px: np.ndarray  # (N, 2) float (x, y) pixel centres of every mitotic figure
     spacing_mm: float = DEFAULT_SPACING_MM
 
 
@@ -166,6 +190,29 @@ def load_mitosis_free_tiles(root: str | Path | None = None) -> list[TileRecord]:
                 if int(fields[0]) == _LOOKALIKE_CLASS:
                     centres.append((float(fields[1]) * width_px, float(fields[2]) * height_px))
         records.append(TileRecord(path, width_px, height_px, np.asarray(centres, np.float64).reshape(-1, 2)))
+    return records
+
+
+def load_midesec_fields(root: str | Path | None = None) -> list[AnnotatedField]:
+    """The MiDeSeC fields (1024 x 1024 px, 0.25 um/px) with the centres of their mitotic figures, sorted by name.
+
+    `midesec.json` has the MIDOG 2021 layout: boxes [x1, y1, x2, y2] in pixels, category 1 = mitotic figure.
+    """
+    root = _root(root)
+    folder = root / _MIDESEC_FOLDER
+    payload = json.loads((folder / _MIDESEC_ANNOTATIONS).read_text())
+    centres: dict[int, list[tuple[float, float]]] = {image["id"]: [] for image in payload["images"]}
+    for annotation in payload["annotations"]:
+        if annotation["category_id"] == 1:
+            x1, y1, x2, y2 = annotation["bbox"]
+            centres[annotation["image_id"]].append(((x1 + x2) / 2, (y1 + y2) / 2))
+    records = []
+    for image in sorted(payload["images"], key=lambda item: item["file_name"]):
+        path = folder / image["file_name"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} listed in {_MIDESEC_ANNOTATIONS} but missing")
+        xy = np.asarray(centres[image["id"]], np.float64).reshape(-1, 2)
+        records.append(AnnotatedField(path, int(image["width"]), int(image["height"]), xy))
     return records
 
 

@@ -36,6 +36,7 @@ from model.geometry import RECEPTIVE_FIELD_PX
 from model.spacing import px_from_um
 from training import real_data
 from training.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
+from training.nuclei import nucleus_centres
 from training.split import split_images
 from training.validation_metrics import calibrated_negative_weight
 
@@ -46,8 +47,6 @@ SOURCE_PX = 128
 REAL_DATA_DIR = real_data.DEFAULT_ROOT.resolve()
 TILE_TRAIN_FRACTION = 0.8
 """The mitosis-free tiles' columns x < 0.8 width are for training, the rest for validation."""
-UNLABELED_GRID = "unlabeled"
-"""Kind of grid sites on images that may hold unannotated mitoses (negatives with a little label noise)."""
 
 
 @dataclass
@@ -62,17 +61,18 @@ class SiteImage:
     path: Path | None = None
 
     def crop(self, row: int, col: int, size_px: int = SOURCE_PX) -> np.ndarray:
-        """size_px crop centred on (row, col), shifted to stay inside the image (border padding is a texture
-        positives never show, a shortcut the network would learn)."""
+        """size_px crop centred exactly on (row, col); parts outside the image are mirrored (numpy "reflect", as
+        dense inference pads). Shifting the crop inside the image instead would move a border mitosis off the
+        window centre, so the network would learn an off-centre figure as "centred"."""
         half = size_px // 2
-        top = int(np.clip(row - half, 0, max(self.height_px - size_px, 0)))
-        left = int(np.clip(col - half, 0, max(self.width_px - size_px, 0)))
-        if self.rgb is not None:
-            window = self.rgb[top : top + size_px, left : left + size_px]
-            if window.shape[:2] == (size_px, size_px):
-                return window
-            return np.pad(window, ((0, size_px - window.shape[0]), (0, size_px - window.shape[1]), (0, 0)), "reflect")
-        return read_window(self.path, left, top, size_px, size_px)
+        top, left = row - half, col - half
+        if self.rgb is None:
+            return read_window(self.path, left, top, size_px, size_px)  # pads by reflection itself
+        if 0 <= top and 0 <= left and top + size_px <= self.height_px and left + size_px <= self.width_px:
+            return self.rgb[top : top + size_px, left : left + size_px]
+        rows = reflect_indices(np.arange(top, top + size_px), self.height_px)
+        cols = reflect_indices(np.arange(left, left + size_px), self.width_px)
+        return self.rgb[np.ix_(rows, cols)]
 
     def read(self, x_range: tuple[int, int] | None = None) -> np.ndarray:
         """All pixels (or a column range): for dense detection and stain estimation on one image at a time."""
@@ -82,35 +82,103 @@ class SiteImage:
         return read_window(self.path, x0, 0, x1 - x0, self.height_px)
 
 
+def reflect_indices(indices: np.ndarray, length: int) -> np.ndarray:
+    """Indices mirrored into [0, length) as numpy's "reflect" padding does (the edge pixel is not repeated)."""
+    if length == 1:
+        return np.zeros_like(indices)
+    period = 2 * (length - 1)
+    folded = np.abs(indices) % period
+    return np.where(folded >= length, period - folded, folded)
+
+
+NEGATIVE_KINDS = ("grid", "nucleus", "imposter", "enrichment")
+"""grid: a point of a regular grid on tissue (stroma, background, anything); nucleus: centred on a hematoxylin-dense
+nucleus (`training.nuclei`); imposter: an annotated look-alike; enrichment: a high stain-residual window."""
+
+
 @dataclass
 class NegativeSites:
-    """Negative window centres: `image` indexes `TrainingData.images`; `kind` is grid / imposter / enrichment."""
+    """Negative window centres: `image` indexes `TrainingData.images`; `kind` is one of `NEGATIVE_KINDS`; `source`
+    names where the image comes from (a dataset / domain), so that batches can be balanced across sources."""
 
     image: np.ndarray
     row_px: np.ndarray
     col_px: np.ndarray
     kind: np.ndarray
+    source: np.ndarray
 
     def __len__(self) -> int:
         return len(self.image)
 
     def subset(self, indices: np.ndarray) -> NegativeSites:
-        return NegativeSites(self.image[indices], self.row_px[indices], self.col_px[indices], self.kind[indices])
+        return NegativeSites(*(array[indices] for array in self.arrays()))
 
     def concatenate(self, other: NegativeSites) -> NegativeSites:
         return NegativeSites(*(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays(), strict=True)))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return self.image, self.row_px, self.col_px, self.kind
+        return self.image, self.row_px, self.col_px, self.kind, self.source
 
     @classmethod
     def empty(cls) -> NegativeSites:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, "<U10"))
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, "<U10"),
+                   np.zeros(0, "<U32"))
 
     @classmethod
-    def build(cls, image: int, centres_rc: np.ndarray, kind: str) -> NegativeSites:
+    def build(cls, image: int, centres_rc: np.ndarray, kind: str, source: str) -> NegativeSites:
+        if kind not in NEGATIVE_KINDS:
+            raise ValueError(f"unknown negative kind {kind!r} (one of {NEGATIVE_KINDS})")
         centres_rc = np.asarray(centres_rc, dtype=np.int64).reshape(-1, 2)
-        return cls(np.full(len(centres_rc), image), centres_rc[:, 0], centres_rc[:, 1], np.full(len(centres_rc), kind))
+        count = len(centres_rc)
+        return cls(np.full(count, image), centres_rc[:, 0], centres_rc[:, 1], np.full(count, kind, "<U10"),
+                   np.full(count, source, "<U32"))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{source: {kind: count}}: what the data summary reports."""
+        table: dict[str, dict[str, int]] = {}
+        for source, kind in zip(self.source, self.kind, strict=True):
+            table.setdefault(str(source), {}).setdefault(str(kind), 0)
+            table[str(source)][str(kind)] += 1
+        return table
+
+
+class GroupSampler:
+    """Draws indices group by group: a group is chosen by its weight, then a member uniformly."""
+
+    def __init__(self, keys: np.ndarray, weight_of: dict[str, float]):
+        if len(keys) == 0:
+            raise ValueError("nothing to sample from")
+        groups, inverse = np.unique(np.asarray(keys).astype(str), return_inverse=True)
+        weight = np.array([weight_of[str(g)] for g in groups], dtype=np.float64)
+        self.groups = groups
+        self.probability = weight / weight.sum()
+        self.members = np.argsort(inverse, kind="stable")
+        self.sizes = np.bincount(inverse, minlength=len(groups))
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+
+    def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        group = rng.choice(len(self.groups), size=count, p=self.probability)
+        within = np.minimum((rng.random(count) * self.sizes[group]).astype(np.int64), self.sizes[group] - 1)
+        return self.members[self.starts[group] + within]
+
+
+def negative_sampler(sites: NegativeSites) -> GroupSampler:
+    """Every source equally likely, and within a source every kind: without it the largest pool decides what a
+    batch looks like (grid sites of one big tile would outnumber the nuclei of every field), and "which source"
+    becomes a feature the network can learn instead of "mitosis"."""
+    keys = np.char.add(np.char.add(sites.source.astype(str), "|"), sites.kind.astype(str))
+    groups = np.unique(keys)
+    sources = [g.split("|")[0] for g in groups]
+    n_sources = len(set(sources))
+    weights = {g: 1.0 / (n_sources * sources.count(src)) for g, src in zip(groups, sources, strict=True)}
+    return GroupSampler(keys, weights)
+
+
+def positive_sampler(datasets: np.ndarray) -> GroupSampler:
+    """Positive datasets weighted by the square root of their size: a small same-domain set (the MiDeSeC training
+    fields' mitoses) is not drowned by thousands of crops from elsewhere, nor memorised by plain balancing."""
+    names, counts = np.unique(np.asarray(datasets).astype(str), return_counts=True)
+    return GroupSampler(datasets, {n: float(np.sqrt(c)) for n, c in zip(names, counts, strict=True)})
 
 
 @dataclass
@@ -132,6 +200,7 @@ class TrainingData:
     source: str
     images: list[SiteImage]
     positives_train: np.ndarray
+    positive_train_groups: np.ndarray  # dataset / domain of each training positive (`positive_sampler`)
     positives_val: np.ndarray
     positive_val_groups: list[str]
     negatives_train: NegativeSites
@@ -159,13 +228,29 @@ class TrainingData:
             out[slot] = self.images[sites.image[index]].crop(int(sites.row_px[index]), int(sites.col_px[index]))
         return out
 
+    @property
+    def field_regions(self) -> list[ValidationRegion]:
+        """Where the recipe is measured (field AP, F1, threshold): completely annotated validation regions of the
+        groups that hold mitoses (the MiDeSeC validation fields; a MIDOG split's validation images). Mitosis-free
+        groups (the canine tiles) are reported apart as false positives per mm2."""
+        with_mitoses = {r.group for r in self.validation_regions if r.exhaustive and len(r.mitoses_rc)}
+        return [r for r in self.validation_regions if r.exhaustive and r.group in with_mitoses]
+
     def summary(self) -> str:
-        kinds = {k: int((self.negatives_train.kind == k).sum()) for k in np.unique(self.negatives_train.kind)}
+        positives = dict(zip(*np.unique(self.positive_train_groups.astype(str), return_counts=True), strict=True))
+        fields = self.field_regions
         return (
-            f"{self.source}: {len(self.positives_train)} train / {len(self.positives_val)} validation positives; "
-            f"{len(self.negatives_train)} train negative sites {kinds}, {len(self.negatives_val)} validation sites; "
-            f"{len(self.unlabeled)} unlabeled images; {len(self.validation_regions)} validation regions"
+            f"{self.source}: {len(self.positives_train)} train positives {_plain(positives)}, "
+            f"{len(self.positives_val)} validation positives; "
+            f"train negative sites {len(self.negatives_train)} by source and kind {self.negatives_train.counts()}; "
+            f"validation negative sites {len(self.negatives_val)} {self.negatives_val.counts()}; "
+            f"{len(self.unlabeled)} unlabeled images; {len(fields)} validation fields with "
+            f"{sum(len(r.mitoses_rc) for r in fields)} mitoses; {len(self.validation_regions)} validation regions"
         )
+
+
+def _plain(counts: dict) -> dict:
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def validation_fold(key: str, fraction: float = 0.2) -> bool:
@@ -243,13 +328,16 @@ def from_midog(
             index = first + offset
             mitoses = record.centres_px(1)[:, ::-1]
             min_distance_px = px_from_um(min_distance_um, (images[index].spacing_mm,) * 2)
-            grid = away_from(tissue_grid(images[index].read(), grid_step_px), mitoses, min_distance_px)
-            sites = sites.concatenate(NegativeSites.build(index, grid, "grid"))
-            sites = sites.concatenate(NegativeSites.build(index, np.round(record.centres_px(2)[:, ::-1]), "imposter"))
+            rgb = images[index].read()
+            grid = away_from(tissue_grid(rgb, grid_step_px), mitoses, min_distance_px)
+            nuclei = away_from(nucleus_centres(rgb, images[index].spacing_mm), mitoses, min_distance_px)
+            imposters = np.round(record.centres_px(2)[:, ::-1])
+            for centres, kind in ((grid, "grid"), (nuclei, "nucleus"), (imposters, "imposter")):
+                sites = sites.concatenate(NegativeSites.build(index, centres, kind, record.domain))
         return sites
 
     first_train = len(images)
-    positives_train, _ = positives_of(split.train, "train positives")
+    positives_train, train_groups = positives_of(split.train, "train positives")
     negatives_train = negatives_of(first_train, split.train)
     first_val = len(images)
     positives_val, val_groups = positives_of(split.validation, "validation positives")
@@ -269,6 +357,7 @@ def from_midog(
         source=f"MIDOG-format dataset {dataset_dir} ({dataset.flavour})",
         images=images,
         positives_train=positives_train,
+        positive_train_groups=np.asarray(train_groups, dtype=str),
         positives_val=positives_val,
         positive_val_groups=val_groups,
         negatives_train=negatives_train,
@@ -284,60 +373,114 @@ def from_midog(
 # ------------------------------------------------------------------------------------------ the real offline data
 
 
-def from_real(root: Path, grid_step_px: int, train_fraction: float = TILE_TRAIN_FRACTION) -> TrainingData:
+MIDESEC = "MiDeSeC"
+MIDESEC_VALIDATION_FIELDS = 10
+"""MiDeSeC fields held out for validation: the 10 whose file names come first in SHA-256 order (a fixed, seedless
+choice: P0_06, P0_08, P0_09, P0_14, P0_21, P0_25, P0_26, P0_30, P0_33, P0_34 hold 35 of the 115 mitoses)."""
+
+
+def midesec_validation_names(names: list[str], count: int = MIDESEC_VALIDATION_FIELDS) -> set[str]:
+    """The validation part of the MiDeSeC fields (see `MIDESEC_VALIDATION_FIELDS`)."""
+    return set(sorted(names, key=lambda name: hashlib.sha256(name.encode()).hexdigest())[:count])
+
+
+def _site_sets(
+    index: int, rgb: np.ndarray, spacing_mm: float, grid_step_px: int, source: str, mitoses_rc: np.ndarray,
+    min_distance_px: float, x_range: tuple[int, int] | None = None,
+) -> NegativeSites:
+    """Grid and nucleus-centred negatives of one image (or one column range), away from its mitoses."""
+    grid = away_from(tissue_grid(rgb, grid_step_px, x_range), mitoses_rc, min_distance_px)
+    nuclei = away_from(nucleus_centres(rgb, spacing_mm), mitoses_rc, min_distance_px)
+    if x_range is not None:
+        nuclei = nuclei[(nuclei[:, 1] >= x_range[0]) & (nuclei[:, 1] < x_range[1])]
+    return NegativeSites.build(index, grid, "grid", source).concatenate(
+        NegativeSites.build(index, nuclei, "nucleus", source)
+    )
+
+
+def from_real(
+    root: Path, grid_step_px: int, min_distance_um: float = 16.0, train_fraction: float = TILE_TRAIN_FRACTION
+) -> TrainingData:
     """Training data of ../shared/data/real; see the module docstring for what plays which role."""
     patches = [p for p in real_data.load_patches(root) if p.label == 1]
     is_val = np.array([validation_fold(p.group) for p in patches])
     crops = np.empty((len(patches), SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
     for index, record in enumerate(tqdm(patches, desc="positive patches", unit="patch")):
         crops[index] = real_data.read_patch(record)
+    datasets = np.array([p.dataset for p in patches])
+    positives_train, train_groups = [crops[~is_val]], [datasets[~is_val]]
+    positives_val, val_groups = [crops[is_val]], list(datasets[is_val])
     images: list[SiteImage] = []
     negatives_train, negatives_val = NegativeSites.empty(), NegativeSites.empty()
     regions: list[ValidationRegion] = []
     training_pixels = int((~is_val).sum()) * SOURCE_PX**2
+
+    def add_image(path: Path, spacing_mm: float) -> tuple[int, np.ndarray]:
+        rgb = real_data.read_image(path)
+        images.append(SiteImage(path.name, *rgb.shape[:2], spacing_mm, rgb=rgb))
+        return len(images) - 1, rgb
+
+    fields = real_data.load_midesec_fields(root)
+    validation_names = midesec_validation_names([f.path.name for f in fields])
+    for annotated in tqdm(fields, desc="MiDeSeC fields", unit="field"):
+        index, rgb = add_image(annotated.path, annotated.spacing_mm)
+        mitoses_rc = np.round(annotated.mitoses_xy_px[:, ::-1]).astype(np.int64)
+        min_distance_px = px_from_um(min_distance_um, (annotated.spacing_mm,) * 2)
+        sites = _site_sets(index, rgb, annotated.spacing_mm, grid_step_px, MIDESEC, mitoses_rc, min_distance_px)
+        field_crops = [images[index].crop(int(r), int(c)) for r, c in mitoses_rc]
+        if annotated.path.name in validation_names:
+            negatives_val = negatives_val.concatenate(sites)
+            positives_val.append(np.asarray(field_crops, np.uint8).reshape(-1, SOURCE_PX, SOURCE_PX, 3))
+            val_groups += [MIDESEC] * len(field_crops)
+            regions.append(ValidationRegion(index, (0, rgb.shape[1]), mitoses_rc, True, "MiDeSeC fields"))
+        else:
+            negatives_train = negatives_train.concatenate(sites)
+            positives_train.append(np.asarray(field_crops, np.uint8).reshape(-1, SOURCE_PX, SOURCE_PX, 3))
+            train_groups.append(np.full(len(field_crops), MIDESEC))
+            training_pixels += rgb.shape[0] * rgb.shape[1]
+
+    no_mitoses = np.zeros((0, 2), np.int64)
     for tile in tqdm(real_data.load_mitosis_free_tiles(root), desc="mitosis-free tiles", unit="tile"):
-        rgb = real_data.read_image(tile.path)
-        index = len(images)
-        images.append(SiteImage(tile.path.name, *rgb.shape[:2], tile.spacing_mm, rgb=rgb))
+        index, rgb = add_image(tile.path, tile.spacing_mm)
         split_x = int(tile.width_px * train_fraction)
         lookalikes = np.round(tile.lookalikes_px[:, ::-1]).astype(np.int64)
         for part, x_range in (("train", (0, split_x)), ("val", (split_x, tile.width_px))):
-            grid = tissue_grid(rgb, grid_step_px, x_range)
+            sites = _site_sets(index, rgb, tile.spacing_mm, grid_step_px, "CMC tiles", no_mitoses, 0.0, x_range)
             inside = lookalikes[(lookalikes[:, 1] >= x_range[0]) & (lookalikes[:, 1] < x_range[1])]
-            sites = NegativeSites.build(index, grid, "grid").concatenate(NegativeSites.build(index, inside, "imposter"))
+            sites = sites.concatenate(NegativeSites.build(index, inside, "imposter", "CMC tiles"))
             if part == "train":
                 negatives_train = negatives_train.concatenate(sites)
                 training_pixels += rgb.shape[0] * split_x
             else:
                 negatives_val = negatives_val.concatenate(sites)
-                regions.append(ValidationRegion(index, x_range, np.zeros((0, 2)), True, "mitosis-free tiles"))
+                regions.append(ValidationRegion(index, x_range, no_mitoses, True, "mitosis-free tiles"))
     unlabeled = []
     for unlabeled_field in real_data.load_unlabeled_fields(root):
-        rgb = real_data.read_image(unlabeled_field.path)
-        index = len(images)
-        images.append(SiteImage(unlabeled_field.path.name, *rgb.shape[:2], unlabeled_field.spacing_mm, rgb=rgb))
+        index, rgb = add_image(unlabeled_field.path, unlabeled_field.spacing_mm)
         if validation_fold(unlabeled_field.path.name):
-            regions.append(ValidationRegion(index, (0, rgb.shape[1]), np.zeros((0, 2)), False, "MITOS 2012 fields"))
+            regions.append(ValidationRegion(index, (0, rgb.shape[1]), no_mitoses, False, "MITOS 2012 fields"))
         else:
             # human breast tissue like most positives: without it every human-breast-looking window would be positive
-            # in training. Its few unannotated mitoses are removed before mining (`UNLABELED_GRID`, pipeline).
+            # in training. Its few unannotated mitoses are removed before mining (`TrainingData.unlabeled`, pipeline).
             unlabeled.append(index)
             negatives_train = negatives_train.concatenate(
-                NegativeSites.build(index, tissue_grid(rgb, grid_step_px), UNLABELED_GRID)
+                _site_sets(index, rgb, unlabeled_field.spacing_mm, grid_step_px, "MITOS 2012", no_mitoses, 0.0)
             )
             training_pixels += rgb.shape[0] * rgb.shape[1]
     return TrainingData(
         source=f"real offline data {root}",
         images=images,
-        positives_train=crops[~is_val],
-        positives_val=crops[is_val],
-        positive_val_groups=[p.dataset for p, v in zip(patches, is_val, strict=True) if v],
+        positives_train=np.concatenate(positives_train),
+        positive_train_groups=np.concatenate(train_groups).astype(str),
+        positives_val=np.concatenate(positives_val),
+        positive_val_groups=val_groups,
         negatives_train=negatives_train,
         negatives_val=negatives_val,
         unlabeled=unlabeled,
         validation_regions=regions,
         training_pixels=training_pixels,
         grid_step_px=grid_step_px,
+        notes={"midesec_validation_fields": sorted(validation_names)},
     )
 
 
@@ -349,7 +492,7 @@ def load_training_data(
     if not data.is_dir():
         raise FileNotFoundError(f"data folder {data} not found")
     if (data / "patches.csv").is_file():
-        training_data = from_real(data, grid_step_px)
+        training_data = from_real(data, grid_step_px, min_distance_um)
     else:
         training_data = from_midog(data, grid_step_px, min_distance_um, validation_fraction, seed)
     if len(training_data.positives_train) == 0 or len(training_data.negatives_train) == 0:
@@ -363,6 +506,8 @@ __all__ = [
     "NegativeSites",
     "SiteImage",
     "TrainingData",
+    "negative_sampler",
+    "positive_sampler",
     "ValidationRegion",
     "load_training_data",
     "validation_fold",

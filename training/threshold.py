@@ -33,7 +33,7 @@ from model.inference import Detector  # noqa: E402
 from model.matching import MATCH_RADIUS_UM  # noqa: E402
 from model.spacing import mm_from_px, px_from_um  # noqa: E402
 from training import real_data  # noqa: E402
-from training.evaluate import f1_by_threshold  # noqa: E402
+from training.evaluate import average_precision, f1_by_threshold  # noqa: E402
 from training.sources import TrainingData  # noqa: E402
 from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1  # noqa: E402
 
@@ -99,14 +99,36 @@ def pick(thresholds: np.ndarray, f1: np.ndarray, tolerance: float) -> int:
     return int(np.flatnonzero(f1 >= np.nanmax(f1) - tolerance)[0])
 
 
+def group_reports(regions: list[RegionPoints], name: str, threshold: float) -> dict:
+    """False positives per mm2 of tissue per validation group (every point of a mitosis-free group is false)."""
+    by_group = {}
+    for group in sorted({r.group for r in regions}):
+        members = [r for r in regions if r.group == group]
+        area = sum(r.area_mm2 for r in members)
+        scores = np.concatenate([r.points_mm[name][1] for r in members])
+        n_mitoses = sum(len(r.mitoses_mm) for r in members)
+        by_group[group] = {
+            "tissue_mm2": round(area, 3),
+            "points_at_threshold_per_mm2": round(float((scores >= threshold).sum() / max(area, 1e-9)), 3),
+            "annotated_mitoses": n_mitoses,
+            "exhaustive": members[0].exhaustive,
+        }
+    return by_group
+
+
 def tune(detector: Detector, data: TrainingData, tolerance: float, max_positives: int = 0) -> dict:
     """Thresholds and validation F1 of A, B and the ensemble (see the module docstring), with curves for plotting."""
     regions = score_regions(detector, data)
-    exhaustive = [r for r in regions if r.exhaustive]
+    field_groups = {r.group for r in data.field_regions}
+    exhaustive = [r for r in regions if r.exhaustive and r.group in field_groups]
     n_mitoses = sum(len(r.mitoses_mm) for r in exhaustive)
     result: dict = {"variants": {}, "curves": {}}
     if n_mitoses:
-        result["method"] = f"exact: greedy matching within {MATCH_RADIUS_UM} um on {len(exhaustive)} validation images"
+        result["method"] = f"exact: greedy matching within {MATCH_RADIUS_UM} um on {len(exhaustive)} validation fields"
+        crops = data.positives_val[:max_positives] if max_positives else data.positives_val
+        spacing_mm = float(np.median([data.images[r.image].spacing_mm for r in data.validation_regions]))
+        positives = score_positive_crops(detector, crops, spacing_mm) if len(crops) else None
+        groups = np.asarray(data.positive_val_groups[: len(crops)])
         for name in VARIANTS:
             thresholds, counts = f1_by_threshold(
                 [r.mitoses_mm for r in exhaustive],
@@ -119,7 +141,19 @@ def tune(detector: Detector, data: TrainingData, tolerance: float, max_positives
             best = pick(thresholds, f1, tolerance)
             entry = {"threshold": float(thresholds[best]), "f1": float(f1[best])}
             if counts is not None:
-                entry |= {"tp": counts[best].tp, "fp": counts[best].fp, "fn": counts[best].fn}
+                c = counts[best]
+                entry |= {"tp": c.tp, "fp": c.fp, "fn": c.fn, "precision": c.precision, "recall": c.recall}
+            entry["ap"] = average_precision(
+                [r.mitoses_mm for r in exhaustive],
+                [r.points_mm[name][0] for r in exhaustive],
+                [r.points_mm[name][1] for r in exhaustive],
+            ).ap
+            entry["regions"] = group_reports(regions, name, entry["threshold"])
+            if positives is not None:
+                found = positives[name] >= entry["threshold"]
+                entry["crop_recall_by_dataset"] = {
+                    g: round(float(found[groups == g].mean()), 4) for g in sorted(set(groups))
+                }
             result["variants"][name] = entry
             result["curves"][name] = (thresholds, f1)
         result["validation_mitoses"] = int(n_mitoses)

@@ -35,9 +35,11 @@ from tqdm import tqdm
 
 from model.architecture import ArchitectureConfig, StageConfig
 from model.p4resnet import P4ResNet
+from model.plain import PlainP4ResNet
 from training.augment import POLICIES, augment_batch, centre_windows
 from training.config import Config, TrainSettings, load_config
-from training.sources import NegativeSites, TrainingData, load_training_data
+from training.field_validation import field_metrics, field_points
+from training.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.train")
@@ -114,6 +116,28 @@ class TrainResult:
     val_ap: float
     val_ap_calibrated: float
     weights: Path
+    field_ap: float | None = None  # challenge AP on the whole validation fields (None: the data has none)
+    field_f1: float | None = None  # best challenge F1 over thresholds on them
+
+
+BEST_MODEL = "best_model.pt"
+"""The e2cnn state dict of the best weights: what fine-tuning starts from (not the run's last checkpoint)."""
+
+
+def is_better(candidate: dict, best: dict) -> bool:
+    """Validation-field AP decides when the data has validation fields (ties: lower loss); else validation loss."""
+    if candidate.get("field_ap") is not None:
+        return (candidate["field_ap"], -candidate["val_loss"]) > (best.get("field_ap") or -1.0, -best["val_loss"])
+    return candidate["val_loss"] < best["val_loss"]
+
+
+def field_validation(net: P4ResNet, data: TrainingData, device: torch.device) -> dict:
+    """Field AP / best F1 of the current weights, through the plain export that inference runs."""
+    if not data.field_regions:
+        return {}
+    plain = PlainP4ResNet(net.config).to(device)
+    plain.load_state_dict(net.export_state_dict())
+    return field_metrics(field_points(plain, data, data.field_regions, device))
 
 
 def validation_set(
@@ -145,8 +169,9 @@ def train_model(
 ) -> TrainResult:
     """Train (or continue training) one model in `out_dir`; return its best validation record.
 
-    `negatives` defaults to every training negative site; `init` starts from another run's best weights
-    (a `checkpoint.pt`). When `out_dir` holds a finished run, nothing is trained and its record is returned.
+    `negatives` defaults to every training negative site (drawn balanced by source and kind); `init` starts from
+    another run's weights (its `best_model.pt`, or any file with a "model" state dict). When `out_dir` holds a
+    finished run, nothing is trained and its record is returned.
     """
     distributed = distributed or Distributed()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +191,7 @@ def train_model(
     net = P4ResNet(architecture(settings.architecture)).to(device)
     if init is not None:
         net.load_state_dict(torch.load(init, map_location=device, weights_only=True)["model"])
+    draw_negatives, draw_positives = negative_sampler(negatives), positive_sampler(data.positive_train_groups)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
@@ -173,7 +199,7 @@ def train_model(
     checkpoint_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
     start, best = 0, {"iteration": 0, "val_loss": float("inf"), "val_ap": 0.0, "val_ap_calibrated": 0.0}
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)  # own file: holds RNG states
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # own file (RNG states stay on CPU)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best = state["iteration"], state["best"]
@@ -229,8 +255,8 @@ def train_model(
         for group in optimizer.param_groups:
             group["lr"] = cyclic_lr(iteration, settings.lr, settings.cycle)
         # the same global batch on every rank (same generators); each trains on its slice
-        positives = data.positives_train[rng.integers(0, len(data.positives_train), size=half)]
-        negative_crops = data.crops(negatives, rng.integers(0, len(negatives), size=settings.batch_size - half))
+        positives = data.positives_train[draw_positives.draw(rng, half)]
+        negative_crops = data.crops(negatives, draw_negatives.draw(rng, settings.batch_size - half))
         batch = augment_batch(torch.from_numpy(np.concatenate([positives, negative_crops])), augmentation, generator)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(batch[interleave][mine].to(device)).float().flatten(1)
@@ -254,9 +280,12 @@ def train_model(
             val_loss = F.cross_entropy(logits, val_labels).item()
             probability = torch.softmax(logits, 1)[:, 1].numpy()
             metrics = patch_metrics(val_labels.numpy(), probability, val_weights)
-            if val_loss < best["val_loss"]:
-                best = {"iteration": done, "val_loss": val_loss, **metrics}
-                save_file(net.export_state_dict(), str(out_dir / "best.safetensors"))
+            metrics |= field_validation(net, data, device)
+            candidate = {"iteration": done, "val_loss": val_loss, **metrics}
+            if is_better(candidate, best):
+                best = candidate
+                save_file({k: v.cpu() for k, v in net.export_state_dict().items()}, str(out_dir / "best.safetensors"))
+                save_atomically({"model": net.state_dict()}, out_dir / BEST_MODEL)
                 np.savez(
                     out_dir / "best_validation.npz",
                     probability=probability,
@@ -269,9 +298,11 @@ def train_model(
                 writer = csv.writer(handle)
                 if new_file:
                     writer.writerow(
-                        ["iteration", "train_loss", "val_loss", "val_ap", "val_ap_calibrated", "lr", "seconds"]
+                        ["iteration", "train_loss", "val_loss", "val_ap", "val_ap_calibrated", "field_ap", "field_f1",
+                         "lr", "seconds"]
                     )
                 row = [done, np.mean(running), val_loss, metrics["val_ap"], metrics["val_ap_calibrated"]]
+                row += [metrics.get("field_ap", ""), metrics.get("field_f1", "")]
                 writer.writerow(row + [optimizer.param_groups[0]["lr"], round(time.time() - started, 1)])
             running = []
             logger.debug("iteration %d: val loss %.4f, %s", done, val_loss, metrics)
@@ -303,6 +334,8 @@ def train_model(
         record["val_ap"],
         record["val_ap_calibrated"],
         out_dir / "best.safetensors",
+        record.get("field_ap"),
+        record.get("field_f1"),
     )
 
 
@@ -316,7 +349,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--policy", choices=sorted(POLICIES), default="A", help="augmentation policy (default: A)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
     parser.add_argument("--iterations", type=int, default=0, help="override the config's iterations (default: 0)")
-    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint.pt (default: none)")
+    parser.add_argument("--init", type=Path, default=None, help="start from this best_model.pt (default: none)")
     return parser
 
 
