@@ -80,7 +80,9 @@ fi
 [ -f "$result" ] || fail "the container wrote no /output/mitotic-figures.json (found: $(ls -A "$OUTPUT_DIR"))"
 
 set +e
-"$PYTHON" test/container/compare_output.py "$result" "$EXPECTED"
+# the bundle's floor and threshold: points that CPU rounding can push across either are not held to the expected file
+read -r floor threshold < <("$PYTHON" -c 'import json; b = json.load(open("model/weights/bundle.json")); print(b["candidate_floor"], b["threshold"])')
+"$PYTHON" test/container/compare_output.py "$result" "$EXPECTED" --floor "$floor" --threshold "$threshold"
 rc=$?
 set -e
 exit "$rc"
