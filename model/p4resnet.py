@@ -7,6 +7,7 @@ channels) makes the head invariant. The colour input is 3 trivial fields: colour
 `export_state_dict()` turns the trained network into weights for `model.plain.PlainP4ResNet` (e2cnn's own
 `export()` for convolutions and batch norms; the group pooling becomes `plain.group_max_pool`), so inference never
 imports e2cnn. Save in eval mode: R2Conv's parameters differ between train and eval (see e2cnn's docs).
+`load_exported_state_dict()` goes the other way, so that training can start from a shipped bundle's weights.
 """
 
 from __future__ import annotations
@@ -103,3 +104,62 @@ class P4ResNet(nn.Module):
         if exported.keys() != reference.keys():
             raise RuntimeError(f"exported weights do not match the plain network: {exported.keys() ^ reference.keys()}")
         return exported
+
+    def load_exported_state_dict(self, state: dict[str, torch.Tensor], tolerance: float = 1e-4) -> float:
+        """Set this network so that `export_state_dict()` gives `state` back (e.g. a shipped bundle's weights).
+
+        A convolution's exported filter is a linear function of its basis coefficients: each is recovered by least
+        squares (exact, since an exported filter lies in the span of its basis); batch norms hold one value per field,
+        repeated over the field's 4 channels by the export. Raises ValueError when the round trip is off by more than
+        `tolerance` (weights that were not exported from this architecture). Returns the largest deviation.
+        """
+        for name, module in self.named_modules():
+            if isinstance(module, enn.R2Conv):
+                _fit_convolution(module, state[f"{name}.weight"])
+            elif isinstance(module, enn.InnerBatchNorm):
+                _load_batch_norm(module, {key: state[f"{name}.{key}"] for key in _BATCH_NORM_KEYS})
+        self.head_fc1.load_state_dict({key: state[f"head_fc1.{key}"] for key in ("weight", "bias")})
+        self.head_fc2.load_state_dict({key: state[f"head_fc2.{key}"] for key in ("weight", "bias")})
+        exported = self.export_state_dict()
+        weights = [key for key in exported if exported[key].is_floating_point()]  # not batch-norm step counters
+        deviation = max(float((exported[key].float() - state[key].float()).abs().max()) for key in weights)
+        if deviation > tolerance:
+            raise ValueError(f"weights do not round-trip through this architecture (max deviation {deviation:.2e})")
+        return deviation
+
+
+_BATCH_NORM_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
+def _fit_convolution(module: enn.R2Conv, filter_weight: torch.Tensor) -> None:
+    """Basis coefficients whose expansion is `filter_weight` (least squares through the linear basis expansion)."""
+    coefficients = module.weights
+    with torch.no_grad():
+        coefficients.zero_()
+    optimizer = torch.optim.LBFGS(
+        [coefficients], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+    target = filter_weight.to(coefficients.dtype)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        expanded, _ = module.expand_parameters()
+        loss = ((expanded.reshape(target.shape) - target) ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    coefficients.grad = None
+
+
+def _load_batch_norm(module: enn.InnerBatchNorm, exported: dict[str, torch.Tensor]) -> None:
+    """One value per field: the export repeats it over the field's channels (contiguous fields of equal size)."""
+    for size, _ in module._contiguous.items():
+        start, end = getattr(module, f"indices_{size}")
+        norm = getattr(module, f"batch_norm_[{size}]")
+        with torch.no_grad():
+            for key in _BATCH_NORM_KEYS:
+                per_channel = exported[key][start:end].to(getattr(norm, key).dtype)
+                getattr(norm, key).copy_(per_channel.view(-1, size)[:, 0])

@@ -86,3 +86,22 @@ def test_plain_net_does_not_need_e2cnn():
     code = "import sys; sys.modules['e2cnn'] = None\nimport process, model.inference, model.score_patches\nprint('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_exported_weights_load_back_into_the_e2cnn_network():
+    """Training can start from a shipped bundle: export -> load_exported_state_dict -> export is the identity
+    (the narrow twin of the architecture: same layers, same kinds of filters, seconds instead of a minute)."""
+    from training.train import architecture
+
+    torch.manual_seed(1)
+    original = p4resnet.P4ResNet(architecture("narrow")).train()
+    with torch.no_grad():
+        original(torch.rand(4, 3, RF, RF))  # batch-norm statistics that are not the defaults
+    exported = original.export_state_dict()
+    twin = p4resnet.P4ResNet(architecture("narrow"))
+    assert twin.load_exported_state_dict(exported) < 1e-5
+    x = torch.rand(2, 3, RF, RF)
+    assert torch.allclose(twin.eval()(x), original.eval()(x), atol=1e-5)
+    exported["stem.weight"] = torch.randn_like(exported["stem.weight"])  # not a P4 filter: refused
+    with pytest.raises(ValueError, match="round-trip"):
+        p4resnet.P4ResNet(architecture("narrow")).load_exported_state_dict(exported)

@@ -37,6 +37,7 @@ class TrainSettings:
     precision: str = "auto"  # auto = fp16 on CUDA, bf16 on CPU; or fp32
     threads: int = 0  # torch CPU threads; 0 = torch's choice
     architecture: str = "paper"  # "paper" (70 layers) or "tiny" (a few layers, for CI only)
+    lab_transfer_p: float = 0.0  # LAB colour transfer (Reinhard) added to the policy with this probability
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,28 @@ def load_enrichment(path: Path) -> NegativeSites:
 # ------------------------------------------------------------------------------------------------ the pipeline
 
 
+def drop_suspects(config: Config, data: TrainingData, out: Path, scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Remove from `data.negatives_train` (and `scores`) the sites of unlabeled images (MITOS 2012 fields) that the base
+    model scores like real mitoses (above the lowest tenth of held-out mitoses): they may be unannotated mitoses, so
+    they are neither hard nor random negatives. Returns the remaining scores and how many were dropped."""
+    held_out = np.load(out / "base" / "best_validation.npz")
+    suspect_cut = float(
+        np.quantile(held_out["probability"][held_out["labels"] == 1], config.hnm.suspect_positive_quantile)
+    )
+    suspect = np.isin(data.negatives_train.image, data.unlabeled) & (scores >= suspect_cut)
+    if suspect.any():
+        logger.info(
+            "dropping %d suspected unannotated mitoses (score >= %.3f) from the negatives", suspect.sum(), suspect_cut
+        )
+        data.negatives_train = data.negatives_train.subset(np.flatnonzero(~suspect))
+    return scores[~suspect], int(suspect.sum())
+
+
+def final_negatives(data: TrainingData, scores: np.ndarray, k: int, enrichment: NegativeSites) -> NegativeSites:
+    """What the final models train on: the K hardest training negatives plus the enrichment negatives."""
+    return trial_negatives(data, scores, "hard", k, 0).concatenate(enrichment)
+
+
 def git_commit() -> str:
     try:
         root = Path(__file__).resolve().parents[1]
@@ -320,24 +342,11 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
         logger.info("stage 2/7: scoring every training negative site with the base model")
         scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, data.negatives_train)
         np.savez(out / "scores.npz", score=scores)
-    scores = np.load(out / "scores.npz")["score"]
-    # sites of unlabeled images (MITOS 2012 fields) that the base model scores like real mitoses (above the lowest
-    # tenth of held-out mitoses) may be unannotated mitoses: they are neither hard nor random negatives from here on
-    held_out = np.load(out / "base" / "best_validation.npz")
-    suspect_cut = float(
-        np.quantile(held_out["probability"][held_out["labels"] == 1], config.hnm.suspect_positive_quantile)
-    )
-    suspect = np.isin(data.negatives_train.image, data.unlabeled) & (scores >= suspect_cut)
-    if suspect.any():
-        logger.info(
-            "dropping %d suspected unannotated mitoses (score >= %.3f) from the negatives", suspect.sum(), suspect_cut
-        )
-        data.negatives_train = data.negatives_train.subset(np.flatnonzero(~suspect))
-        scores = scores[~suspect]
+    scores, n_suspects = drop_suspects(config, data, out, np.load(out / "scores.npz")["score"])
 
     if not (out / "hnm_search.json").exists():
         logger.info("stage 3/7: hard-negative search")
-        write_json_atomically(search(config, data, out, scores, workers, int(suspect.sum())), out / "hnm_search.json")
+        write_json_atomically(search(config, data, out, scores, workers, n_suspects), out / "hnm_search.json")
     hnm = json.loads((out / "hnm_search.json").read_text())
     plot_hnm_search(hnm, out / "figure2_hnm_search.png")
     k = hnm["k_selected"]
@@ -348,7 +357,7 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
         enrich(config, data, out, cutoff)
     enrichment = load_enrichment(out / "enrichment.npz")
 
-    selected = trial_negatives(data, scores, "hard", k, 0).concatenate(enrichment)
+    selected = final_negatives(data, scores, k, enrichment)
     logger.info("stage 5/7: final models on %d hard + %d enrichment negatives", k, len(enrichment))
     finals = {}
     for policy in config.final.policies:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from model.architecture import ArchitectureConfig, StageConfig
 from model.p4resnet import P4ResNet
 from model.plain import PlainP4ResNet
-from training.augment import POLICIES, augment_batch, centre_windows
+from training.augment import POLICIES, augment_batch, centre_windows, with_lab_transfer
 from training.config import Config, TrainSettings, load_config
 from training.field_validation import field_metrics, field_points
 from training.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
@@ -170,7 +170,8 @@ def train_model(
     """Train (or continue training) one model in `out_dir`; return its best validation record.
 
     `negatives` defaults to every training negative site (drawn balanced by source and kind); `init` starts from
-    another run's weights (its `best_model.pt`, or any file with a "model" state dict). When `out_dir` holds a
+    another run's weights (its `best_model.pt`, any file with a "model" state dict, or exported `.safetensors` such
+    as a shipped bundle's `policy_a.safetensors`). When `out_dir` holds a
     finished run, nothing is trained and its record is returned.
     """
     distributed = distributed or Distributed()
@@ -189,7 +190,10 @@ def train_model(
     generator = torch.Generator().manual_seed(seed)
 
     net = P4ResNet(architecture(settings.architecture)).to(device)
-    if init is not None:
+    if init is not None and Path(init).suffix == ".safetensors":  # exported weights, e.g. a shipped bundle's
+        net.load_exported_state_dict(load_file(str(init)))
+        net.to(device)
+    elif init is not None:
         net.load_state_dict(torch.load(init, map_location=device, weights_only=True)["model"])
     draw_negatives, draw_positives = negative_sampler(negatives), positive_sampler(data.positive_train_groups)
     optimizer = torch.optim.SGD(
@@ -233,6 +237,8 @@ def train_model(
     if distributed.is_main and start < settings.iterations:
         val_windows, val_labels, val_weights = validation_set(data, settings, seed=1000 + seed)
     augmentation = POLICIES[policy]
+    if settings.lab_transfer_p > 0:
+        augmentation = with_lab_transfer(augmentation, settings.lab_transfer_p)
     half = settings.batch_size // 2
     if settings.batch_size % distributed.world:
         raise ValueError(f"batch size {settings.batch_size} is not divisible by {distributed.world} processes")
@@ -349,7 +355,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--policy", choices=sorted(POLICIES), default="A", help="augmentation policy (default: A)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
     parser.add_argument("--iterations", type=int, default=0, help="override the config's iterations (default: 0)")
-    parser.add_argument("--init", type=Path, default=None, help="start from this best_model.pt (default: none)")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from a best_model.pt or exported .safetensors (default: none)"
+    )
     return parser
 
 
