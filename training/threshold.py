@@ -34,11 +34,11 @@ from model.matching import MATCH_RADIUS_UM  # noqa: E402
 from model.spacing import mm_from_px, px_from_um  # noqa: E402
 from training import real_data  # noqa: E402
 from training.evaluate import average_precision, f1_by_threshold  # noqa: E402
+from training.field_validation import VARIANTS, variant_points  # noqa: E402
 from training.sources import TrainingData  # noqa: E402
 from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1  # noqa: E402
 
 logger = logging.getLogger("training.threshold")
-VARIANTS = ("A", "B", "ensemble")
 
 
 @dataclass
@@ -52,22 +52,13 @@ class RegionPoints:
     group: str
 
 
-def _variants(detector: Detector, rgb: np.ndarray, spacing: tuple[float, float]) -> dict[str, tuple]:
-    candidates_a, candidates_b, merged = detector.candidates(rgb, spacing)
-    return {
-        "A": (candidates_a.xy_px, candidates_a.probability),
-        "B": (candidates_b.xy_px, candidates_b.probability),
-        "ensemble": (merged.xy_px[merged.agreed], merged.probability[merged.agreed]),
-    }
-
-
 def score_regions(detector: Detector, data: TrainingData) -> list[RegionPoints]:
     regions = []
     for region in tqdm(data.validation_regions, desc="validation regions", unit="region"):
         image = data.images[region.image]
         spacing = (image.spacing_mm, image.spacing_mm)
         rgb = image.read(region.x_range)
-        found = _variants(detector, rgb, spacing)
+        found = variant_points(detector, rgb, spacing)
         tissue_px = real_data.tissue_mask(rgb[::4, ::4]).sum() * 16
         mitoses_xy = np.asarray(region.mitoses_rc, dtype=np.float64).reshape(-1, 2)[:, ::-1] - [region.x_range[0], 0]
         regions.append(
@@ -88,7 +79,7 @@ def score_positive_crops(detector: Detector, crops: np.ndarray, spacing_mm: floa
     centre = (crops.shape[1] - 1) / 2
     scores = {name: np.zeros(len(crops)) for name in VARIANTS}
     for index, crop in enumerate(tqdm(crops, desc="validation positives", unit="patch")):
-        for name, (xy, probability) in _variants(detector, crop, (spacing_mm, spacing_mm)).items():
+        for name, (xy, probability) in variant_points(detector, crop, (spacing_mm, spacing_mm)).items():
             near = np.linalg.norm(xy - centre, axis=1) <= radius_px
             scores[name][index] = probability[near].max() if near.any() else 0.0
     return scores
