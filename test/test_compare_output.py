@@ -16,14 +16,20 @@ def doc(*points):
     return {"points": [{"name": n, "point": [x, 0.1, 0], "probability": p} for n, x, p in points]}
 
 
-def test_points_at_the_floor_may_differ_elsewhere_they_may_not():
-    expected = doc(("non-mitotic figure", 0.1, 0.30), ("non-mitotic figure", 0.2, 0.055))
-    actual = doc(("non-mitotic figure", 0.1, 0.30), ("non-mitotic figure", 0.3, 0.06))
-    assert compare_output.comparison_errors(actual, expected, 2e-4, 0.02, floor=0.05) == []
-    assert compare_output.comparison_errors(actual, expected, 2e-4, 0.02)  # without --floor: strict
-    far = doc(("non-mitotic figure", 0.1, 0.30))
-    assert compare_output.comparison_errors(far, doc(("non-mitotic figure", 0.1, 0.30), ("mitotic figure", 0.2, 0.9)),
-                                            2e-4, 0.02, floor=0.05)
+def test_low_candidates_are_information_named_and_high_ones_must_match():
+    expected = doc(("non-mitotic figure", 0.1, 0.60), ("non-mitotic figure", 0.2, 0.11))
+    actual = doc(
+        ("non-mitotic figure", 0.1, 0.60), ("non-mitotic figure", 0.201, 0.10), ("non-mitotic figure", 0.3, 0.07)
+    )
+    info = []
+    assert compare_output.comparison_errors(actual, expected, 2e-4, 0.02, compare_above=0.3, info=info) == []
+    assert len(info) == 3  # the moved candidate (both sides) and the new one
+    assert compare_output.comparison_errors(actual, expected, 2e-4, 0.02)  # without --compare-above: strict
+    named = doc(("non-mitotic figure", 0.1, 0.60), ("mitotic figure", 0.2, 0.05))  # named: always compared
+    alone = doc(("non-mitotic figure", 0.1, 0.60))
+    assert compare_output.comparison_errors(alone, named, 2e-4, 0.02, compare_above=0.3)
+    high = doc(("non-mitotic figure", 0.1, 0.60), ("non-mitotic figure", 0.2, 0.45))
+    assert compare_output.comparison_errors(alone, high, 2e-4, 0.02, compare_above=0.3)
 
 
 def test_a_name_may_flip_only_at_the_threshold():
