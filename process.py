@@ -4,6 +4,10 @@ python process.py                                   # container: /input/images/h
                                                     #            /output/mitotic-figures.json
 python process.py --input DIR --output out.json    # local run, no Docker
 python process.py --input DIR --output out.json --overlay out.png
+python process.py --input DIR --output-dir OUT [--overlay-dir PNGS]   # batch: OUT/<stem>.json per image
+
+Everything that can be checked before the models run is (`model.preflight`): a bad option, input or output stops
+with one line on stderr and exit code 1, and no output file.
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ import sys
 from pathlib import Path
 
 from evalutils import DetectionAlgorithm
+from evalutils.exceptions import ValidationError
 from evalutils.io import ImageLoader
 from evalutils.validators import UniqueImagesValidator, UniquePathIndicesValidator
 from tqdm import tqdm
 
+from model import preflight
 from model.bundle import DEFAULT_BUNDLE_DIR, BundleError
 from model.image_io import SUPPORTED_SUFFIXES, ImageHeader, InputImageError, read_header, read_rgb
 from model.inference import Detector
 from model.output import multiple_points, write_json_atomically
 from model.overlay import draw_overlay
+from model.preflight import UsageError
+from model.resample import detect_at_model_spacing
+from model.spacing import describe_um
 
 DEFAULT_INPUT_DIR = Path("/input/images/histopathology-roi-cropout/")
 DEFAULT_OUTPUT_FILE = Path("/output/mitotic-figures.json")
@@ -59,8 +68,10 @@ class HeaderLoader(ImageLoader):
 def detect_file(detector: Detector, path: Path, header: ImageHeader | None = None, overlay: Path | None = None) -> dict:
     """One image file -> the platform's "Multiple points" document (and optionally an overlay PNG)."""
     image_rgb, header = read_rgb(path, header)
-    logger.info("%s: %dx%d px at %.4f um/px", path.name, header.width_px, header.height_px, header.spacing_mm[0] * 1000)
-    detections = detector.detect(image_rgb, header.spacing_mm, header.origin_mm, progress=True)
+    logger.info("%s: %dx%d px at %s", path.name, header.width_px, header.height_px, describe_um(header.spacing_mm))
+    detections = detect_at_model_spacing(
+        detector, image_rgb, header.spacing_mm, header.origin_mm, progress=True, source=path.name
+    )
     logger.info(
         "%s: %d mitotic figures among %d candidates",
         path.name,
@@ -68,23 +79,35 @@ def detect_file(detector: Detector, path: Path, header: ImageHeader | None = Non
         len(detections.probability),
     )
     if overlay is not None:
-        draw_overlay(
-            image_rgb, detections.xy_px, detections.is_mitosis, detections.probability, header.spacing_mm, overlay
-        )
+        try:
+            draw_overlay(
+                image_rgb, detections.xy_px, detections.is_mitosis, detections.probability, header.spacing_mm, overlay
+            )
+        except OSError as error:  # checked beforehand (`model.preflight`); a full disk can still stop it
+            raise UsageError(f"cannot write --overlay {overlay}: {error.strerror or error}") from None
     return multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
 
 
-def run_batch(detector: Detector, input_dir: Path, output_dir: Path) -> int:
-    """Every image of a folder -> `output_dir/<stem>.json`; models loaded once. Bad images are reported, not fatal."""
-    paths = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+def write_output(document: dict, path: Path) -> None:
+    """`write_json_atomically`, with a failure the checks could not foresee (disk full) as one line."""
+    try:
+        write_json_atomically(document, path)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def run_batch(detector: Detector, jobs: list[preflight.Job]) -> int:
+    """Every planned image -> its JSON (and overlay); models loaded once. Bad images are reported, not fatal."""
     failures = 0
-    for path in tqdm(paths, desc="images", unit="image"):
+    for job in tqdm(jobs, desc="images", unit="image"):
         try:
-            write_json_atomically(detect_file(detector, path), output_dir / f"{path.stem}.json")
+            document = detect_file(detector, job.image, overlay=job.overlay)
         except InputImageError as error:
             failures += 1
             print(f"error: {error}", file=sys.stderr)
-    logger.info("%d of %d images written to %s", len(paths) - failures, len(paths), output_dir)
+            continue
+        write_output(document, job.output)
+    logger.info("%d of %d images written to %s", len(jobs) - failures, len(jobs), jobs[0].output.parent)
     return 1 if failures else 0
 
 
@@ -113,7 +136,7 @@ class MitosisDetection(DetectionAlgorithm):
     def save(self):
         if len(self._case_results) != 1:
             raise InputImageError(f"expected exactly one input image, found {len(self._case_results)}")
-        write_json_atomically(self._case_results[0], self._output_file)
+        write_output(self._case_results[0], self._output_file)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -127,15 +150,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help=f"folder holding one .tif/.tiff/.mha image (default: {DEFAULT_INPUT_DIR})",
     )
     parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT_FILE, help=f"JSON file to write (default: {DEFAULT_OUTPUT_FILE})"
+        "--output", type=Path, default=None, help=f"JSON file to write (default: {DEFAULT_OUTPUT_FILE})"
     )
     parser.add_argument(
         "--output-dir",
         type=Path,
         default=None,
-        help="batch mode: every image of --input -> OUTPUT_DIR/<stem>.json (instead of --output)",
+        help="batch mode: every image of --input -> OUTPUT_DIR/<stem>.json (instead of --output); two images with\n"
+        "the same file name (a/001.tiff, b/001.tiff) are refused",
     )
     parser.add_argument("--overlay", type=Path, default=None, help="also draw the detections into this PNG")
+    parser.add_argument(
+        "--overlay-dir", type=Path, default=None, help="batch mode: also draw OVERLAY_DIR/<stem>.png per image"
+    )
     parser.add_argument(
         "--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="model bundle folder (default: shipped)"
     )
@@ -159,15 +186,22 @@ def main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
     args = get_args_parser().parse_args(argv)
     try:
-        if not args.input.is_dir():
-            raise InputImageError(f"input folder {args.input} does not exist")
-        if not any(p.suffix.lower() in SUPPORTED_SUFFIXES for p in args.input.rglob("*") if p.is_file()):
-            raise InputImageError(f"no .tif/.tiff/.mha image in {args.input}")
+        if args.output_dir is not None:
+            if args.output is not None or args.overlay is not None:
+                raise UsageError(
+                    "batch mode (--output-dir) writes one file per image: use --overlay-dir, not --output or --overlay"
+                )
+            jobs = preflight.plan_batch(args.input, args.output_dir, args.overlay_dir)
+        else:
+            if args.overlay_dir is not None:
+                raise UsageError("--overlay-dir is for batch mode (--output-dir); use --overlay FILE.png")
+            jobs = [preflight.plan_single(args.input, args.output or DEFAULT_OUTPUT_FILE, args.overlay)]
+        preflight.check_device(args.device, args.precision)
         detector = Detector(args.bundle, device=args.device, precision=args.precision)
         if args.output_dir is not None:
-            return run_batch(detector, args.input, args.output_dir)
-        MitosisDetection(args.input, args.output, detector, args.overlay).process()
-    except (InputImageError, BundleError) as error:
+            return run_batch(detector, jobs)
+        MitosisDetection(args.input, jobs[0].output, detector, jobs[0].overlay).process()
+    except (InputImageError, BundleError, UsageError, ValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

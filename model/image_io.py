@@ -3,20 +3,28 @@
 SimpleITK reads the TIFF's resolution tags as spacing in mm; tiled TIFFs come back RGBA (alpha dropped here),
 stripped ones RGB. Only the header is read to validate a file, so a bad image fails fast and the pixels are read
 once per case.
+
+SimpleITK's own view of a TIFF hides what is wrong with it: an unreadable file "does not exist", a grey + alpha or
+2-channel TIFF has "1" component, a palette image is "16-bit" RGB (its colour map's depth). TIFFs are therefore first
+described from their tags with tifffile, so that every refusal says what the file really is.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import tifffile
 
 from model.geometry import RECEPTIVE_FIELD_PX
-from model.spacing import resolve_spacing_mm
+from model.spacing import DEFAULT_SPACING_MM, check_usable_spacing, describe_um, model_size_px, resolve_spacing_mm
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".mha")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_RGB_LIKE = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
 
 
 class InputImageError(Exception):
@@ -33,11 +41,66 @@ class ImageHeader:
     origin_mm: tuple[float, float]
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def check_readable(path: Path) -> None:
+    """Raise InputImageError unless the file can be opened for reading (SimpleITK says "does not exist" instead)."""
+    try:
+        with open(path, "rb") as stream:
+            stream.read(1)
+    except PermissionError:
+        raise InputImageError(f"{path.name}: cannot be read (permission denied for user id {os.geteuid()})") from None
+    except IsADirectoryError:
+        raise InputImageError(f"{path.name}: is a folder, not an image file") from None
+    except FileNotFoundError:
+        raise InputImageError(f"{path.name}: does not exist") from None
+    except OSError as error:
+        raise InputImageError(f"{path.name}: cannot be read ({error.strerror or error})") from None
+    if path.stat().st_size == 0:
+        raise InputImageError(f"{path.name}: the file is empty (0 bytes)")
+
+
+def tiff_layout_problem(path: Path) -> str | None:
+    """What makes a TIFF unusable, told from its first page's tags; None when it is 8-bit RGB(A) or when tifffile
+    cannot parse it (SimpleITK's error is reported then)."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages.first
+            photometric = tifffile.PHOTOMETRIC(page.photometric)
+            samples, bits, dtype = int(page.samplesperpixel), int(page.bitspersample), page.dtype
+            alpha = any(int(extra) in (1, 2) for extra in page.extrasamples)  # ASSOCALPHA, UNASSALPHA
+    except Exception:  # any parse failure: let SimpleITK, which reads more variants, have its say
+        return None
+    if photometric == tifffile.PHOTOMETRIC.PALETTE:
+        return "a palette (indexed-colour) image; expected 8-bit RGB: convert it to RGB first"
+    if photometric == tifffile.PHOTOMETRIC.SEPARATED:
+        return f"a CMYK image ({_plural(samples, 'channel')}); expected 8-bit RGB"
+    if photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE):
+        if samples == 1:
+            return "a grayscale image (1 channel); expected RGB or RGBA"
+        extra = "alpha" if alpha and samples == 2 else _plural(samples - 1, "extra channel")
+        return f"a grayscale image with {extra} ({samples} channels); expected RGB or RGBA"
+    if samples not in (3, 4):
+        return f"{_plural(samples, 'channel')}; expected RGB or RGBA (3 or 4)"
+    if photometric not in _RGB_LIKE:
+        return f"colour space {photometric.name}; expected RGB"
+    if dtype is None or np.dtype(dtype) != np.uint8:
+        kind = "floating-point" if dtype is not None and np.dtype(dtype).kind == "f" else "integer"
+        return f"{bits}-bit {kind} samples; expected 8-bit RGB"
+    return None
+
+
 def read_header(path: Path) -> ImageHeader:
-    """Validate an image file from its header alone: 2-D, RGB(A), 8-bit, at least one receptive field large."""
+    """Validate an image file from its header alone: readable, 2-D, RGB(A), 8-bit, a usable resolution, and at least
+    one receptive field large at the model's spacing."""
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise InputImageError(f"{path.name}: unsupported file type (expected {', '.join(SUPPORTED_SUFFIXES)})")
+    check_readable(path)
+    if path.suffix.lower() in _TIFF_SUFFIXES and (problem := tiff_layout_problem(path)) is not None:
+        raise InputImageError(f"{path.name}: {problem}")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -50,22 +113,35 @@ def read_header(path: Path) -> ImageHeader:
         raise InputImageError(f"{path.name}: expected a 2-D image, got size {size}")
     channels = reader.GetNumberOfComponents()
     if channels not in (3, 4):
-        raise InputImageError(f"{path.name}: expected an RGB or RGBA image, got {channels} channel(s)")
+        raise InputImageError(f"{path.name}: expected an RGB or RGBA image, got {_plural(channels, 'channel')}")
     if reader.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkVectorUInt8):
         raise InputImageError(
             f"{path.name}: expected 8-bit colour, got {sitk.GetPixelIDValueAsString(reader.GetPixelID())}"
         )
     width_px, height_px = int(size[0]), int(size[1])
-    if min(width_px, height_px) < RECEPTIVE_FIELD_PX:
+    spacing_mm = resolve_spacing_mm(reader.GetSpacing()[:2], source=path.name)
+    try:
+        check_usable_spacing(spacing_mm)
+    except ValueError as error:
+        raise InputImageError(f"{path.name}: {error}") from None
+    model_width_px, model_height_px = model_size_px(width_px, height_px, spacing_mm)
+    if min(model_width_px, model_height_px) < RECEPTIVE_FIELD_PX:
+        at_model_spacing = (
+            ""
+            if (model_width_px, model_height_px) == (width_px, height_px)
+            else f" at {describe_um(spacing_mm)} is {model_width_px}x{model_height_px} px at the model's "
+            f"{DEFAULT_SPACING_MM * 1000:g} um/px, which"
+        )
         raise InputImageError(
-            f"{path.name}: {width_px}x{height_px} px is smaller than the {RECEPTIVE_FIELD_PX} px receptive field"
+            f"{path.name}: {width_px}x{height_px} px{at_model_spacing} is smaller than the {RECEPTIVE_FIELD_PX} px "
+            "receptive field"
         )
     return ImageHeader(
         path=path,
         width_px=width_px,
         height_px=height_px,
         channels=channels,
-        spacing_mm=resolve_spacing_mm(reader.GetSpacing()[:2], source=path.name),
+        spacing_mm=spacing_mm,
         origin_mm=(float(reader.GetOrigin()[0]), float(reader.GetOrigin()[1])),
     )
 

@@ -1,0 +1,389 @@
+"""Every bad or odd input of process.py answers with one line and exit code 1 (and no output file), or rightly.
+
+Most cases must fail before the models load: `process.Detector` is replaced by a tripwire there. Permission cases
+need an unprivileged process (root ignores file modes): when the suite runs as root they run in a forked child that
+drops to user `nobody`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from test_process import tissue_like, validate_schema, write_tiff
+
+import process
+from model import preflight
+
+
+class ModelsMustNotLoad(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Any attempt to build the detector fails the test: the error had to come first."""
+
+    def tripwire(*args, **kwargs):
+        raise ModelsMustNotLoad("the models were loaded before the bad input was noticed")
+
+    monkeypatch.setattr(process, "Detector", tripwire)
+
+
+def one_line_error(capsys, code: int) -> str:
+    error = capsys.readouterr().err.strip()
+    assert code == 1, error
+    assert len(error.splitlines()) == 1 and error.startswith("error: "), error
+    assert "Traceback" not in error
+    return error
+
+
+def image_folder(tmp_path: Path, names: tuple[str, ...] = ("001.tiff",), size_px: int = 120) -> Path:
+    folder = tmp_path / "in"
+    for index, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        write_tiff(folder / name, tissue_like(size_px, size_px, seed=index))
+    return folder
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files (probe files included) left in a folder."""
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# --- 1. outputs are checked before the models run -----------------------------------------------------------------
+
+
+def test_output_is_an_existing_folder(tmp_path, capsys, no_models):
+    (tmp_path / "out").mkdir()
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output", str(tmp_path / "out")])
+    assert "is a folder" in one_line_error(capsys, code)
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_output_parent_is_a_file(tmp_path, capsys, no_models):
+    (tmp_path / "plain-file").write_text("x")
+    out = tmp_path / "plain-file" / "sub" / "result.json"
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output", str(out)])
+    assert "plain-file is a file, not a folder" in one_line_error(capsys, code)
+
+
+def test_output_dir_is_a_file(tmp_path, capsys, no_models):
+    (tmp_path / "out").write_text("x")
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output-dir", str(tmp_path / "out")])
+    assert "is a file, not a folder" in one_line_error(capsys, code)
+
+
+def test_overlay_with_unknown_picture_type(tmp_path, capsys, no_models):
+    out = tmp_path / "out" / "result.json"
+    code = process.main(
+        ["--input", str(image_folder(tmp_path)), "--output", str(out), "--overlay", str(tmp_path / "o.xyz")]
+    )
+    assert "picture format" in one_line_error(capsys, code)
+    assert not out.exists()
+
+
+def test_overlay_in_a_folder_that_is_a_file(tmp_path, capsys, no_models):
+    (tmp_path / "f").write_text("x")
+    code = process.main(
+        [
+            "--input",
+            str(image_folder(tmp_path)),
+            "--output",
+            str(tmp_path / "r.json"),
+            "--overlay",
+            str(tmp_path / "f/o.png"),
+        ]
+    )
+    assert "--overlay" in one_line_error(capsys, code)
+    assert not (tmp_path / "r.json").exists()
+
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+def as_unprivileged(function: Callable[[], object]) -> object:
+    """`function()` as a user that file modes apply to, returning its (JSON-able) result or raised message.
+
+    As root: in a forked child that drops to `nobody` (the modules are already imported, so it reads nothing from
+    root's home). Otherwise: directly.
+    """
+    if os.geteuid() != 0:
+        return function()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+            payload = json.dumps({"result": function()})
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            payload = json.dumps({"raised": f"{type(error).__name__}: {error}"})
+        os.write(write_fd, payload.encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as stream:
+        payload = stream.read()
+    os.waitpid(pid, 0)
+    answer = json.loads(payload)
+    if "raised" in answer:
+        raise AssertionError(answer["raised"])
+    return answer["result"]
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder every user can reach (pytest's tmp_path is private to its owner)."""
+    folder = Path(tempfile.mkdtemp(prefix="midog-bad-inputs-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(folder)
+
+
+def run_main_captured(argv: list[str]) -> dict:
+    """process.main with stderr captured in-process (works in the forked child too)."""
+    import contextlib
+    import io
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = process.main(argv)
+    return {"code": code, "stderr": stderr.getvalue()}
+
+
+def read_only_setup(shared_dir: Path) -> tuple[Path, Path]:
+    inputs = image_folder(shared_dir)
+    for path in [inputs, *inputs.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    read_only = shared_dir / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    return inputs, read_only
+
+
+@pytest.mark.parametrize("option", ["--output", "--output-dir", "--overlay"])
+def test_unwritable_outputs_fail_before_the_models(shared_dir, no_models, option):
+    inputs, read_only = read_only_setup(shared_dir)
+    target = {"--output": "result.json", "--output-dir": "batch", "--overlay": "overlay.png"}[option]
+    argv = ["--input", str(inputs), option, str(read_only / target)]
+    if option == "--overlay":
+        (shared_dir / "writable").mkdir(mode=0o777)
+        (shared_dir / "writable").chmod(0o777)
+        argv += ["--output", str(shared_dir / "writable" / "result.json")]
+    answer = as_unprivileged(lambda: run_main_captured(argv))
+    assert answer["code"] == 1
+    lines = answer["stderr"].strip().splitlines()
+    assert len(lines) == 1 and "is not writable by user id" in lines[0] and option in lines[0], lines
+    assert leftovers(read_only) == [] and leftovers(shared_dir / "writable") == []
+
+
+def test_docker_bind_mount_owned_by_another_user_gets_the_user_hint(shared_dir, no_models, monkeypatch):
+    """README's local-mode example without --user: Docker makes ./out as root, the image runs as `algorithm`."""
+    marker = shared_dir / "dockerenv"
+    marker.write_text("")
+    monkeypatch.setattr(preflight, "CONTAINER_MARKER", marker)
+    inputs, read_only = read_only_setup(shared_dir)
+    read_only.chmod(0o755)  # root's folder, as Docker creates a missing bind-mount source
+    answer = as_unprivileged(lambda: run_main_captured(["--input", str(inputs), "--output", str(read_only / "r.json")]))
+    assert answer["code"] == 1
+    assert '--user "$(id -u):$(id -g)"' in answer["stderr"] and len(answer["stderr"].strip().splitlines()) == 1
+
+
+def test_unreadable_image_is_not_called_missing(shared_dir, no_models):
+    inputs, _ = read_only_setup(shared_dir)
+    (inputs / "001.tiff").chmod(0o000)
+    out = shared_dir / "out.json"
+    answer = as_unprivileged(lambda: run_main_captured(["--input", str(inputs), "--output", str(out)]))
+    assert answer["code"] == 1 and "cannot be read (permission denied" in answer["stderr"], answer
+    assert "does not exist" not in answer["stderr"]
+
+
+def test_unreadable_input_folder(shared_dir, no_models):
+    inputs, _ = read_only_setup(shared_dir)
+    inputs.chmod(0o000)
+    answer = as_unprivileged(
+        lambda: run_main_captured(["--input", str(inputs), "--output", str(shared_dir / "o.json")])
+    )
+    assert answer["code"] == 1 and "cannot be read (permission denied" in answer["stderr"], answer
+
+
+# --- 2. device and precision ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid where a GPU is the default device")
+def test_fp16_on_cpu(tmp_path, capsys, no_models):
+    code = process.main(
+        ["--input", str(image_folder(tmp_path)), "--output", str(tmp_path / "o.json"), "--precision", "fp16"]
+    )
+    assert "--precision fp16" in one_line_error(capsys, code)
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_a_gpu(tmp_path, capsys, no_models):
+    code = process.main(
+        ["--input", str(image_folder(tmp_path)), "--output", str(tmp_path / "o.json"), "--device", "cuda"]
+    )
+    assert "no CUDA GPU is available" in one_line_error(capsys, code)
+
+
+@pytest.mark.parametrize("device", ["gpu", "meta"])
+def test_unknown_device(tmp_path, capsys, no_models, device):
+    code = process.main(
+        ["--input", str(image_folder(tmp_path)), "--output", str(tmp_path / "o.json"), "--device", device]
+    )
+    assert f"--device {device}" in one_line_error(capsys, code)
+
+
+# --- 3. several images in container / local mode -----------------------------------------------------------------
+
+
+def test_two_images_sharing_the_first_integer(tmp_path, capsys, no_models):
+    inputs = image_folder(tmp_path, ("001_a.tiff", "001_b.tiff"))
+    code = process.main(["--input", str(inputs), "--output", str(tmp_path / "o.json")])
+    error = one_line_error(capsys, code)
+    assert "001_a.tiff" in error and "001_b.tiff" in error and "--output-dir" in error
+    assert not (tmp_path / "o.json").exists()
+
+
+# --- 4. batch mode --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("names", [("a/001.tiff", "b/001.tiff"), ("001.tif", "001.TIFF"), ("x/002.tiff", "002.mha")])
+def test_batch_refuses_images_that_would_share_an_output(tmp_path, capsys, no_models, names):
+    if names[1].endswith(".mha"):
+        image_folder(tmp_path, names[:1])
+        (tmp_path / "in" / names[1]).write_bytes(b"not read: refused before")
+    else:
+        image_folder(tmp_path, names)
+    code = process.main(["--input", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out")])
+    error = one_line_error(capsys, code)
+    assert all(name in error for name in names) and "would all be written to" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--overlay", "o.png"], "--overlay-dir"), (["--output", "o.json"], "--overlay-dir, not --output")],
+)
+def test_batch_refuses_single_file_options(tmp_path, capsys, no_models, extra, message):
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output-dir", str(tmp_path / "out"), *extra])
+    assert message in one_line_error(capsys, code)
+
+
+def test_overlay_dir_outside_batch_mode(tmp_path, capsys, no_models):
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output", "o.json", "--overlay-dir", "pngs"])
+    assert "batch mode" in one_line_error(capsys, code)
+
+
+def test_batch_overlay_dir_gets_one_picture_per_image(tmp_path, random_bundle_dir):
+    inputs = image_folder(tmp_path, ("001.tiff", "sub/002.tiff"), size_px=100)
+    code = process.main(
+        [
+            "--input", str(inputs),
+            "--output-dir", str(tmp_path / "out"),
+            "--overlay-dir", str(tmp_path / "pngs"),
+            "--bundle", str(random_bundle_dir),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert leftovers(tmp_path / "out") == ["001.json", "002.json"]
+    assert leftovers(tmp_path / "pngs") == ["001.png", "002.png"]
+    for path in (tmp_path / "out").iterdir():
+        validate_schema(json.loads(path.read_text()))
+
+
+# --- 6. messages that tell the truth --------------------------------------------------------------------------------
+
+
+def write_raw_tiff(path: Path, pixels: np.ndarray, **kwargs) -> None:
+    tifffile.imwrite(path, pixels, resolution=(40000, 40000), resolutionunit="CENTIMETER", **kwargs)
+
+
+def _palette(folder: Path) -> None:
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[0] = np.arange(256) * 257
+    write_raw_tiff(folder / "001.tiff", np.zeros((100, 100), np.uint8), photometric="palette", colormap=colormap)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda d: write_raw_tiff(
+                d / "001.tiff", np.zeros((100, 100, 2), np.uint8), photometric="minisblack", planarconfig="contig"
+            ),
+            "a grayscale image with 1 extra channel (2 channels)",
+        ),
+        (
+            lambda d: write_raw_tiff(
+                d / "001.tiff",
+                np.zeros((100, 100, 2), np.uint8),
+                photometric="minisblack",
+                planarconfig="contig",
+                extrasamples=[2],
+            ),
+            "a grayscale image with alpha (2 channels)",
+        ),
+        (_palette, "a palette (indexed-colour) image"),
+        (
+            lambda d: write_raw_tiff(d / "001.tiff", np.zeros((100, 100, 3), np.uint16), photometric="rgb"),
+            "16-bit integer samples",
+        ),
+        (
+            lambda d: write_raw_tiff(d / "001.tiff", np.zeros((100, 100, 4), np.uint8), photometric="separated"),
+            "a CMYK image (4 channels)",
+        ),
+        (lambda d: (d / "001.tiff").write_bytes(b""), "the file is empty"),
+    ],
+    ids=["two-channels", "grey-alpha", "palette", "16-bit", "cmyk", "empty"],
+)
+def test_image_layout_messages_are_true(tmp_path, capsys, no_models, make, message):
+    (tmp_path / "in").mkdir()
+    make(tmp_path / "in")
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o.json")])
+    assert message in one_line_error(capsys, code)
+
+
+def test_input_that_is_a_file(tmp_path, capsys, no_models):
+    inputs = image_folder(tmp_path)
+    code = process.main(["--input", str(inputs / "001.tiff"), "--output", str(tmp_path / "o.json")])
+    error = one_line_error(capsys, code)
+    assert "is a file: --input takes the folder" in error and "does not exist" not in error
+
+
+# --- a failure no check could foresee still gives one line and no file ------------------------------------------------
+
+
+def test_write_failure_after_detection_is_one_line(tmp_path, capsys, random_bundle_dir, monkeypatch):
+    def disk_full(data, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(process, "write_json_atomically", disk_full)
+    code = process.main(
+        [
+            "--input",
+            str(image_folder(tmp_path, size_px=90)),
+            "--output",
+            str(tmp_path / "o.json"),
+            "--bundle",
+            str(random_bundle_dir),
+        ]
+    )
+    stderr = capsys.readouterr().err.replace("\r", "\n")  # after detection: tqdm's progress bars come first
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and "No space left on device" in errors[0] and "Traceback" not in stderr
+    assert not (tmp_path / "o.json").exists()
