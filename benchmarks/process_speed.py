@@ -1,33 +1,77 @@
-"""Wall time and peak memory of `process.py` (both models) on one MIDOG-sized image, as the container runs it.
+"""Wall time, peak memory and time per stage of `process.py` (both models) on one MIDOG-sized image.
 
-    python benchmarks/process_speed.py [--image TIFF] [--threads 2] [--repeats 1]
+    python benchmarks/process_speed.py [--image PATH] [--threads 2] [--repeats 1] [--compare REV] [--json OUT]
 
 Default image: one of the real 7215x5412 canine tiles of ../shared/data/real, written as a TIFF with 0.25 um/px
-resolution tags (the MIDOG 2022 size). Peak memory is the maximum resident set size of the process.py child
-(`getrusage(RUSAGE_CHILDREN)`), wall time includes start-up, model loading, reading the image and writing the JSON.
+resolution tags (the MIDOG 2022 size).
+
+What is measured, and why this way:
+
+* **End to end**: `process.py` runs in a subprocess, exactly as the container runs it, so start-up (imports, model
+  loading), reading the image and writing the JSON are all counted. Wall time is taken around the child; peak memory
+  is that child's own maximum resident set size (`os.wait4`, not `RUSAGE_CHILDREN`, which would mix several runs).
+* **Stages**: a separate child runs the same path as `process.py` (`read_rgb`, `Detector`,
+  `detect_at_model_spacing`, `multiple_points` + `write_json_atomically`) in process and times each stage. The
+  detector is observed, never changed: forward hooks on its P4 networks count the windows they actually score and
+  tell which network a dense-map call belongs to, and `model.inference.probability_map` /
+  `model.resample.resample_rgb` are wrapped with timers for that run only. `process.py` itself stays untouched.
+  Stages: read, load models, resample (only when the image is not at the model's spacing), screen (a cheap first
+  stage that does not exist yet: reported as absent), P4 A dense map, P4 B dense map, candidates + agreement (the
+  rest of detection: local maxima, agreement, micrograph guard, mm), write.
+* **Windows scored**: the sum of the P4 networks' output cells over all their forward calls, divided by the number
+  of windows of the exact dense map of the image at the model's spacing. Today both models score every window
+  (100%); once a screen lets the P4 models skip windows, the same count shows how many they still score.
+* **--compare REV**: the older commit is checked out with `git worktree add` into a temporary folder (removed and
+  pruned afterwards), byte-compiled like the current tree, and its own `process.py` runs on the same image with the
+  same interpreter, threads and measurement, interleaved with the current code's runs. It uses the bundle that commit
+  shipped (unless --bundle is given, then both use that one). The old/new ratios are printed because absolute
+  times differ from machine to machine; both walls include start-up equally.
+
+Threads: OMP_NUM_THREADS / MKL_NUM_THREADS of every child (torch's intra-op threads follow them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/process_speed.py` puts benchmarks/, not the repository, on the path
+    sys.path.insert(0, str(REPO))
+
 DEFAULT_SOURCE = REPO.parent / "shared/data/real/tiles/cmc-no-mitosis/2191a7aa287ce1d5dbc0_patch_0_28860.jpg"
+STAGES = (
+    "read",
+    "load models",
+    "resample",
+    "screen",
+    "P4 A dense map",
+    "P4 B dense map",
+    "candidates + agreement",
+    "write",
+)
+"""Report order; a stage that did not run is None (resample at the model's spacing, screen while none exists)."""
+
+GIB = 1024**3
 
 
 def write_midog_like_tiff(source: Path, target: Path, spacing_um: float = 0.25) -> tuple[int, int]:
+    """A tiled, zlib-compressed RGB TIFF with resolution tags, like MIDOG's files, so reading costs what it costs."""
     with Image.open(source) as image:
         rgb = np.asarray(image.convert("RGB"))
     per_cm = 1e4 / spacing_um
@@ -43,59 +87,404 @@ def write_midog_like_tiff(source: Path, target: Path, spacing_um: float = 0.25) 
     return rgb.shape[1], rgb.shape[0]
 
 
+def cpu_model() -> str:
+    """The CPU's name: absolute times are only comparable on the same model (bf16 / AMX change them by 2x)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of every child: the same thread count for the current and the old code."""
+    count = str(threads)
+    return dict(os.environ, OMP_NUM_THREADS=count, MKL_NUM_THREADS=count, OPENBLAS_NUM_THREADS=count)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One measured subprocess: wall seconds (start-up included) and its own peak resident memory."""
+
+    wall_s: float
+    peak_rss_bytes: int
+    returncode: int
+    stderr_tail: str
+
+
+def run_measured(command: list[str], env: dict[str, str], cwd: Path) -> ChildRun:
+    """Run `command` and measure it alone: `os.wait4` returns this child's rusage, so its ru_maxrss is not mixed
+    with earlier children the way `getrusage(RUSAGE_CHILDREN)` would be."""
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall_s = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen so it does not wait again
+        stderr.seek(0)
+        tail = stderr.read()[-3000:]
+    return ChildRun(wall_s, usage.ru_maxrss * 1024, child.returncode, tail)  # Linux: ru_maxrss in KiB
+
+
+def process_command(
+    repo: Path, input_dir: Path, output: Path, bundle: Path | None, precision: str, device: str | None
+) -> list[str]:
+    """`process.py` of `repo` with only the options that differ from its defaults (older commits may lack some)."""
+    command = [sys.executable, str(repo / "process.py"), "--input", str(input_dir), "--output", str(output)]
+    if bundle is not None:
+        command += ["--bundle", str(bundle)]
+    if precision != "auto":
+        command += ["--precision", precision]
+    if device is not None:
+        command += ["--device", device]
+    return command
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Fastest of the repeats of one code version, and what its output said (a sanity check, not a comparison:
+    an older commit ships other weights)."""
+
+    label: str
+    wall_s: float
+    peak_rss_bytes: int
+    points: int
+    mitotic_figures: int
+
+
+def summarise_runs(label: str, runs: list[ChildRun], output: Path) -> EndToEnd:
+    points = json.loads(output.read_text())["points"]
+    return EndToEnd(
+        label=label,
+        wall_s=min(run.wall_s for run in runs),
+        peak_rss_bytes=max(run.peak_rss_bytes for run in runs),
+        points=len(points),
+        mitotic_figures=sum(point["name"] == "mitotic figure" for point in points),
+    )
+
+
+def run_process(
+    repo: Path,
+    input_dir: Path,
+    output: Path,
+    threads: int,
+    bundle: Path | None = None,
+    precision: str = "auto",
+    device: str | None = None,
+) -> ChildRun:
+    """One end-to-end run of `repo`'s process.py; a failure stops the benchmark with the child's stderr."""
+    run = run_measured(
+        process_command(repo, input_dir, output, bundle, precision, device), thread_env(threads), cwd=repo
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"{repo / 'process.py'} failed with exit code {run.returncode}:\n{run.stderr_tail}")
+    return run
+
+
+def git(*arguments: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *arguments], capture_output=True, text=True, check=True).stdout
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[tuple[Path, str]]:
+    """A detached checkout of `rev` in a temporary folder, byte-compiled like a tree that has run before (so the old
+    code does not pay for compiling its modules), removed and pruned afterwards; yields (folder, short hash)."""
+    short = git("rev-parse", "--short", f"{rev}^{{commit}}").strip()
+    parent = Path(tempfile.mkdtemp(prefix="process-speed-"))
+    folder = parent / short
+    try:
+        git("worktree", "add", "--detach", "--quiet", str(folder), short)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(folder / "model")], check=True)
+        yield folder, short
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            git("worktree", "remove", "--force", str(folder))
+        shutil.rmtree(parent, ignore_errors=True)
+        git("worktree", "prune")
+
+
+class StageProbe:
+    """Observes a `Detector` during one detection without changing what it computes.
+
+    Forward hooks on each P4 network count the windows it scores (output cells of every forward call) and record
+    which networks ran while a dense map was computed, so the time of each `probability_map` call is charged to the
+    network that actually ran in it, not to a position in a list.
+    """
+
+    def __init__(self, detector: Any, synchronize: Callable[[], None]):
+        self.names = [f"P4 {entry.policy}" for entry in detector.bundle.models]
+        self.networks = list(detector.networks)
+        self.synchronize = synchronize
+        self.windows = dict.fromkeys(self.names, 0)
+        self.seconds: dict[str, float] = {}
+        self._ran: set[str] = set()
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def count(_module: Any, _inputs: Any, logits: Any) -> None:  # logits: (N, 2, h', w')
+            self.windows[name] += int(logits.shape[0] * logits.shape[-2] * logits.shape[-1])
+            self._ran.add(name)
+
+        return count
+
+    def _add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed(self, function: Callable[..., Any], stage: str | None) -> Callable[..., Any]:
+        """`function` with its time charged to `stage`, or for a dense map (None) to '<network> dense map'."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self._ran = set()
+            self.synchronize()
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            self.synchronize()
+            elapsed = time.perf_counter() - started
+            if stage is not None:
+                self._add(stage, elapsed)
+            elif len(self._ran) == 1:
+                self._add(f"{next(iter(self._ran))} dense map", elapsed)
+            else:  # no P4 network ran (some other network) or several in one call: do not guess
+                self._add("other dense maps", elapsed)
+            return result
+
+        return wrapper
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[StageProbe]:
+        from unittest import mock
+
+        from model import inference, resample
+
+        handles = [
+            net.register_forward_hook(self._hook(name)) for name, net in zip(self.names, self.networks, strict=True)
+        ]
+        try:
+            with (
+                mock.patch.object(inference, "probability_map", self.timed(inference.probability_map, None)),
+                mock.patch.object(resample, "resample_rgb", self.timed(resample.resample_rgb, "resample")),
+            ):
+                yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def measure_stages(
+    image: Path,
+    bundle: Path | None = None,
+    precision: str = "auto",
+    device: str | None = None,
+    output: Path | None = None,
+) -> dict[str, Any]:
+    """Time process.py's stages on one image, in this process (run it in a child to keep start-up out of the
+    stages and its memory apart). Returns stage seconds (None = did not run), windows scored per P4 network and
+    the number of windows of the exact dense map."""
+    import torch
+
+    from model import spacing
+    from model.bundle import DEFAULT_BUNDLE_DIR
+    from model.geometry import map_shape
+    from model.image_io import read_header, read_rgb
+    from model.inference import Detector
+    from model.output import multiple_points, write_json_atomically
+    from model.resample import detect_at_model_spacing
+
+    def synchronize() -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    seconds: dict[str, float | None] = dict.fromkeys(STAGES)
+    started = time.perf_counter()
+    header = read_header(image)
+    image_rgb, header = read_rgb(image, header)
+    seconds["read"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    detector = Detector(bundle or DEFAULT_BUNDLE_DIR, device=device, precision=precision)
+    synchronize()
+    seconds["load models"] = time.perf_counter() - started
+
+    probe = StageProbe(detector, synchronize)
+    with probe.attached():
+        started = time.perf_counter()
+        detections = detect_at_model_spacing(detector, image_rgb, header.spacing_mm, header.origin_mm)
+        synchronize()
+        detect_s = time.perf_counter() - started
+    seconds.update(probe.seconds)
+    seconds["candidates + agreement"] = detect_s - sum(probe.seconds.values())
+
+    started = time.perf_counter()
+    document = multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
+    with tempfile.TemporaryDirectory() as scratch:
+        write_json_atomically(document, output or Path(scratch) / "out.json")
+    seconds["write"] = time.perf_counter() - started
+
+    model_width_px, model_height_px = spacing.model_size_px(header.width_px, header.height_px, header.spacing_mm)
+    rows, cols = map_shape(model_height_px, model_width_px)
+    return {
+        "image_px": [header.width_px, header.height_px],
+        "model_px": [model_width_px, model_height_px],
+        "device": str(detector.device),
+        "autocast": str(detector.autocast_dtype).replace("torch.", "") if detector.autocast_dtype else "fp32",
+        "torch_threads": torch.get_num_threads(),
+        "seconds": seconds,
+        "windows_per_map": rows * cols,
+        "windows_scored": probe.windows,
+        "points": len(document["points"]),
+        "peak_rss_bytes": None,  # filled in by the parent from the child's rusage
+    }
+
+
+def window_fractions(stages: dict[str, Any]) -> dict[str, float]:
+    """Share of the exact dense map's windows each P4 network scored, and overall."""
+    total = stages["windows_per_map"]
+    scored = stages["windows_scored"]
+    fractions = {name: count / total for name, count in scored.items()}
+    fractions["all P4"] = sum(scored.values()) / (total * len(scored)) if scored else 0.0
+    return fractions
+
+
+def run_stages_child(image: Path, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """`measure_stages` in a fresh interpreter with the benchmark's threads, and that child's own peak memory."""
+    result_file = scratch / "stages.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--image", str(image), "--stages-json", str(result_file)]
+    if args.bundle is not None:
+        command += ["--bundle", str(args.bundle)]
+    command += ["--precision", args.precision] + (["--device", args.device] if args.device else [])
+    run = run_measured(command, thread_env(args.threads), cwd=REPO)
+    if run.returncode != 0:
+        raise SystemExit(f"stage timing failed with exit code {run.returncode}:\n{run.stderr_tail}")
+    stages = json.loads(result_file.read_text())
+    stages["peak_rss_bytes"] = run.peak_rss_bytes
+    return stages
+
+
+def stage_note(stage: str) -> str:
+    """What a stage that did not run means."""
+    if stage == "screen":
+        return "absent (this detector has no screen: the P4 models score every window)"
+    if stage == "resample":
+        return "not needed (image at the model's 0.25 um/px)"
+    return "did not run"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The human-readable report; `result` is what --json writes."""
+    stages = result["stages"]
+    width, height = stages["image_px"]
+    lines = [
+        f"image: {result['image']} ({width}x{height} px, {width * height / 1e6:.1f} MP)",
+        f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); threads {result['threads']} "
+        f"(torch intra-op {stages['torch_threads']}); device {stages['device']}, autocast {stages['autocast']}",
+        "",
+        f"end to end (process.py in a subprocess, start-up included; fastest of {result['repeats']}):",
+    ]
+    runs = [result["current"]] + ([result["compare"]] if result.get("compare") else [])
+    label_width = max(len(run["label"]) for run in runs)
+    for run in runs:
+        lines.append(
+            f"  {run['label']:<{label_width}}  wall {run['wall_s']:6.1f} s   "
+            f"peak RSS {run['peak_rss_bytes'] / GIB:5.2f} GiB   {run['points']} points, "
+            f"{run['mitotic_figures']} mitotic figures"
+        )
+    if result.get("compare"):
+        old, new = result["compare"], result["current"]
+        lines.append(
+            f"  ratio old/new: wall {old['wall_s'] / new['wall_s']:.2f}x, "
+            f"peak RSS {old['peak_rss_bytes'] / new['peak_rss_bytes']:.2f}x"
+        )
+    lines += ["", "stages of the current code (in process, the path process.py takes; start-up excluded):"]
+    stage_names = list(STAGES) + [name for name in stages["seconds"] if name not in STAGES]
+    for stage in stage_names:
+        value = stages["seconds"].get(stage)
+        lines.append(f"  {stage:<24}" + (f"{value:7.2f} s" if value is not None else f"   {stage_note(stage)}"))
+    total = sum(value for value in stages["seconds"].values() if value is not None)
+    lines.append(f"  {'sum':<24}{total:7.2f} s   (peak RSS of this run {stages['peak_rss_bytes'] / GIB:.2f} GiB)")
+    fractions = window_fractions(stages)
+    per_model = ", ".join(f"{name} {fractions[name]:.1%}" for name in stages["windows_scored"])
+    lines.append(
+        f"windows scored by the P4 models: {per_model} of {stages['windows_per_map']:,} windows each "
+        f"-> {fractions['all P4']:.1%}"
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--image", type=Path, default=None, help="TIFF to process (default: a real 7215x5412 tile)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default: 2, like CI)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs; the fastest is reported (default: 1)")
+    parser.add_argument("--image", type=Path, default=None, help="image to process (default: a real 7215x5412 tile)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of every run (default: 2, like CI)")
+    parser.add_argument("--repeats", type=int, default=1, help="end-to-end runs each; the fastest is reported")
     parser.add_argument("--precision", default="auto", help="process.py --precision (default: auto)")
+    parser.add_argument("--device", default=None, help="process.py --device (default: its own choice)")
+    parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: each commit's shipped one)")
+    parser.add_argument("--compare", metavar="REV", default=None, help="also run this older commit, same image")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--stages-json", type=Path, default=None, help=argparse.SUPPRESS)  # the stage-timing child
     args = parser.parse_args()
+
+    if args.stages_json is not None:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", args.threads)))
+        stages = measure_stages(args.image, args.bundle, args.precision, args.device)
+        args.stages_json.write_text(json.dumps(stages))
+        return
+
     with tempfile.TemporaryDirectory() as work:
-        input_dir = Path(work) / "input"
+        scratch = Path(work)
+        input_dir = scratch / "input"
         input_dir.mkdir()
-        image = input_dir / "001.tiff"
         if args.image:
+            image = input_dir / f"001{args.image.suffix.lower()}"
             os.symlink(args.image.resolve(), image)
-            width, height = tifffile.TiffFile(args.image).pages[0].shape[1::-1]
         else:
-            width, height = write_midog_like_tiff(DEFAULT_SOURCE, image)
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        walls = []
-        for _ in range(args.repeats):
-            output = Path(work) / "out.json"
-            started = time.perf_counter()
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(REPO / "process.py"),
-                    "--input",
-                    str(input_dir),
-                    "--output",
-                    str(output),
-                    "--precision",
-                    args.precision,
-                ],
-                check=True,
-                env=env,
-                stderr=subprocess.DEVNULL,
-            )
-            walls.append(time.perf_counter() - started)
-        peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KiB -> GiB
-        points = json.loads(output.read_text())["points"]
+            image = input_dir / "001.tiff"
+            write_midog_like_tiff(DEFAULT_SOURCE, image)
+        stages = run_stages_child(image, args, scratch)
+        head = git("rev-parse", "--short", "HEAD").strip()
+        current_runs: list[ChildRun] = []
+        old_runs: list[ChildRun] = []
+        with worktree(args.compare) if args.compare else contextlib.nullcontext((None, None)) as (old_repo, short):
+            for _ in range(args.repeats):  # interleaved, so that load from elsewhere falls on both alike
+                current_runs.append(
+                    run_process(
+                        REPO, input_dir, scratch / "new.json", args.threads, args.bundle, args.precision, args.device
+                    )
+                )
+                if old_repo is not None:
+                    old_runs.append(
+                        run_process(
+                            old_repo,
+                            input_dir,
+                            scratch / "old.json",
+                            args.threads,
+                            args.bundle,
+                            args.precision,
+                            args.device,
+                        )
+                    )
+            current = summarise_runs(f"working tree (HEAD {head})", current_runs, scratch / "new.json")
+            old = summarise_runs(f"{args.compare} ({short})", old_runs, scratch / "old.json") if old_runs else None
     result = {
-        "image_px": [width, height],
-        "megapixels": round(width * height / 1e6, 1),
+        "image": str(args.image or DEFAULT_SOURCE),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
         "threads": args.threads,
+        "repeats": args.repeats,
         "precision": args.precision,
-        "wall_seconds": round(min(walls), 1),
-        "peak_rss_gib": round(peak_gib, 2),
-        "points": len(points),
-        "cpu": next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-            "unknown",
-        ),
+        "current": asdict(current),
+        "compare": asdict(old) if old else None,
+        "stages": stages,
+        "window_fractions": window_fractions(stages),
     }
-    print(json.dumps(result, indent=2))
+    print(format_report(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
