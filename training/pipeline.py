@@ -243,8 +243,8 @@ def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> Nega
         fraction = stain.residual_fraction(rgb, matrix)[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0)
         centres = centres[fraction >= config.enrichment.min_residual_fraction]
         residuals.append(density[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0))
-        source = str(data.negatives_train.source[data.negatives_train.image == index][0]) if (
-            data.negatives_train.image == index).any() else "enrichment"
+        on_image = data.negatives_train.source[data.negatives_train.image == index]
+        source = str(on_image[0]) if len(on_image) else "enrichment"  # balanced with its image's other negatives
         found = found.concatenate(NegativeSites.build(index, centres, "enrichment", source))
     candidate_scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, found)
     keep = candidate_scores >= cutoff

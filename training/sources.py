@@ -285,6 +285,23 @@ def away_from(centres_rc: np.ndarray, mitoses_rc: np.ndarray, min_distance_px: f
 # ------------------------------------------------------------------------------------------ MIDOG-format datasets
 
 
+def _site_sets(
+    index: int, rgb: np.ndarray, nuclei_rc: np.ndarray, grid_step_px: int, source: str, mitoses_rc: np.ndarray,
+    min_distance_px: float, x_range: tuple[int, int] | None = None,
+) -> NegativeSites:
+    """Grid and nucleus-centred negatives of one image (or one column range), away from its mitoses. `nuclei_rc`:
+    the image's `nucleus_centres`, found once per image even when its columns are split into parts."""
+    grid = away_from(tissue_grid(rgb, grid_step_px, x_range), mitoses_rc, min_distance_px)
+    nuclei = away_from(nuclei_rc, mitoses_rc, min_distance_px)
+    if x_range is not None:
+        nuclei = nuclei[(nuclei[:, 1] >= x_range[0]) & (nuclei[:, 1] < x_range[1])]
+    return NegativeSites.build(index, grid, "grid", source).concatenate(
+        NegativeSites.build(index, nuclei, "nucleus", source)
+    )
+
+
+
+
 def find_annotations(dataset_dir: Path) -> Path:
     """The one annotation JSON of a dataset folder (MIDOG2022_training.json, MIDOG.json, dataset.json, ...)."""
     candidates = sorted(p for p in dataset_dir.glob("*.json") if not p.name.startswith("."))
@@ -329,11 +346,12 @@ def from_midog(
             mitoses = record.centres_px(1)[:, ::-1]
             min_distance_px = px_from_um(min_distance_um, (images[index].spacing_mm,) * 2)
             rgb = images[index].read()
-            grid = away_from(tissue_grid(rgb, grid_step_px), mitoses, min_distance_px)
-            nuclei = away_from(nucleus_centres(rgb, images[index].spacing_mm), mitoses, min_distance_px)
+            nuclei = nucleus_centres(rgb, images[index].spacing_mm)
+            sites = sites.concatenate(
+                _site_sets(index, rgb, nuclei, grid_step_px, record.domain, mitoses, min_distance_px)
+            )
             imposters = np.round(record.centres_px(2)[:, ::-1])
-            for centres, kind in ((grid, "grid"), (nuclei, "nucleus"), (imposters, "imposter")):
-                sites = sites.concatenate(NegativeSites.build(index, centres, kind, record.domain))
+            sites = sites.concatenate(NegativeSites.build(index, imposters, "imposter", record.domain))
         return sites
 
     first_train = len(images)
@@ -384,20 +402,6 @@ def midesec_validation_names(names: list[str], count: int = MIDESEC_VALIDATION_F
     return set(sorted(names, key=lambda name: hashlib.sha256(name.encode()).hexdigest())[:count])
 
 
-def _site_sets(
-    index: int, rgb: np.ndarray, spacing_mm: float, grid_step_px: int, source: str, mitoses_rc: np.ndarray,
-    min_distance_px: float, x_range: tuple[int, int] | None = None,
-) -> NegativeSites:
-    """Grid and nucleus-centred negatives of one image (or one column range), away from its mitoses."""
-    grid = away_from(tissue_grid(rgb, grid_step_px, x_range), mitoses_rc, min_distance_px)
-    nuclei = away_from(nucleus_centres(rgb, spacing_mm), mitoses_rc, min_distance_px)
-    if x_range is not None:
-        nuclei = nuclei[(nuclei[:, 1] >= x_range[0]) & (nuclei[:, 1] < x_range[1])]
-    return NegativeSites.build(index, grid, "grid", source).concatenate(
-        NegativeSites.build(index, nuclei, "nucleus", source)
-    )
-
-
 def from_real(
     root: Path, grid_step_px: int, min_distance_um: float = 16.0, train_fraction: float = TILE_TRAIN_FRACTION
 ) -> TrainingData:
@@ -426,7 +430,8 @@ def from_real(
         index, rgb = add_image(annotated.path, annotated.spacing_mm)
         mitoses_rc = np.round(annotated.mitoses_xy_px[:, ::-1]).astype(np.int64)
         min_distance_px = px_from_um(min_distance_um, (annotated.spacing_mm,) * 2)
-        sites = _site_sets(index, rgb, annotated.spacing_mm, grid_step_px, MIDESEC, mitoses_rc, min_distance_px)
+        nuclei = nucleus_centres(rgb, annotated.spacing_mm)
+        sites = _site_sets(index, rgb, nuclei, grid_step_px, MIDESEC, mitoses_rc, min_distance_px)
         field_crops = [images[index].crop(int(r), int(c)) for r, c in mitoses_rc]
         if annotated.path.name in validation_names:
             negatives_val = negatives_val.concatenate(sites)
@@ -443,9 +448,10 @@ def from_real(
     for tile in tqdm(real_data.load_mitosis_free_tiles(root), desc="mitosis-free tiles", unit="tile"):
         index, rgb = add_image(tile.path, tile.spacing_mm)
         split_x = int(tile.width_px * train_fraction)
+        nuclei = nucleus_centres(rgb, tile.spacing_mm)
         lookalikes = np.round(tile.lookalikes_px[:, ::-1]).astype(np.int64)
         for part, x_range in (("train", (0, split_x)), ("val", (split_x, tile.width_px))):
-            sites = _site_sets(index, rgb, tile.spacing_mm, grid_step_px, "CMC tiles", no_mitoses, 0.0, x_range)
+            sites = _site_sets(index, rgb, nuclei, grid_step_px, "CMC tiles", no_mitoses, 0.0, x_range)
             inside = lookalikes[(lookalikes[:, 1] >= x_range[0]) & (lookalikes[:, 1] < x_range[1])]
             sites = sites.concatenate(NegativeSites.build(index, inside, "imposter", "CMC tiles"))
             if part == "train":
@@ -464,7 +470,10 @@ def from_real(
             # in training. Its few unannotated mitoses are removed before mining (`TrainingData.unlabeled`, pipeline).
             unlabeled.append(index)
             negatives_train = negatives_train.concatenate(
-                _site_sets(index, rgb, unlabeled_field.spacing_mm, grid_step_px, "MITOS 2012", no_mitoses, 0.0)
+                _site_sets(
+                    index, rgb, nucleus_centres(rgb, unlabeled_field.spacing_mm), grid_step_px, "MITOS 2012",
+                    no_mitoses, 0.0,
+                )
             )
             training_pixels += rgb.shape[0] * rgb.shape[1]
     return TrainingData(
