@@ -168,6 +168,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
+        "--no-screen",
+        action="store_true",
+        help="exact dense path: model A scores every window instead of only where the bundle's screen passes\n"
+        "(slower; the screen keeps >= 99.5%% of the exact path's points, see model/weights/README.md)",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=["auto", "fp32", "bf16", "fp16"],
@@ -197,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError("--overlay-dir is for batch mode (--output-dir); use --overlay FILE.png")
             jobs = [preflight.plan_single(args.input, args.output or DEFAULT_OUTPUT_FILE, args.overlay)]
         preflight.check_device(args.device, args.precision)
-        detector = Detector(args.bundle, device=args.device, precision=args.precision)
+        detector = Detector(args.bundle, device=args.device, precision=args.precision, use_screen=not args.no_screen)
         if args.output_dir is not None:
             return run_batch(detector, jobs)
         MitosisDetection(args.input, jobs[0].output, detector, jobs[0].overlay).process()

@@ -132,10 +132,18 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path) -> ChildRun
 
 
 def process_command(
-    repo: Path, input_dir: Path, output: Path, bundle: Path | None, precision: str, device: str | None
+    repo: Path,
+    input_dir: Path,
+    output: Path,
+    bundle: Path | None,
+    precision: str,
+    device: str | None,
+    exact: bool = False,
 ) -> list[str]:
     """`process.py` of `repo` with only the options that differ from its defaults (older commits may lack some)."""
     command = [sys.executable, str(repo / "process.py"), "--input", str(input_dir), "--output", str(output)]
+    if exact:
+        command.append("--no-screen")
     if bundle is not None:
         command += ["--bundle", str(bundle)]
     if precision != "auto":
@@ -176,10 +184,11 @@ def run_process(
     bundle: Path | None = None,
     precision: str = "auto",
     device: str | None = None,
+    exact: bool = False,
 ) -> ChildRun:
     """One end-to-end run of `repo`'s process.py; a failure stops the benchmark with the child's stderr."""
     run = run_measured(
-        process_command(repo, input_dir, output, bundle, precision, device), thread_env(threads), cwd=repo
+        process_command(repo, input_dir, output, bundle, precision, device, exact), thread_env(threads), cwd=repo
     )
     if run.returncode != 0:
         raise SystemExit(f"{repo / 'process.py'} failed with exit code {run.returncode}:\n{run.stderr_tail}")
@@ -219,6 +228,7 @@ class StageProbe:
     def __init__(self, detector: Any, synchronize: Callable[[], None]):
         self.names = [f"P4 {entry.policy}" for entry in detector.bundle.models]
         self.networks = list(detector.networks)
+        self.screen = getattr(detector, "screen", None)  # older commits (--compare) have no screen
         self.synchronize = synchronize
         self.windows = dict.fromkeys(self.names, 0)
         self.seconds: dict[str, float] = {}
@@ -246,6 +256,8 @@ class StageProbe:
             elapsed = time.perf_counter() - started
             if stage is not None:
                 self._add(stage, elapsed)
+            elif self._ran == {"screen"}:
+                self._add("screen", elapsed)
             elif len(self._ran) == 1:
                 self._add(f"{next(iter(self._ran))} dense map", elapsed)
             else:  # no P4 network ran (some other network) or several in one call: do not guess
@@ -263,6 +275,8 @@ class StageProbe:
         handles = [
             net.register_forward_hook(self._hook(name)) for name, net in zip(self.names, self.networks, strict=True)
         ]
+        if self.screen is not None:
+            handles.append(self.screen.register_forward_hook(lambda *_: self._ran.add("screen")))
         try:
             with (
                 mock.patch.object(inference, "probability_map", self.timed(inference.probability_map, None)),
@@ -384,7 +398,7 @@ def format_report(result: dict[str, Any]) -> str:
         "",
         f"end to end (process.py in a subprocess, start-up included; fastest of {result['repeats']}):",
     ]
-    runs = [result["current"]] + ([result["compare"]] if result.get("compare") else [])
+    runs = [result["current"]] + [result[key] for key in ("exact", "compare") if result.get(key)]
     label_width = max(len(run["label"]) for run in runs)
     for run in runs:
         lines.append(
@@ -392,12 +406,13 @@ def format_report(result: dict[str, Any]) -> str:
             f"peak RSS {run['peak_rss_bytes'] / GIB:5.2f} GiB   {run['points']} points, "
             f"{run['mitotic_figures']} mitotic figures"
         )
-    if result.get("compare"):
-        old, new = result["compare"], result["current"]
-        lines.append(
-            f"  ratio old/new: wall {old['wall_s'] / new['wall_s']:.2f}x, "
-            f"peak RSS {old['peak_rss_bytes'] / new['peak_rss_bytes']:.2f}x"
-        )
+    for key, name in (("exact", "exact/screened"), ("compare", "old/new")):
+        if result.get(key):
+            other, new = result[key], result["current"]
+            lines.append(
+                f"  ratio {name}: wall {other['wall_s'] / new['wall_s']:.2f}x, "
+                f"peak RSS {other['peak_rss_bytes'] / new['peak_rss_bytes']:.2f}x"
+            )
     lines += ["", "stages of the current code (in process, the path process.py takes; start-up excluded):"]
     stage_names = list(STAGES) + [name for name in stages["seconds"] if name not in STAGES]
     for stage in stage_names:
@@ -423,6 +438,9 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="process.py --device (default: its own choice)")
     parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: each commit's shipped one)")
     parser.add_argument("--compare", metavar="REV", default=None, help="also run this older commit, same image")
+    parser.add_argument(
+        "--exact-too", action="store_true", help="also run the current code's exact dense path (--no-screen)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--stages-json", type=Path, default=None, help=argparse.SUPPRESS)  # the stage-timing child
     args = parser.parse_args()
@@ -448,6 +466,7 @@ def main() -> None:
         stages = run_stages_child(image, args, scratch)
         head = git("rev-parse", "--short", "HEAD").strip()
         current_runs: list[ChildRun] = []
+        exact_runs: list[ChildRun] = []
         old_runs: list[ChildRun] = []
         with worktree(args.compare) if args.compare else contextlib.nullcontext((None, None)) as (old_repo, short):
             for _ in range(args.repeats):  # interleaved, so that load from elsewhere falls on both alike
@@ -456,6 +475,19 @@ def main() -> None:
                         REPO, input_dir, scratch / "new.json", args.threads, args.bundle, args.precision, args.device
                     )
                 )
+                if args.exact_too:
+                    exact_runs.append(
+                        run_process(
+                            REPO,
+                            input_dir,
+                            scratch / "exact.json",
+                            args.threads,
+                            args.bundle,
+                            args.precision,
+                            args.device,
+                            exact=True,
+                        )
+                    )
                 if old_repo is not None:
                     old_runs.append(
                         run_process(
@@ -469,6 +501,11 @@ def main() -> None:
                         )
                     )
             current = summarise_runs(f"working tree (HEAD {head})", current_runs, scratch / "new.json")
+            exact = (
+                summarise_runs(f"working tree (HEAD {head}), --no-screen", exact_runs, scratch / "exact.json")
+                if exact_runs
+                else None
+            )
             old = summarise_runs(f"{args.compare} ({short})", old_runs, scratch / "old.json") if old_runs else None
     result = {
         "image": str(args.image or DEFAULT_SOURCE),
@@ -479,6 +516,7 @@ def main() -> None:
         "precision": args.precision,
         "current": asdict(current),
         "compare": asdict(old) if old else None,
+        "exact": asdict(exact) if exact else None,
         "stages": stages,
         "window_fractions": window_fractions(stages),
     }

@@ -1,4 +1,5 @@
-"""The shipped model bundle: `bundle.json` + one safetensors file per policy model, checksums verified on load.
+"""The shipped model bundle: `bundle.json` + one safetensors file per policy model (and the screen's, when the bundle
+has one), checksums verified on load.
 
 safetensors holds tensors only, so loading never executes pickled code. `bundle.json` is the single record of what
 inference needs (architecture, threshold, radii) and of where the weights came from (provenance, validation).
@@ -18,9 +19,11 @@ from model.architecture import ArchitectureConfig
 from model.matching import MATCH_RADIUS_UM
 from model.output import write_json_atomically
 from model.plain import PlainP4ResNet
+from model.screen import ScreenNet
 
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLE_FILE = "bundle.json"
+SCREEN_FILE = "screen.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -35,6 +38,15 @@ class ModelEntry:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ScreenEntry:
+    """The fast first stage (`model.screen`): its weights and the threshold above which the P4 models look."""
+
+    file: str
+    sha256: str
+    threshold: float
+
+
 @dataclass
 class Bundle:
     architecture: ArchitectureConfig
@@ -42,7 +54,10 @@ class Bundle:
     threshold: float
     agreement_radius_um: float = MATCH_RADIUS_UM
     candidate_min_distance_um: float = 6.0
-    candidate_floor: float = 0.05
+    candidate_floor: float = 0.25
+    """Lowest ensemble probability written: no held-out field mitosis scored below 0.31, the fields' AP is the same
+    for any floor up to 0.3, and the higher the floor the fewer windows the cascade scores (`model.cascade`)."""
+    screen: ScreenEntry | None = None
     extra: dict = field(default_factory=dict)  # provenance, validation, hnm, enrichment: informative only
 
     def to_json(self) -> dict:
@@ -54,6 +69,7 @@ class Bundle:
             "candidate_min_distance_um": self.candidate_min_distance_um,
             "candidate_floor": self.candidate_floor,
             "models": [vars(entry) for entry in self.models],
+            **({"screen": vars(self.screen)} if self.screen else {}),
             **self.extra,
         }
 
@@ -80,6 +96,7 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
         "candidate_min_distance_um",
         "candidate_floor",
         "models",
+        "screen",
     }
     try:
         if data["format_version"] != FORMAT_VERSION:
@@ -91,28 +108,53 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
             agreement_radius_um=float(data["agreement_radius_um"]),
             candidate_min_distance_um=float(data["candidate_min_distance_um"]),
             candidate_floor=float(data["candidate_floor"]),
+            screen=ScreenEntry(data["screen"]["file"], data["screen"]["sha256"], float(data["screen"]["threshold"]))
+            if "screen" in data
+            else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
     except (KeyError, TypeError) as error:
         raise BundleError(f"{path}: malformed bundle ({error!r})") from error
 
 
+def _verified_weights(bundle_dir: Path, file: str, sha256: str) -> dict[str, torch.Tensor]:
+    path = Path(bundle_dir) / file
+    if not path.is_file():
+        raise BundleError(f"weights file {path} listed in the bundle is missing")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise BundleError(f"checksum mismatch for {path}: expected {sha256}, found {actual}")
+    return load_file(str(path))
+
+
 def load_networks(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> list[PlainP4ResNet]:
     """Plain-torch networks of the bundle in its model order, eval mode, after checking every sha256."""
     networks = []
     for entry in bundle.models:
-        path = Path(bundle_dir) / entry.file
-        if not path.is_file():
-            raise BundleError(f"weights file {path} listed in the bundle is missing")
-        actual = sha256_of(path)
-        if actual != entry.sha256:
-            raise BundleError(f"checksum mismatch for {path}: expected {entry.sha256}, found {actual}")
         network = PlainP4ResNet(bundle.architecture)
-        network.load_state_dict(load_file(str(path)), strict=True)
+        network.load_state_dict(_verified_weights(bundle_dir, entry.file, entry.sha256), strict=True)
         networks.append(network.eval())
     if len(networks) != 2:
         raise BundleError(f"the agreement ensemble needs exactly 2 models, the bundle lists {len(networks)}")
     return networks
+
+
+def load_screen(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> ScreenNet | None:
+    """The bundle's screen in eval mode after checking its sha256, or None when the bundle has none."""
+    if bundle.screen is None:
+        return None
+    network = ScreenNet()
+    network.load_state_dict(_verified_weights(bundle_dir, bundle.screen.file, bundle.screen.sha256), strict=True)
+    return network.eval()
+
+
+def write_screen(bundle: Bundle, state_dict: dict[str, torch.Tensor], threshold: float, bundle_dir: Path) -> Bundle:
+    """Add (or replace) the screen of a written bundle: `screen.safetensors`, its checksum and threshold."""
+    path = Path(bundle_dir) / SCREEN_FILE
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+    bundle.screen = ScreenEntry(SCREEN_FILE, sha256_of(path), float(threshold))
+    write_json_atomically(bundle.to_json(), Path(bundle_dir) / BUNDLE_FILE)
+    return bundle
 
 
 def write_bundle(bundle: Bundle, state_dicts: dict[str, dict[str, torch.Tensor]], bundle_dir: Path) -> Bundle:

@@ -30,15 +30,25 @@ class Candidates:
     probability: np.ndarray  # (N,) float
 
 
-def local_maxima(probability: np.ndarray, min_distance_px: float, floor: float) -> Candidates:
+def min_distance_cells(min_distance_px: float) -> int:
+    """The candidate spacing in map cells: a peak is the maximum of the (2 n + 1)^2 cells around it."""
+    return max(1, int(round(min_distance_px / OUTPUT_STRIDE_PX)))
+
+
+def local_maxima(
+    probability: np.ndarray, min_distance_px: float, floor: float, trusted: np.ndarray | None = None
+) -> Candidates:
     """Peaks of a map at least `min_distance_px` apart (converted to cells) and at least `floor`.
 
+    `trusted` (boolean, map-shaped) keeps only peaks in those cells: where a map was computed in part
+    (`model.cascade`), a cell is a peak of the true map only if its whole neighbourhood was computed.
     Sorted by decreasing probability with a stable tie order (row-major), so output is deterministic.
     """
-    min_distance_cells = max(1, int(round(min_distance_px / OUTPUT_STRIDE_PX)))
     cells = peak_local_max(
-        probability, min_distance=min_distance_cells, threshold_abs=floor, exclude_border=False
+        probability, min_distance=min_distance_cells(min_distance_px), threshold_abs=floor, exclude_border=False
     ).astype(np.int64)
+    if trusted is not None and len(cells):
+        cells = cells[trusted[cells[:, 0], cells[:, 1]]]
     if len(cells):
         order = np.lexsort((cells[:, 1], cells[:, 0], -probability[cells[:, 0], cells[:, 1]]))
         cells = cells[order]
@@ -57,31 +67,30 @@ class EnsembleDetections:
 def agree(
     candidates_a: Candidates,
     candidates_b: Candidates,
-    map_a: np.ndarray,
     map_b: np.ndarray,
     agreement_radius_px: float,
 ) -> EnsembleDetections:
-    """Merge two models' candidates; an agreed pair becomes one point at the midpoint.
+    """Model A's candidates, each confirmed by model B: an agreed pair becomes one point at the midpoint.
 
-    A candidate without a partner keeps its position and is scored with the other model's map at that cell, so its
-    ensemble probability still says how much both models believe in it.
+    A candidate of A without a partner keeps its position and is scored with B's map at its cell, so its ensemble
+    probability still says how much both models believe in it. A peak of B with no peak of A within the radius is
+    not a point: it could never be named (naming needs agreement), and leaving it out is what lets B be scored only
+    around A's candidates (`model.cascade`).
     """
     pairs = greedy_match(candidates_a.xy_px, candidates_b.xy_px, agreement_radius_px)
     matched_a = {a for a, _ in pairs}
-    matched_b = {b for _, b in pairs}
     xy, probability, agreed = [], [], []
     for a, b in pairs:
         xy.append((candidates_a.xy_px[a] + candidates_b.xy_px[b]) / 2)
         probability.append(ensemble_probability(candidates_a.probability[a], candidates_b.probability[b]))
         agreed.append(True)
-    for own, other_map, matched in ((candidates_a, map_b, matched_a), (candidates_b, map_a, matched_b)):
-        for index in range(len(own.probability)):
-            if index in matched:
-                continue
-            row, col = own.cells[index]
-            xy.append(own.xy_px[index])
-            probability.append(ensemble_probability(own.probability[index], float(other_map[row, col])))
-            agreed.append(False)
+    for index in range(len(candidates_a.probability)):
+        if index in matched_a:
+            continue
+        row, col = candidates_a.cells[index]
+        xy.append(candidates_a.xy_px[index])
+        probability.append(ensemble_probability(candidates_a.probability[index], float(map_b[row, col])))
+        agreed.append(False)
     if not xy:
         return EnsembleDetections(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=bool))
     xy_arr, probability_arr, agreed_arr = np.asarray(xy), np.asarray(probability, dtype=np.float64), np.asarray(agreed)

@@ -1,6 +1,9 @@
-"""The detector: both policy models densely over an image, candidates, agreement, physical coordinates.
+"""The detector: a cascade of dense networks over an image, candidates, agreement, physical coordinates.
 
-`Detector.detect(image_rgb, spacing_mm, origin_mm)` is everything `process.py` needs. CUDA is used when available
+`Detector.detect(image_rgb, spacing_mm, origin_mm)` is everything `process.py` needs. The cascade (`model.cascade`):
+the screen (`model.screen`, when the bundle has one) marks where model A must look; model A scores those windows;
+model B scores only the windows the output depends on, near where A reaches the candidate floor (exact: the same
+points as B everywhere). `use_screen=False` runs the exact dense path (A everywhere). CUDA is used when available
 (fp16 autocast), else CPU with bf16 autocast where the CPU supports it (about 2x faster here; the bundle's
 validation numbers were measured with the same setting, see `model/weights/README.md`).
 """
@@ -8,20 +11,28 @@ validation numbers were measured with the same setting, see `model/weights/READM
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model import spacing
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle
-from model.candidates import Candidates, EnsembleDetections, agree, ensemble_probability, local_maxima
-from model.dense import DEFAULT_TILE_CELLS, probability_map
-from model.geometry import RECEPTIVE_FIELD_PX
+from model import cascade, spacing
+from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, load_screen, read_bundle
+from model.candidates import (
+    Candidates,
+    EnsembleDetections,
+    agree,
+    ensemble_probability,
+    local_maxima,
+    min_distance_cells,
+)
+from model.dense import DEFAULT_TILE_CELLS, covered_cells, probability_map
+from model.geometry import RECEPTIVE_FIELD_PX, map_shape
 from model.plain import PlainP4ResNet
 from model.plausibility import looks_like_micrograph
+from model.screen import SCREEN_GRID, SCREEN_TILE_CELLS, p4_cells_passing, screen_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +75,43 @@ def window_scorer(network: torch.nn.Module, device: torch.device, dtype: torch.d
     return score
 
 
+PART_TILE_CELLS = 24
+"""Map cells per tile side where only part of a map is scored (the cascade): 262 px input tiles."""
+PART_BATCH_TILES = 4
+"""Tiles of that size scored per forward call."""
+
+
+MapOf = Callable[[np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
+"""cells mask (None: everywhere) -> (a P4 model's map, 0 where not scored; the cells scored, None: all)."""
+
+
+def cascade_points(
+    bundle: Bundle,
+    spacing_mm: Sequence[float],
+    map_a_of: MapOf,
+    map_b_of: MapOf,
+    passing: np.ndarray | None,
+    full_maps: bool = False,
+) -> tuple[Candidates, Candidates, EnsembleDetections]:
+    """The cascade (`model.cascade`): A on the cells the screen passes (`passing`; None: everywhere), its candidates
+    where trusted, B around them (everywhere with `full_maps`), and their agreement. The maps come from `map_*_of`, so
+    the screen's threshold can be chosen by replaying this very function on full maps (`training.screen`)."""
+    min_distance_px = spacing.px_from_um(bundle.candidate_min_distance_um, spacing_mm)
+    md_cells = min_distance_cells(min_distance_px)
+    radius_px = spacing.px_from_um(bundle.agreement_radius_um, spacing_mm)
+    floor = bundle.candidate_floor
+
+    def trusted(computed: np.ndarray | None) -> np.ndarray | None:
+        return None if computed is None else cascade.trusted_cells(computed, md_cells)
+
+    map_a, computed_a = map_a_of(None if passing is None else cascade.cells_near(passing, md_cells))
+    candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
+    cells_b = None if full_maps else cascade.cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells)
+    map_b, computed_b = map_b_of(cells_b)
+    candidates_b = local_maxima(map_b, min_distance_px, floor, trusted(computed_b))
+    return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_b, radius_px)
+
+
 @dataclass(frozen=True)
 class Detections:
     xy_px: np.ndarray  # (N, 2) continuous pixel coordinates (x, y)
@@ -82,6 +130,7 @@ class Detector:
         device: str | None = None,
         precision: str = "auto",
         tile_cells: int = DEFAULT_TILE_CELLS,
+        use_screen: bool = True,
     ):
         self.bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = read_bundle(self.bundle_dir)
@@ -89,30 +138,43 @@ class Detector:
         self.networks = [
             net.to(self.device).to(memory_format=torch.channels_last) for net in load_networks(self.bundle, bundle_dir)
         ]
+        screen = load_screen(self.bundle, bundle_dir) if use_screen else None
+        self.screen = screen.to(self.device).to(memory_format=torch.channels_last) if screen is not None else None
         self.autocast_dtype = autocast_dtype(self.device, precision)
         self.tile_cells = tile_cells
 
     def _score_fn(self, network: PlainP4ResNet):
         return window_scorer(network, self.device, self.autocast_dtype)
 
-    def probability_maps(self, image_rgb: np.ndarray, progress: bool = False) -> list[np.ndarray]:
-        """One dense map per policy model (bundle order)."""
-        return [
-            probability_map(image_rgb, self._score_fn(net), self.device, self.tile_cells, progress)
-            for net in self.networks
-        ]
+    def _map_of(self, network: PlainP4ResNet, image_rgb: np.ndarray, progress: bool) -> MapOf:
+        """`MapOf` for one P4 model on one image."""
+
+        def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+            score = self._score_fn(network)
+            if cells is None:
+                return probability_map(image_rgb, score, self.device, self.tile_cells, progress), None
+            values = probability_map(
+                image_rgb, score, self.device, PART_TILE_CELLS, progress, cells=cells, batch_tiles=PART_BATCH_TILES
+            )
+            return values, covered_cells(cells, PART_TILE_CELLS)
+
+        return map_of
+
+    def screen_passing(self, image_rgb: np.ndarray) -> np.ndarray:
+        """P4 cells the screen passes (owned by screen cells at or above the bundle's screen threshold)."""
+        scorer = screen_scorer(self.screen, self.device, self.autocast_dtype)
+        screen_map = probability_map(image_rgb, scorer, self.device, SCREEN_TILE_CELLS, grid=SCREEN_GRID)
+        return p4_cells_passing(screen_map >= self.bundle.screen.threshold, map_shape(*image_rgb.shape[:2]))
 
     def candidates(
-        self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False
+        self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False, full_maps: bool = False
     ) -> tuple[Candidates, Candidates, EnsembleDetections]:
-        """Each model's local maxima and their merge (threshold tuning scores single models and the ensemble)."""
-        map_a, map_b = self.probability_maps(image_rgb, progress)
-        min_distance_px = spacing.px_from_um(self.bundle.candidate_min_distance_um, spacing_mm)
-        floor = self.bundle.candidate_floor
-        candidates_a = local_maxima(map_a, min_distance_px, floor)
-        candidates_b = local_maxima(map_b, min_distance_px, floor)
-        radius_px = spacing.px_from_um(self.bundle.agreement_radius_um, spacing_mm)
-        return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_a, map_b, radius_px)
+        """Each model's local maxima and their merge, through the cascade (`cascade_points`). Threshold tuning
+        scores single models too: it passes `full_maps` (both models everywhere, no screen), as B's own candidates
+        are complete only where B scored everywhere."""
+        passing = self.screen_passing(image_rgb) if self.screen is not None and not full_maps else None
+        map_a_of, map_b_of = (self._map_of(net, image_rgb, progress) for net in self.networks)
+        return cascade_points(self.bundle, spacing_mm, map_a_of, map_b_of, passing, full_maps)
 
     def detect(
         self,
@@ -141,7 +203,9 @@ class Detector:
         The central 78 px window is scored; patches smaller than the receptive field are reflection-padded.
         """
         window = centre_window(patch_rgb)
-        scores = [float(probability_map(window, self._score_fn(net), self.device)[0, 0]) for net in self.networks]
+        scores = [
+            float(probability_map(window, self._score_fn(net), self.device, pad_px=0)[0, 0]) for net in self.networks
+        ]
         return float(ensemble_probability(np.float64(scores[0]), np.float64(scores[1])))
 
 

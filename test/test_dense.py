@@ -1,4 +1,5 @@
-"""Tiled dense inference equals whole-image application, for any image size."""
+"""Tiled dense inference equals whole-image application of the mirrored image, for any image size; scoring part of
+a map gives the full map's values on the cells it covers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from conftest import random_plain_state
 
 from model import geometry
 from model.architecture import ArchitectureConfig
-from model.dense import probability_map, tile_grid
+from model.dense import MirroredImage, covered_cells, probability_map, tile_grid
 from model.plain import PlainP4ResNet
 
 
@@ -25,14 +26,48 @@ def score_fn():
     return score
 
 
-@pytest.mark.parametrize("height_px, width_px", [(78 + 8 * 9, 78 + 8 * 7), (150, 201)])
-def test_tiled_equals_full_image(score_fn, height_px, width_px):
+@pytest.mark.parametrize("height_px, width_px", [(78 + 8 * 9, 78 + 8 * 7), (150, 201), (60, 90)])
+def test_tiled_equals_whole_mirrored_image(score_fn, height_px, width_px):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(height_px, width_px, 3), dtype=np.uint8)
-    whole = probability_map(image, score_fn, torch.device("cpu"), tile_cells=10_000)
+    pad = geometry.BORDER_PAD_PX
+    mirrored = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    whole = probability_map(mirrored, score_fn, torch.device("cpu"), tile_cells=10_000, pad_px=0)
     tiled = probability_map(image, score_fn, torch.device("cpu"), tile_cells=3)
-    assert whole.shape == geometry.map_shape(height_px, width_px)
+    assert whole.shape == tiled.shape == geometry.map_shape(height_px, width_px)
     assert np.abs(whole - tiled).max() < 1e-5
+
+
+def test_padding_keeps_every_unpadded_window_in_place(score_fn):
+    """The margin is a multiple of the stride: the unpadded map is the padded one without its border cells."""
+    image = np.random.default_rng(1).integers(0, 256, size=(150, 140, 3), dtype=np.uint8)
+    unpadded = probability_map(image, score_fn, torch.device("cpu"), pad_px=0)
+    padded = probability_map(image, score_fn, torch.device("cpu"))
+    border = geometry.BORDER_PAD_PX // geometry.OUTPUT_STRIDE_PX
+    inner = padded[border : border + unpadded.shape[0], border : border + unpadded.shape[1]]
+    assert np.abs(inner - unpadded).max() < 1e-5
+    assert geometry.pixel_from_map_index(np.array([border]))[0] == geometry.WINDOW_CENTRE_PX
+
+
+@pytest.mark.parametrize(
+    "rows, cols", [(slice(0, 40), slice(0, 40)), (slice(5, 93), slice(60, 98)), (slice(None), slice(None))]
+)
+def test_mirrored_view_equals_numpy_reflect(rows, cols):
+    image = np.random.default_rng(2).integers(0, 256, size=(34, 50, 3), dtype=np.uint8)
+    expected = np.pad(image, ((32, 32), (32, 32), (0, 0)), mode="reflect")[rows, cols]
+    np.testing.assert_array_equal(MirroredImage(image, 32)[rows, cols], expected)
+
+
+def test_part_of_a_map_equals_the_full_map_where_computed(score_fn):
+    image = np.random.default_rng(3).integers(0, 256, size=(230, 260, 3), dtype=np.uint8)
+    full = probability_map(image, score_fn, torch.device("cpu"))
+    wanted = np.zeros(full.shape, dtype=bool)
+    wanted[2, 3] = wanted[20, 25] = True
+    part = probability_map(image, score_fn, torch.device("cpu"), tile_cells=6, cells=wanted, batch_tiles=3)
+    covered = covered_cells(wanted, 6)
+    assert covered[wanted].all() and 0 < covered.mean() < 0.5
+    assert np.abs(part[covered] - full[covered]).max() < 1e-5
+    assert (part[~covered] == 0).all()
 
 
 def test_tiles_cover_map_exactly_once():
@@ -42,6 +77,8 @@ def test_tiles_cover_map_exactly_once():
     assert (covered == 1).all()
 
 
-def test_image_smaller_than_receptive_field_is_rejected(score_fn):
+def test_image_too_small_to_mirror_is_rejected(score_fn):
+    with pytest.raises(ValueError, match="too small"):
+        probability_map(np.zeros((geometry.BORDER_PAD_PX, 200, 3), np.uint8), score_fn, torch.device("cpu"))
     with pytest.raises(ValueError, match="receptive field"):
-        probability_map(np.zeros((77, 200, 3), np.uint8), score_fn, torch.device("cpu"))
+        probability_map(np.zeros((77, 200, 3), np.uint8), score_fn, torch.device("cpu"), pad_px=0)

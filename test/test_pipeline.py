@@ -124,5 +124,7 @@ def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
     net.eval()
     device = torch.device("cpu")
     windows = (centre_windows(torch.from_numpy(data.crops(sites))) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    dense = [probability_map(w, window_scorer(net, device, autocast_dtype(device)), device)[0, 0] for w in windows]
+    dense = [
+        probability_map(w, window_scorer(net, device, autocast_dtype(device)), device, pad_px=0)[0, 0] for w in windows
+    ]
     np.testing.assert_allclose(scores, dense, atol=1e-4)

@@ -75,6 +75,20 @@ class ThresholdSettings:
 
 
 @dataclass(frozen=True)
+class ScreenSettings:
+    """The fast first stage (`training.screen`): distillation of the ensemble, threshold for `survival`."""
+
+    iterations: int = 2000
+    batch_size: int = 16  # crops of crop_cells^2 screen cells, plus batch_size // 4 positive crops
+    crop_cells: int = 16  # 336 px crops
+    lr: float = 2e-3
+    max_pages: int = 200  # 1024 px pages of the training images the teacher scores
+    positive_crops: int = 1000
+    survival: float = 0.995  # share of the exact path's points (above the candidate floor) the screen must keep
+    threads: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "paper"
     data: DataSettings = field(default_factory=DataSettings)
@@ -83,6 +97,7 @@ class Config:
     enrichment: EnrichmentSettings = field(default_factory=EnrichmentSettings)
     final: FinalSettings = field(default_factory=FinalSettings)
     threshold: ThresholdSettings = field(default_factory=ThresholdSettings)
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

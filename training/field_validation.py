@@ -44,6 +44,8 @@ from training.sources import (
 )
 
 VARIANTS = ("A", "B", "ensemble")
+SCREENED = "screened"
+"""The ensemble through the bundle's screen (the default path of `process.py`); the others are exact dense maps."""
 NOISE_SIDE_PX = 1000
 
 
@@ -107,20 +109,27 @@ def field_metrics(points: Sequence[FieldPoints]) -> dict[str, float]:
 
 
 def variant_points(detector: Detector, rgb: np.ndarray, spacing: tuple[float, float]) -> dict[str, tuple]:
-    """Per variant: (xy_px, probability) of every candidate; the ensemble keeps agreed candidates only."""
-    candidates_a, candidates_b, merged = detector.candidates(rgb, spacing)
-    return {
+    """Per variant, from both models scored everywhere (the exact dense path): (xy_px, probability) of every
+    candidate; the ensemble keeps agreed candidates only. With a screen in the bundle, `SCREENED` is the ensemble
+    as `process.py` computes it by default (screen on)."""
+    candidates_a, candidates_b, merged = detector.candidates(rgb, spacing, full_maps=True)
+    points = {
         "A": (candidates_a.xy_px, candidates_a.probability),
         "B": (candidates_b.xy_px, candidates_b.probability),
         "ensemble": (merged.xy_px[merged.agreed], merged.probability[merged.agreed]),
     }
+    if detector.screen is not None:
+        screened = detector.candidates(rgb, spacing)[2]
+        points[SCREENED] = (screened.xy_px[screened.agreed], screened.probability[screened.agreed])
+    return points
 
 
 def variant_thresholds(bundle: Bundle) -> dict[str, float]:
     """The ensemble's threshold is the bundle's; A's and B's alone are the ones tuned beside it (bundle.json)."""
     tuned = bundle.extra.get("validation", {}).get("variants", {})
     return {name: float(tuned.get(name, {}).get("threshold", bundle.threshold)) for name in VARIANTS} | {
-        "ensemble": bundle.threshold
+        "ensemble": bundle.threshold,
+        SCREENED: bundle.threshold,
     }
 
 
@@ -138,8 +147,9 @@ def negative_regions(root: Path) -> list[tuple[str, np.ndarray, float]]:
         regions.append(("mitosis-free tiles", rgb[:, int(tile.width_px * TILE_TRAIN_FRACTION) :], tile.spacing_mm))
     for field in real_data.load_unlabeled_fields(root):
         if validation_fold(field.path.name):
-            regions.append(("MITOS 2012 fields (hold unannotated mitoses)", real_data.read_image(field.path),
-                            field.spacing_mm))
+            regions.append(
+                ("MITOS 2012 fields (hold unannotated mitoses)", real_data.read_image(field.path), field.spacing_mm)
+            )
     return regions
 
 
@@ -156,8 +166,11 @@ def draw_field(
     for (x, y), is_missed in zip(mitoses_xy, missed, strict=True):
         draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(0, 80, 255))
         if is_missed:
-            draw.ellipse((x - radius_px - 6, y - radius_px - 6, x + radius_px + 6, y + radius_px + 6),
-                         outline=(255, 0, 0), width=3)
+            draw.ellipse(
+                (x - radius_px - 6, y - radius_px - 6, x + radius_px + 6, y + radius_px + 6),
+                outline=(255, 0, 0),
+                width=3,
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
 
@@ -166,12 +179,13 @@ def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negati
     """The shipped bundle on held-out real data (see the module docstring); returns the report as a dict."""
     detector = Detector(bundle_dir)
     thresholds = variant_thresholds(detector.bundle)
-    per_variant: dict[str, dict] = {name: {"targets": [], "xy": [], "p": []} for name in VARIANTS}
+    per_variant: dict[str, dict] = {}
     for field in tqdm(held_out_fields(root), desc="held-out fields", unit="field"):
         rgb = real_data.read_image(field.path)
         spacing = (field.spacing_mm, field.spacing_mm)
         points = variant_points(detector, rgb, spacing)
         for name, (xy_px, probability) in points.items():
+            per_variant.setdefault(name, {"targets": [], "xy": [], "p": []})
             per_variant[name]["targets"].append(mm_from_px(field.mitoses_xy_px, spacing))
             per_variant[name]["xy"].append(mm_from_px(xy_px, spacing))
             per_variant[name]["p"].append(probability)
@@ -190,8 +204,13 @@ def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negati
         ap = average_precision(gathered["targets"], gathered["xy"], gathered["p"]).ap
         report["variants"][name] = {
             "threshold": round(thresholds[name], 4),
-            "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
-            "precision": counts.precision, "recall": counts.recall, "f1": counts.f1, "ap": ap,
+            "tp": counts.tp,
+            "fp": counts.fp,
+            "fn": counts.fn,
+            "precision": counts.precision,
+            "recall": counts.recall,
+            "f1": counts.f1,
+            "ap": ap,
         }
     if negatives:
         report["false_positives_per_mm2"] = negative_report(detector, root, thresholds)
@@ -209,27 +228,29 @@ def negative_report(detector: Detector, root: Path, thresholds: dict[str, float]
     for group, rgb, spacing_mm in tqdm(negative_regions(root), desc="held-out negatives", unit="region"):
         points = variant_points(detector, rgb, (spacing_mm, spacing_mm))
         tissue_mm2 = float(real_data.tissue_mask(rgb[::4, ::4]).sum() * 16 * spacing_mm**2)
-        entry = totals.setdefault(group, {"tissue_mm2": 0.0} | {name: 0 for name in VARIANTS})
+        entry = totals.setdefault(group, {"tissue_mm2": 0.0} | {name: 0 for name in points})
         entry["tissue_mm2"] += tissue_mm2
         for name, (_, probability) in points.items():
             entry[name] += int((probability >= thresholds[name]).sum())
     return {
         group: {"tissue_mm2": round(e["tissue_mm2"], 3)}
-        | {name: round(e[name] / max(e["tissue_mm2"], 1e-9), 2) for name in VARIANTS}
+        | {name: round(count / max(e["tissue_mm2"], 1e-9), 2) for name, count in e.items() if name != "tissue_mm2"}
         for group, e in totals.items()
     }
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['fields']} held-out MiDeSeC fields (challenge rules: greedy 7.5 um, micro F1; AP at IoU 0.5)",
-             f"{'':10}{'threshold':>10}{'TP':>5}{'FP':>5}{'FN':>5}{'precision':>10}{'recall':>8}{'F1':>7}{'AP':>7}"]
+    lines = [
+        f"{report['fields']} held-out MiDeSeC fields (challenge rules: greedy 7.5 um, micro F1; AP at IoU 0.5)",
+        f"{'':10}{'threshold':>10}{'TP':>5}{'FP':>5}{'FN':>5}{'precision':>10}{'recall':>8}{'F1':>7}{'AP':>7}",
+    ]
     for name, v in report["variants"].items():
         lines.append(
             f"{name:10}{v['threshold']:>10.4f}{v['tp']:>5}{v['fp']:>5}{v['fn']:>5}"
             f"{v['precision'] or 0:>10.3f}{v['recall'] or 0:>8.3f}{v['f1'] or 0:>7.3f}{v['ap'] or 0:>7.3f}"
         )
     for group, entry in report.get("false_positives_per_mm2", {}).items():
-        rates = " / ".join(f"{name} {entry[name]}" for name in VARIANTS)
+        rates = " / ".join(f"{name} {rate}" for name, rate in entry.items() if name != "tissue_mm2")
         lines.append(f"points named per mm2, {group} ({entry['tissue_mm2']} mm2): {rates}")
     if "noise_image_mitotic_figures" in report:
         count = report["noise_image_mitotic_figures"]

@@ -80,6 +80,8 @@ def score_positive_crops(detector: Detector, crops: np.ndarray, spacing_mm: floa
     scores = {name: np.zeros(len(crops)) for name in VARIANTS}
     for index, crop in enumerate(tqdm(crops, desc="validation positives", unit="patch")):
         for name, (xy, probability) in variant_points(detector, crop, (spacing_mm, spacing_mm)).items():
+            if name not in scores:  # the screened ensemble: thresholds are tuned on the exact dense path
+                continue
             near = np.linalg.norm(xy - centre, axis=1) <= radius_px
             scores[name][index] = probability[near].max() if near.any() else 0.0
     return scores

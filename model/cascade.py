@@ -1,0 +1,51 @@
+"""Which windows each network must score: the screen decides where model A looks, model A where model B looks.
+
+Every output point is one of model A's candidates (`model.candidates.agree`), merged with its partner among B's
+candidates when there is one within the agreement radius, and scored with the lower of the two probabilities. So B's
+map enters the output in two ways only, both near A's candidates (`cells_for_model_b`):
+
+* a partner: a B peak within the agreement radius of an A candidate;
+* an A candidate left alone: B's value at the A candidate's own cell.
+
+Whether a cell of B is a peak depends on B over the (2 n + 1)^2 cells around it (n = `min_distance_cells`). So B
+scored on A's candidate cells grown by the agreement radius plus n gives the same points, names and probabilities as
+B scored everywhere. One exception is left: skimage keeps one of two peaks of exactly equal value closer than n cells,
+so a plateau of identical probabilities wider than the margin could resolve differently (none on the validation
+fields: `test/test_cascade.py`).
+
+Where a map is computed in part, a cell is a peak of the true map only if its whole neighbourhood was computed:
+`trusted_cells` says where (uncomputed cells are 0, below every probability, so they can make a false peak at the
+edge of the computed part but never hide a true one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from model.geometry import OUTPUT_STRIDE_PX
+
+
+def cells_near(mask: np.ndarray, radius_cells: int) -> np.ndarray:
+    """Cells within `radius_cells` (Chebyshev: a (2 r + 1)^2 square) of a cell of the boolean `mask`."""
+    if radius_cells <= 0 or not mask.any():
+        return mask.copy()
+    return ndimage.maximum_filter(mask.astype(np.uint8), size=2 * radius_cells + 1, mode="constant", cval=0) > 0
+
+
+def trusted_cells(computed: np.ndarray, min_distance_cells: int) -> np.ndarray:
+    """Cells whose peak test (`model.candidates.local_maxima`) saw only computed cells; beyond the map's edge counts as
+    computed, as skimage's maximum filter repeats the edge there."""
+    return ndimage.minimum_filter(computed.astype(np.uint8), size=2 * min_distance_cells + 1, mode="nearest") > 0
+
+
+def cells_for_model_b(
+    candidate_cells: np.ndarray, map_shape: tuple[int, int], agreement_radius_px: float, min_distance_cells: int
+) -> np.ndarray:
+    """Cells of model B the output depends on: A's candidate cells (row, col), grown by the agreement radius (in whole
+    cells a partner can be away) plus the peak neighbourhood. See the module docstring for why this is exact."""
+    mask = np.zeros(map_shape, dtype=bool)
+    if len(candidate_cells):
+        mask[candidate_cells[:, 0], candidate_cells[:, 1]] = True
+    partner_cells = int(np.floor(agreement_radius_px / OUTPUT_STRIDE_PX))
+    return cells_near(mask, partner_cells + min_distance_cells)

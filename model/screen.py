@@ -1,0 +1,105 @@
+"""The fast first stage: a small plain-torch network that says where the P4 models need to look.
+
+Six valid convolutions (BN + ReLU) and a 1x1 output, receptive field 96 px, output stride 16: about 1/60 of the
+compute of one P4 model per pixel. It is trained by distillation (`training.screen`) to predict, for each of its
+cells, the ensemble probability (lower of A and B) of the P4 cells it owns, plus the annotated mitoses. At inference
+the P4 models score only the windows near the cells where the screen reaches the bundle's screen threshold, which was
+chosen on validation fields so that the ensemble's candidates and named mitoses survive (`model/weights/README.md`).
+
+Geometry: the screen reads the same mirrored image as the P4 models (`model.geometry.BORDER_PAD_PX`). Screen cell i
+covers padded pixels [16 i, 16 i + 96); it owns P4 cells 2 i + 1 and 2 i + 2 (per axis), whose windows lie inside its
+own and whose centres are the two nearest its centre. `p4_cells_passing` and `screen_targets` are the two directions
+of that one ownership rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.geometry import OUTPUT_STRIDE_PX, Grid
+
+SCREEN_LAYERS: tuple[tuple[int, int, int], ...] = (
+    (4, 2, 16),
+    (3, 2, 32),
+    (3, 2, 48),
+    (3, 2, 64),
+    (3, 1, 64),
+    (3, 1, 64),
+)
+"""(kernel, stride, output channels) of each convolution, in order."""
+
+
+def _grid_of(layers: tuple[tuple[int, int, int], ...]) -> Grid:
+    field_px, jump_px = 1, 1
+    for kernel, stride, _ in layers:
+        field_px += (kernel - 1) * jump_px
+        jump_px *= stride
+    return Grid(field_px, jump_px)
+
+
+SCREEN_GRID: Grid = _grid_of(SCREEN_LAYERS)
+"""Receptive field 96 px, stride 16 px, derived from `SCREEN_LAYERS`."""
+
+CELLS_PER_SCREEN_CELL = SCREEN_GRID.stride_px // OUTPUT_STRIDE_PX
+"""P4 cells per screen cell along each axis (2)."""
+
+SCREEN_TILE_CELLS = 64
+"""Screen cells per tile side: 1104 px input tiles, the size of the P4 models' full-map tiles."""
+
+
+class ScreenNet(nn.Module):
+    """(B, 3, H, W) float in [0, 1] -> (B, 1, h, w) logits, one cell per 96 px window every 16 px."""
+
+    def __init__(self, layers: tuple[tuple[int, int, int], ...] = SCREEN_LAYERS):
+        super().__init__()
+        modules: list[nn.Module] = []
+        in_channels = 3
+        for kernel, stride, channels in layers:
+            modules += [nn.Conv2d(in_channels, channels, kernel, stride=stride, bias=False), nn.BatchNorm2d(channels)]
+            modules.append(nn.ReLU(inplace=True))
+            in_channels = channels
+        modules.append(nn.Conv2d(in_channels, 1, 1))
+        self.layers = nn.Sequential(*modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def screen_scorer(
+    network: ScreenNet, device: torch.device, dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(N, 3, h, w) float image -> (N, h', w') screen probability under `dtype` autocast."""
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = network(batch)
+        return torch.sigmoid(logits.float())[:, 0]
+
+    return score
+
+
+def _owner_index(p4_cells: int, screen_cells: int) -> np.ndarray:
+    """For each P4 cell along one axis, the screen cell that owns it (the edge cells go to the nearest screen cell)."""
+    return np.clip((np.arange(p4_cells) - 1) // CELLS_PER_SCREEN_CELL, 0, screen_cells - 1)
+
+
+def p4_cells_passing(screen_pass: np.ndarray, p4_shape: tuple[int, int]) -> np.ndarray:
+    """Boolean P4-map mask: the P4 cells owned by screen cells where `screen_pass` is True."""
+    rows = _owner_index(p4_shape[0], screen_pass.shape[0])
+    cols = _owner_index(p4_shape[1], screen_pass.shape[1])
+    return screen_pass[np.ix_(rows, cols)]
+
+
+def screen_targets(p4_map: np.ndarray, screen_shape: tuple[int, int]) -> np.ndarray:
+    """What a screen cell learns: the maximum of a P4-grid map over the cells it owns (`p4_cells_passing`'s rule)."""
+    rows = _owner_index(p4_map.shape[0], screen_shape[0])
+    cols = _owner_index(p4_map.shape[1], screen_shape[1])
+    target = np.zeros(screen_shape, dtype=np.float32)
+    by_rows = np.zeros((screen_shape[0], p4_map.shape[1]), dtype=np.float32)
+    np.maximum.at(by_rows, rows, p4_map)
+    np.maximum.at(target.T, cols, by_rows.T)
+    return target

@@ -1,0 +1,73 @@
+"""Model B only where the output depends on it (`model.cascade`): the same points, names and probabilities as both
+models scored everywhere, on real fields with the shipped bundle; and the mask rules themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REAL_DATA
+
+from model.bundle import DEFAULT_BUNDLE_DIR
+from model.cascade import cells_for_model_b, cells_near, trusted_cells
+from model.dense import covered_cells
+from model.inference import PART_TILE_CELLS, Detector
+from model.spacing import DEFAULT_SPACING_MM
+from training.field_validation import held_out_fields
+from training.real_data import read_image
+
+has_real_data = pytest.mark.skipif(
+    not (REAL_DATA / "patches.csv").is_file(), reason="../shared/data/real not available"
+)
+SPACING_MM = (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM)
+
+
+def test_cells_near_is_a_square_neighbourhood():
+    mask = np.zeros((9, 9), dtype=bool)
+    mask[4, 4] = True
+    near = cells_near(mask, 2)
+    assert near.sum() == 25 and near[2:7, 2:7].all()
+    assert (cells_near(mask, 0) == mask).all()
+
+
+def test_trusted_cells_need_their_whole_neighbourhood_computed():
+    computed = np.zeros((12, 12), dtype=bool)
+    computed[:, :8] = True  # the map's own edge (column 0) counts as computed, the uncomputed columns 8+ do not
+    trusted = trusted_cells(computed, 2)
+    assert trusted[:, :6].all() and not trusted[:, 6:].any()
+
+
+def test_model_b_cells_grow_from_a_candidates():
+    cells = cells_for_model_b(np.array([[20, 20]]), (40, 40), agreement_radius_px=30.0, min_distance_cells=3)
+    # 30 px = 3 whole cells of 8 px for a partner, + 3 cells of peak neighbourhood
+    assert cells[14:27, 14:27].all() and cells.sum() == 13 * 13
+    assert not cells_for_model_b(np.zeros((0, 2), int), (40, 40), 30.0, 3).any()
+
+
+def _points(merged, floor: float) -> tuple[np.ndarray, ...]:
+    keep = merged.probability >= floor
+    return merged.xy_px[keep], merged.probability[keep], merged.agreed[keep]
+
+
+@has_real_data
+def test_model_b_on_part_of_the_image_changes_nothing_on_real_fields():
+    detector = Detector(DEFAULT_BUNDLE_DIR, use_screen=False)
+    floor, threshold = detector.bundle.candidate_floor, detector.bundle.threshold
+    fields = held_out_fields(REAL_DATA)[:4]
+    scored_b = []
+    for field in fields:
+        rgb = read_image(field.path)
+        exact_xy, exact_p, exact_agreed = _points(detector.candidates(rgb, SPACING_MM, full_maps=True)[2], floor)
+        fast_xy, fast_p, fast_agreed = _points(detector.candidates(rgb, SPACING_MM)[2], floor)
+        assert len(fast_p) == len(exact_p) > 0
+        order_exact, order_fast = np.lexsort(exact_xy.T), np.lexsort(fast_xy.T)
+        np.testing.assert_array_equal(fast_xy[order_fast], exact_xy[order_exact])
+        np.testing.assert_array_equal(fast_agreed[order_fast], exact_agreed[order_exact])
+        np.testing.assert_allclose(fast_p[order_fast], exact_p[order_exact], atol=2e-3)  # tile sizes: autocast noise
+        named = exact_agreed[order_exact] & (exact_p[order_exact] >= threshold)
+        named_fast = fast_agreed[order_fast] & (fast_p[order_fast] >= threshold)
+        assert (named == named_fast).all() or np.abs(exact_p[order_exact][named != named_fast] - threshold).max() < 2e-3
+        candidates_a = detector.candidates(rgb, SPACING_MM)[0]
+        scored_b.append(
+            covered_cells(cells_for_model_b(candidates_a.cells, (127, 127), 30.0, 3), PART_TILE_CELLS).mean()
+        )
+    assert min(scored_b) < 1.0, "B was needed everywhere: the test did not exercise a partial map"
