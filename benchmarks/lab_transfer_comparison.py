@@ -44,22 +44,38 @@ def main() -> None:
     k = json.loads((args.run / "hnm_search.json").read_text())["k_selected"]
     negatives = final_negatives(data, scores, k, load_enrichment(args.run / "enrichment.npz"))
     settings = replace(
-        config.train, iterations=args.iterations, cycle=args.iterations, lr=config.final.lr,
-        batch_size=args.batch_size, eval_every=args.eval_every,
+        config.train,
+        iterations=args.iterations,
+        cycle=args.iterations,
+        lr=config.final.lr,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
     )
     results = {}
     for name, probability in (("without", 0.0), ("with", args.probability)):
         result = train_model(
-            data, replace(settings, lab_transfer_p=probability), args.out / f"lab_{name}", args.policy,
-            config.final.seed, negatives, args.run / "base" / "best.safetensors", f"LAB transfer {name}",
+            data,
+            replace(settings, lab_transfer_p=probability),
+            args.out / f"lab_{name}",
+            args.policy,
+            config.final.seed,
+            negatives,
+            args.run / "base" / "best.safetensors",
+            f"LAB transfer {name}",
         )
-        results[name] = {"lab_transfer_p": probability, "field_ap": result.field_ap, "field_f1": result.field_f1,
-                         "best_iteration": result.best_iteration}
+        results[name] = {
+            "lab_transfer_p": probability,
+            "field_ap": result.field_ap,
+            "field_f1": result.field_f1,
+            "best_iteration": result.best_iteration,
+        }
     summary = {"policy": args.policy, "iterations": args.iterations, "batch_size": args.batch_size, **results}
     (args.out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
     for name, record in results.items():
-        print(f"{name:8} LAB transfer (p={record['lab_transfer_p']}): held-out field AP {record['field_ap']:.3f}, "
-              f"best F1 {record['field_f1']:.3f} (iteration {record['best_iteration']})")
+        print(
+            f"{name:8} LAB transfer (p={record['lab_transfer_p']}): held-out field AP {record['field_ap']:.3f}, "
+            f"best F1 {record['field_f1']:.3f} (iteration {record['best_iteration']})"
+        )
 
 
 if __name__ == "__main__":

@@ -63,25 +63,48 @@ REPORT_FILE = "same_domain.json"
 # --------------------------------------------------------------------------------------------------------- dataset
 
 
-def ensure_dataset(out_dir: Path, n_images: int, seed: int, size_px: int = 1024, mitoses_per_image: int = 6,
-                   root: Path | None = None, progress: bool = True) -> tuple[Path, dict]:
+def ensure_dataset(
+    out_dir: Path,
+    n_images: int,
+    seed: int,
+    size_px: int = 1024,
+    mitoses_per_image: int = 6,
+    root: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
     """The held-out composite set in OUT/dataset and its provenance; generated only when missing or made with other
     parameters. Returns the annotation path and the provenance document."""
     out_dir = Path(out_dir)
     dataset_dir, provenance_path = out_dir / DATASET_DIR, out_dir / PROVENANCE_FILE
     annotation_path = dataset_dir / ANNOTATION_FILE
-    wanted = {"seed": seed, "n_images": n_images, "size_px": size_px, "mitoses_per_image": mitoses_per_image,
-              "held_out_only": True}
+    wanted = {
+        "seed": seed,
+        "n_images": n_images,
+        "size_px": size_px,
+        "mitoses_per_image": mitoses_per_image,
+        "held_out_only": True,
+    }
     if annotation_path.is_file() and provenance_path.is_file():
         provenance = json.loads(provenance_path.read_text())
-        if (all(provenance.get(key) == value for key, value in wanted.items())
-                and all((dataset_dir / image["file_name"]).is_file() for image in provenance["images"])):
+        if all(provenance.get(key) == value for key, value in wanted.items()) and all(
+            (dataset_dir / image["file_name"]).is_file() for image in provenance["images"]
+        ):
             return annotation_path, provenance
     if dataset_dir.is_dir():  # stale set of other parameters: remove only what the generator writes
         for stale in [*dataset_dir.glob("*.tiff"), annotation_path]:
             stale.unlink(missing_ok=True)
-    generate_composite(dataset_dir, n_images, seed, size_px, mitoses_per_image, root, progress,
-                       patch_filter=is_held_out_positive, held_out_only=True, provenance_path=provenance_path)
+    generate_composite(
+        dataset_dir,
+        n_images,
+        seed,
+        size_px,
+        mitoses_per_image,
+        root,
+        progress,
+        patch_filter=is_held_out_positive,
+        held_out_only=True,
+        provenance_path=provenance_path,
+    )
     return annotation_path, json.loads(provenance_path.read_text())
 
 
@@ -104,8 +127,13 @@ def ground_truth(annotation_path: Path, provenance: dict) -> tuple[list[str], li
 # ------------------------------------------------------------------------------------------------------- detection
 
 
-def detect_images(detector: Detector, dataset_dir: Path, file_names: Sequence[str],
-                  predictions_dir: Path | None = None, progress: bool = True) -> list[Detections]:
+def detect_images(
+    detector: Detector,
+    dataset_dir: Path,
+    file_names: Sequence[str],
+    predictions_dir: Path | None = None,
+    progress: bool = True,
+) -> list[Detections]:
     """The detector on every image at 0.25 um/px; optionally each image's process.py-format JSON."""
     detections = []
     for file_name in tqdm(file_names, desc="same-domain detection", unit="image", disable=not progress):
@@ -121,24 +149,39 @@ def detect_images(detector: Detector, dataset_dir: Path, file_names: Sequence[st
 
 
 def _counts(counts: Counts, n_images: int) -> dict:
-    return {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "precision": counts.precision,
-            "recall": counts.recall, "f1": counts.f1, "fp_per_image": counts.fp / n_images if n_images else None}
+    return {
+        "tp": counts.tp,
+        "fp": counts.fp,
+        "fn": counts.fn,
+        "precision": counts.precision,
+        "recall": counts.recall,
+        "f1": counts.f1,
+        "fp_per_image": counts.fp / n_images if n_images else None,
+    }
 
 
-def _recall_by_dataset(targets: Sequence[np.ndarray], datasets: Sequence[Sequence[str]],
-                       kept_xy_mm: Sequence[np.ndarray]) -> dict:
+def _recall_by_dataset(
+    targets: Sequence[np.ndarray], datasets: Sequence[Sequence[str]], kept_xy_mm: Sequence[np.ndarray]
+) -> dict:
     """Recall per source dataset under the challenge's matching (the same greedy pairs `detection_counts` counts)."""
     found: dict[str, list[int]] = {}
     for image_targets, image_datasets, predictions in zip(targets, datasets, kept_xy_mm, strict=True):
         matched = {target for target, _ in greedy_match(image_targets, predictions, MATCH_RADIUS_MM)}
         for index, dataset in enumerate(image_datasets):
             found.setdefault(dataset, []).append(index in matched)
-    return {name: {"n": len(hits), "tp": int(sum(hits)), "recall": float(np.mean(hits))}
-            for name, hits in sorted(found.items())}
+    return {
+        name: {"n": len(hits), "tp": int(sum(hits)), "recall": float(np.mean(hits))}
+        for name, hits in sorted(found.items())
+    }
 
 
-def score(targets: Sequence[np.ndarray], datasets: Sequence[Sequence[str]], detections: Sequence[Detections],
-          threshold: float, file_names: Sequence[str] | None = None) -> dict:
+def score(
+    targets: Sequence[np.ndarray],
+    datasets: Sequence[Sequence[str]],
+    detections: Sequence[Detections],
+    threshold: float,
+    file_names: Sequence[str] | None = None,
+) -> dict:
     """Challenge metrics of detections against pasted mitoses (mm). Only agreed detections count; those with
     probability >= ``threshold`` are the mitoses of F1, all of them are ranked for AP and the threshold sweep."""
     n_images = len(targets)
@@ -150,25 +193,38 @@ def score(targets: Sequence[np.ndarray], datasets: Sequence[Sequence[str]], dete
     for name, image_targets, predictions, detection in zip(file_names, targets, kept_xy, detections, strict=True):
         counts = detection_counts(image_targets, predictions)
         total = total + counts
-        per_image.append({"file_name": name, "n_mitoses": len(image_targets), "n_candidates": len(detection.agreed),
-                          "n_agreed": int(detection.agreed.sum()), **_counts(counts, 1)})
+        per_image.append(
+            {
+                "file_name": name,
+                "n_mitoses": len(image_targets),
+                "n_candidates": len(detection.agreed),
+                "n_agreed": int(detection.agreed.sum()),
+                **_counts(counts, 1),
+            }
+        )
     thresholds, sweep = f1_by_threshold(targets, agreed_xy, agreed_p)
     best = best_threshold(thresholds, sweep)
     if best is not None:
-        best = {"threshold": best["threshold"], **_counts(sweep[int(np.searchsorted(thresholds, best["threshold"]))],
-                                                           n_images)}
+        best = {
+            "threshold": best["threshold"],
+            **_counts(sweep[int(np.searchsorted(thresholds, best["threshold"]))], n_images),
+        }
         best["recall_by_dataset"] = _recall_by_dataset(
-            targets, datasets, [xy[p >= best["threshold"]] for xy, p in zip(agreed_xy, agreed_p, strict=True)])
+            targets, datasets, [xy[p >= best["threshold"]] for xy, p in zip(agreed_xy, agreed_p, strict=True)]
+        )
     return {
         "threshold": threshold,
         "n_images": n_images,
         "n_mitoses": int(sum(len(t) for t in targets)),
-        "at_threshold": {**_counts(total, n_images),
-                         "recall_by_dataset": _recall_by_dataset(targets, datasets, kept_xy)},
+        "at_threshold": {
+            **_counts(total, n_images),
+            "recall_by_dataset": _recall_by_dataset(targets, datasets, kept_xy),
+        },
         "best_threshold": best,
         "ap_agreed": average_precision(targets, agreed_xy, agreed_p).ap,
-        "ap_all_candidates": average_precision(targets, [d.xy_mm for d in detections],
-                                               [d.probability for d in detections]).ap,
+        "ap_all_candidates": average_precision(
+            targets, [d.xy_mm for d in detections], [d.probability for d in detections]
+        ).ap,
         "per_image": per_image,
     }
 
@@ -188,8 +244,13 @@ def format_markdown(report: dict) -> str:
     if best is not None:
         columns.append(f"best-F1 threshold {best['threshold']:.4g}")
         rows.append(best)
-    lines = [f"Same-domain validation: {report['n_images']} images, {report['n_mitoses']} pasted held-out mitoses, "
-             f"bundle {report['bundle']}", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        f"Same-domain validation: {report['n_images']} images, {report['n_mitoses']} pasted held-out mitoses, "
+        f"bundle {report['bundle']}",
+        "",
+        "| | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for label, key in (("F1", "f1"), ("precision", "precision"), ("recall", "recall")):
         lines.append(f"| {label} | " + " | ".join(_fmt(row[key]) for row in rows) + " |")
     lines.append("| TP / FP / FN | " + " | ".join(f"{r['tp']} / {r['fp']} / {r['fn']}" for r in rows) + " |")
@@ -200,14 +261,25 @@ def format_markdown(report: dict) -> str:
             entry = row["recall_by_dataset"][name]
             cells.append(f"{_fmt(entry['recall'])} ({entry['tp']}/{entry['n']})")
         lines.append(f"| recall {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"AP (agreed candidates): {_fmt(report['ap_agreed'])}; "
-                  f"AP (all candidates, as in process.py's output): {_fmt(report['ap_all_candidates'])}"]
+    lines += [
+        "",
+        f"AP (agreed candidates): {_fmt(report['ap_agreed'])}; "
+        f"AP (all candidates, as in process.py's output): {_fmt(report['ap_all_candidates'])}",
+    ]
     return "\n".join(lines)
 
 
-def run(bundle_dir: Path, out_dir: Path, n_images: int = 24, seed: int = 0, size_px: int = 1024,
-        mitoses_per_image: int = 6, root: Path | None = None, device: str | None = None,
-        progress: bool = True) -> dict:
+def run(
+    bundle_dir: Path,
+    out_dir: Path,
+    n_images: int = 24,
+    seed: int = 0,
+    size_px: int = 1024,
+    mitoses_per_image: int = 6,
+    root: Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Build (or reuse) the set, detect, score; writes OUT/same_domain.json and returns the report."""
     out_dir = Path(out_dir)
     annotation_path, provenance = ensure_dataset(out_dir, n_images, seed, size_px, mitoses_per_image, root, progress)
@@ -227,18 +299,29 @@ def run(bundle_dir: Path, out_dir: Path, n_images: int = 24, seed: int = 0, size
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.same_domain_validation", add_help=add_help,
-                                     description="Held-out mitoses pasted into held-out mitosis-free tile tissue, "
-                                                 "detected and scored with the challenge's F1 rule.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.same_domain_validation",
+        add_help=add_help,
+        description="Held-out mitoses pasted into held-out mitosis-free tile tissue, "
+        "detected and scored with the challenge's F1 rule.",
+    )
     parser.add_argument("--bundle", type=Path, required=True, help="model bundle folder (e.g. model/weights)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder: dataset/ (cached), provenance.json, predictions/, same_domain.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: dataset/ (cached), provenance.json, predictions/, same_domain.json",
+    )
     parser.add_argument("--images", type=int, default=24, help="composite images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="composite seed (default: %(default)s)")
     parser.add_argument("--size", type=int, default=1024, help="image side in px (default: %(default)s)")
     parser.add_argument("--mitoses", type=int, default=6, help="pasted mitoses per image, at most (default: 6)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="real data folder (default: ../shared/data/real relative to the repository)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="real data folder (default: ../shared/data/real relative to the repository)",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser
 

@@ -137,7 +137,11 @@ def _fit_convolution(module: enn.R2Conv, filter_weight: torch.Tensor) -> None:
     with torch.no_grad():
         coefficients.zero_()
     optimizer = torch.optim.LBFGS(
-        [coefficients], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+        [coefficients],
+        lr=1.0,
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
         line_search_fn="strong_wolfe",
     )
     target = filter_weight.to(coefficients.dtype)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 
 def _ring_gradient(rgb: np.ndarray, x: int, y: int, radii_px: tuple[float, float]) -> float:
     """Mean gradient magnitude (Sobel on grey) on the ring around (x, y): where a seam would show."""
-    window = rgb[y - 64:y + 64, x - 64:x + 64].astype(np.float32).mean(axis=-1)
+    window = rgb[y - 64 : y + 64, x - 64 : x + 64].astype(np.float32).mean(axis=-1)
     gradient = np.hypot(ndimage.sobel(window, 0), ndimage.sobel(window, 1))
     offsets = np.arange(128) - 64
     radius = np.hypot(offsets[:, None], offsets[None, :])
@@ -43,7 +43,7 @@ def test_blend_ring_is_no_sharper_than_natural_tissue():
         natural = _ring_gradient(background, x, y, blend_ring)
         blended = blend_patch(background, patch, x, y)
         naive = background.copy()  # a hard disk paste without colour matching, for contrast
-        naive_window = naive[y - 64:y + 64, x - 64:x + 64]
+        naive_window = naive[y - 64 : y + 64, x - 64 : x + 64]
         naive_window[disk] = patch[disk]
         blended_ratio.append(_ring_gradient(blended, x, y, blend_ring) / natural)
         naive_ratio.append(_ring_gradient(naive, x, y, (30.0, 34.0)) / _ring_gradient(background, x, y, (30.0, 34.0)))

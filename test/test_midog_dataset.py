@@ -85,11 +85,17 @@ def test_scanner_csv_gives_domains(tmp_path):
 
 
 def test_midog2022_id_ranges(tmp_path):
-    images = [{"file_name": f"{i:03d}.tiff", "id": i, "width": 100, "height": 80} for i in (1, 60, 120, 151, 194,
-                                                                                             195, 250, 300, 355)]
-    payload = {"info": {"description": "MIDOG 2022 - Training set"}, "licenses": [], "images": images,
-               "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}],
-               "annotations": []}
+    images = [
+        {"file_name": f"{i:03d}.tiff", "id": i, "width": 100, "height": 80}
+        for i in (1, 60, 120, 151, 194, 195, 250, 300, 355)
+    ]
+    payload = {
+        "info": {"description": "MIDOG 2022 - Training set"},
+        "licenses": [],
+        "images": images,
+        "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}],
+        "annotations": [],
+    }
     path = tmp_path / "MIDOG2022_training.json"
     path.write_text(json.dumps(payload))
     dataset = load_dataset(path)
@@ -113,17 +119,28 @@ def _write_dataset(folder: Path, image_ids=(1, 2)) -> Path:
     images = []
     for image_id in image_ids:
         pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
-        tifffile.imwrite(folder / f"{image_id:03d}.tiff", pixels, photometric="rgb", tile=(128, 128),
-                         compression="zlib", resolution=(40000, 40000), resolutionunit="CENTIMETER")
+        tifffile.imwrite(
+            folder / f"{image_id:03d}.tiff",
+            pixels,
+            photometric="rgb",
+            tile=(128, 128),
+            compression="zlib",
+            resolution=(40000, 40000),
+            resolutionunit="CENTIMETER",
+        )
         images.append({"file_name": f"{image_id:03d}.tiff", "id": image_id, "width": 400, "height": 300})
     annotations = [
         {"bbox": [75, 75, 125, 125], "category_id": 1, "image_id": 1, "id": 1},
         {"bbox": [175, 25, 225, 75], "category_id": 2, "image_id": 1, "id": 2},
         {"bbox": [300, 200, 350, 250], "category_id": 1, "image_id": 2, "id": 3},
     ]
-    payload = {"info": {"description": "test"}, "licenses": [], "images": images,
-               "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}],
-               "annotations": annotations}
+    payload = {
+        "info": {"description": "test"},
+        "licenses": [],
+        "images": images,
+        "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}],
+        "annotations": annotations,
+    }
     path = folder / "dataset.json"
     path.write_text(json.dumps(payload))
     return path
@@ -179,9 +196,14 @@ def test_every_problem_is_reported_at_once(tmp_path):
         load_dataset(path, images_dir=tmp_path)
     problems = caught.value.problems
     message = str(caught.value)
-    expected = ["image id 3 (003.tiff): image file missing", "duplicate image id 2",
-                "annotation id 4 (image id 1): centre (525, 125) px outside", "unknown category_id 3",
-                "duplicate annotation id 1", "does not have x2 > x1"]
+    expected = [
+        "image id 3 (003.tiff): image file missing",
+        "duplicate image id 2",
+        "annotation id 4 (image id 1): centre (525, 125) px outside",
+        "unknown category_id 3",
+        "duplicate annotation id 1",
+        "does not have x2 > x1",
+    ]
     for fragment in expected:
         assert any(fragment in problem for problem in problems), fragment
         assert fragment in message

@@ -39,8 +39,12 @@ def test_default_output_unchanged_by_new_options(tmp_path):
     generate_composite(tmp_path / "plain", **common)
     generate_composite(tmp_path / "explicit", **common, patch_filter=None, held_out_only=False)
     # accepting every crop and writing provenance must not perturb the random stream either
-    generate_composite(tmp_path / "accept_all", **common, patch_filter=lambda record: True,
-                       provenance_path=tmp_path / "provenance.json")
+    generate_composite(
+        tmp_path / "accept_all",
+        **common,
+        patch_filter=lambda record: True,
+        provenance_path=tmp_path / "provenance.json",
+    )
     reference = _hashes(tmp_path / "plain")
     assert set(reference) == {"001.tiff", "002.tiff", "MIDOG2022_training.json"}
     assert _hashes(tmp_path / "explicit") == reference
@@ -52,12 +56,23 @@ def test_patch_filter_and_held_out_backgrounds(tmp_path):
     def only_held_out_tupac(record):
         return record.dataset == "TUPAC16" and is_held_out_positive(record)
 
-    allowed = {record.path.relative_to(DEFAULT_ROOT).as_posix()
-               for record in load_patches(check_files=False) if only_held_out_tupac(record)}
+    allowed = {
+        record.path.relative_to(DEFAULT_ROOT).as_posix()
+        for record in load_patches(check_files=False)
+        if only_held_out_tupac(record)
+    }
     provenance_path = tmp_path / "provenance.json"
-    annotation = generate_composite(tmp_path / "set", 2, seed=3, size_px=512, mitoses_per_image=3, progress=False,
-                                    patch_filter=only_held_out_tupac, held_out_only=True,
-                                    provenance_path=provenance_path)
+    annotation = generate_composite(
+        tmp_path / "set",
+        2,
+        seed=3,
+        size_px=512,
+        mitoses_per_image=3,
+        progress=False,
+        patch_filter=only_held_out_tupac,
+        held_out_only=True,
+        provenance_path=provenance_path,
+    )
     provenance = json.loads(provenance_path.read_text())
     tiles = {tile.path.name: tile for tile in load_mitosis_free_tiles()}
     pasted = [m for image in provenance["images"] for m in image["mitoses"]]
@@ -72,12 +87,13 @@ def test_patch_filter_and_held_out_backgrounds(tmp_path):
     # the recorded origin is true: away from the pastes the image is that window of the tile, pixel for pixel
     first = provenance["images"][0]
     window = read_image(tiles[first["background"]["file"]].path)[
-        first["background"]["y0_px"]:first["background"]["y0_px"] + 512,
-        first["background"]["x0_px"]:first["background"]["x0_px"] + 512]
+        first["background"]["y0_px"] : first["background"]["y0_px"] + 512,
+        first["background"]["x0_px"] : first["background"]["x0_px"] + 512,
+    ]
     composite = tifffile.imread(tmp_path / "set" / first["file_name"])
     untouched = np.ones((512, 512), bool)
     for m in first["mitoses"]:
-        untouched[max(0, m["y_px"] - 64):m["y_px"] + 64, max(0, m["x_px"] - 64):m["x_px"] + 64] = False
+        untouched[max(0, m["y_px"] - 64) : m["y_px"] + 64, max(0, m["x_px"] - 64) : m["x_px"] + 64] = False
     assert untouched.any() and np.array_equal(composite[untouched], window[untouched])
     # provenance lists the mitoses in annotation order
     names, targets, datasets = ground_truth(annotation, provenance)
@@ -94,16 +110,19 @@ def test_score_rules_on_hand_made_detections():
     datasets = [["MIDOG21", "TUPAC16", "MIDOG++"], ["TUPAC16"]]
     detections = [
         # hit (agreed, 0.9); hit but below threshold (0.4); not agreed (0.99, never counts); far FP (0.8)
-        _detections([[0.101, 0.10], [0.20, 0.203], [0.30, 0.30], [0.5, 0.5]], [0.9, 0.4, 0.99, 0.8],
-                    [True, True, False, True]),
+        _detections(
+            [[0.101, 0.10], [0.20, 0.203], [0.30, 0.30], [0.5, 0.5]], [0.9, 0.4, 0.99, 0.8], [True, True, False, True]
+        ),
         _detections(np.zeros((0, 2)), [], np.zeros(0, bool)),
     ]
     report = score(targets, datasets, detections, threshold=0.5)
     at = report["at_threshold"]
     assert (at["tp"], at["fp"], at["fn"]) == (1, 1, 3) and at["fp_per_image"] == 0.5
-    assert at["recall_by_dataset"] == {"MIDOG++": {"n": 1, "tp": 0, "recall": 0.0},
-                                       "MIDOG21": {"n": 1, "tp": 1, "recall": 1.0},
-                                       "TUPAC16": {"n": 2, "tp": 0, "recall": 0.0}}
+    assert at["recall_by_dataset"] == {
+        "MIDOG++": {"n": 1, "tp": 0, "recall": 0.0},
+        "MIDOG21": {"n": 1, "tp": 1, "recall": 1.0},
+        "TUPAC16": {"n": 2, "tp": 0, "recall": 0.0},
+    }
     best = report["best_threshold"]  # keeping 0.4 too: TP 2, FP 1, FN 2 -> F1 4/7 > 2/5
     assert best["threshold"] == 0.4 and (best["tp"], best["fp"], best["fn"]) == (2, 1, 2)
     assert best["recall_by_dataset"]["TUPAC16"]["tp"] == 1
@@ -132,4 +151,6 @@ def test_benchmark_counts_are_detection_counts(random_bundle_dir, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in dataset.iterdir()} == stamp
     _, provenance = ensure_dataset(tmp_path, n_images=1, seed=1, size_px=512, mitoses_per_image=3, progress=False)
     assert provenance["n_images"] == 1 and sorted(p.name for p in dataset.iterdir()) == [
-        "001.tiff", "MIDOG2022_training.json"]
+        "001.tiff",
+        "MIDOG2022_training.json",
+    ]

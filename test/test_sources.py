@@ -60,8 +60,9 @@ def test_positive_datasets_are_weighted_by_the_square_root_of_their_size():
 
 def test_midog_plus_plus_crops_are_grouped_in_blocks_of_consecutive_numbers():
     def group(name: str) -> str:
-        return PatchRecord(Path(f"patches/atnorm-md/normal/{name}"), 1, "AtNorM-MD", "MIDOG++", None, None, None,
-                           "normal", 128).group
+        return PatchRecord(
+            Path(f"patches/atnorm-md/normal/{name}"), 1, "AtNorM-MD", "MIDOG++", None, None, None, "normal", 128
+        ).group
 
     assert group("1.webp") == group(f"{MIDOGPP_BLOCK - 1}.webp") != group(f"{MIDOGPP_BLOCK}.webp")
     named = PatchRecord(Path("x.webp"), 1, "AMi-Br", "MIDOG21", "002.tiff", 1, 2, "normal", 128)
@@ -85,8 +86,20 @@ def test_field_regions_are_exhaustive_regions_of_groups_with_mitoses():
         ValidationRegion(2, (0, 9), none, True, "mitosis-free tiles"),
         ValidationRegion(3, (0, 9), none, False, "unlabeled"),
     ]
-    data = TrainingData("t", [], np.zeros((0, 1)), np.zeros(0), np.zeros((0, 1)), [], NegativeSites.empty(),
-                        NegativeSites.empty(), [], regions, 0, 32)
+    data = TrainingData(
+        "t",
+        [],
+        np.zeros((0, 1)),
+        np.zeros(0),
+        np.zeros((0, 1)),
+        [],
+        NegativeSites.empty(),
+        NegativeSites.empty(),
+        [],
+        regions,
+        0,
+        32,
+    )
     assert [r.image for r in data.field_regions] == [0, 1]
 
 

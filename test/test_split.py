@@ -49,8 +49,16 @@ def test_split_is_deterministic_and_independent_of_input_order():
 
 def test_small_domain_and_ties():
     records = [
-        ImageRecord(f"{i:03d}.tiff", i, 100, 100, "t", "s", True,
-                    [Annotation(50.0, 50.0, 1, 100 * i + k, (25.0, 25.0, 75.0, 75.0)) for k in range(i % 3)])
+        ImageRecord(
+            f"{i:03d}.tiff",
+            i,
+            100,
+            100,
+            "t",
+            "s",
+            True,
+            [Annotation(50.0, 50.0, 1, 100 * i + k, (25.0, 25.0, 75.0, 75.0)) for k in range(i % 3)],
+        )
         for i in range(1, 11)
     ]
     split = split_images(records, validation_fraction=0.2, seed=0)

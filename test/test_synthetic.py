@@ -16,9 +16,24 @@ SIZE = (640, 512)  # width, height in pixels: small enough for a fast test, big 
 
 
 def _generate(folder: Path, seed: int = 3) -> Path:
-    main(get_args_parser().parse_args(
-        ["--out", str(folder), "--images", "4", "--seed", str(seed), "--size", str(SIZE[0]), str(SIZE[1]),
-         "--unlabeled", "1", "--no-progress"]))
+    main(
+        get_args_parser().parse_args(
+            [
+                "--out",
+                str(folder),
+                "--images",
+                "4",
+                "--seed",
+                str(seed),
+                "--size",
+                str(SIZE[0]),
+                str(SIZE[1]),
+                "--unlabeled",
+                "1",
+                "--no-progress",
+            ]
+        )
+    )
     return folder / ANNOTATION_FILE
 
 
@@ -64,8 +79,9 @@ def test_midog_layout_read_by_independent_readers(tmp_path):
 
 def test_reader_round_trip_and_unlabeled_images(tmp_path):
     annotation_path = _generate(tmp_path)
-    dataset = load_dataset(annotation_path, images_dir=tmp_path, scanner_csv=tmp_path / DOMAIN_FILE,
-                           check_image_sizes=True)
+    dataset = load_dataset(
+        annotation_path, images_dir=tmp_path, scanner_csv=tmp_path / DOMAIN_FILE, check_image_sizes=True
+    )
     assert len(dataset) == 4
     assert [p.name for p in unlisted_images(dataset)] == ["005.tiff"]
     assert len({record.domain for record in dataset.images}) >= 3
@@ -86,7 +102,7 @@ def test_classes_overlap_in_intensity(tmp_path):
         pixels = tifffile.imread(record.path).astype(np.float32).mean(axis=-1)
         for annotation in record.annotations:
             x, y = int(annotation.x_px), int(annotation.y_px)
-            darkest[annotation.label].append(np.percentile(pixels[y - 12:y + 13, x - 12:x + 13], 5))
+            darkest[annotation.label].append(np.percentile(pixels[y - 12 : y + 13, x - 12 : x + 13], 5))
     mitoses, imposters = np.asarray(darkest[1]), np.asarray(darkest[2])
     assert len(mitoses) >= 10 and len(imposters) >= 10
     # Ranges overlap substantially: each class's median lies inside the other's 10-90 percentile range.

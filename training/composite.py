@@ -96,8 +96,9 @@ def _radius(size_px: int) -> np.ndarray:
     return np.hypot(offsets[:, None], offsets[None, :])
 
 
-def blend_patch(background: np.ndarray, patch: np.ndarray, x_px: int, y_px: int,
-                geometry: BlendGeometry = BlendGeometry()) -> np.ndarray:
+def blend_patch(
+    background: np.ndarray, patch: np.ndarray, x_px: int, y_px: int, geometry: BlendGeometry = BlendGeometry()
+) -> np.ndarray:
     """Return a copy of ``background`` (H x W x 3 uint8) with the crop's central disk pasted, centred at (x, y).
 
     The crop's OD is shifted and scaled per channel so that its ring statistics equal those of the background's ring
@@ -130,12 +131,13 @@ def _dark_candidates(rgb: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(dark, iterations=BOX_SIZE_PX)
 
 
-def _pick_positions(rng: np.random.Generator, allowed: np.ndarray, count: int, margin_px: int,
-                    min_distance_px: float) -> list[tuple[int, int]]:
+def _pick_positions(
+    rng: np.random.Generator, allowed: np.ndarray, count: int, margin_px: int, min_distance_px: float
+) -> list[tuple[int, int]]:
     """Up to ``count`` (x, y) positions where ``allowed``, ``margin_px`` from the border, spaced apart."""
     height, width = allowed.shape
     inner = np.zeros_like(allowed)
-    inner[margin_px:height - margin_px, margin_px:width - margin_px] = True
+    inner[margin_px : height - margin_px, margin_px : width - margin_px] = True
     ys, xs = np.nonzero(allowed & inner)
     positions: list[tuple[int, int]] = []
     if len(xs) == 0:
@@ -149,23 +151,33 @@ def _pick_positions(rng: np.random.Generator, allowed: np.ndarray, count: int, m
     return positions
 
 
-def _background_window(rng: np.random.Generator, source: np.ndarray, size_px: int, min_x_px: int = 0,
-                       tries: int = 12) -> tuple[int, int]:
+def _background_window(
+    rng: np.random.Generator, source: np.ndarray, size_px: int, min_x_px: int = 0, tries: int = 12
+) -> tuple[int, int]:
     """Top-left (x, y) of the window with the most tissue among a few random ones (left edge >= ``min_x_px``)."""
     height, width = source.shape[:2]
     best, best_fraction = (min_x_px, 0), -1.0
     for _ in range(tries):
         x0, y0 = int(rng.integers(min_x_px, width - size_px + 1)), int(rng.integers(0, height - size_px + 1))
-        fraction = float(tissue_mask(source[y0:y0 + size_px:8, x0:x0 + size_px:8]).mean())
+        fraction = float(tissue_mask(source[y0 : y0 + size_px : 8, x0 : x0 + size_px : 8]).mean())
         if fraction > best_fraction:
             best, best_fraction = (x0, y0), fraction
     return best
 
 
-def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: int = 1024,
-                       mitoses_per_image: int = 6, root: str | Path | None = None,
-                       progress: bool = True, *, patch_filter: Callable[[PatchRecord], bool] | None = None,
-                       held_out_only: bool = False, provenance_path: str | Path | None = None) -> Path:
+def generate_composite(
+    out_dir: str | Path,
+    n_images: int,
+    seed: int,
+    size_px: int = 1024,
+    mitoses_per_image: int = 6,
+    root: str | Path | None = None,
+    progress: bool = True,
+    *,
+    patch_filter: Callable[[PatchRecord], bool] | None = None,
+    held_out_only: bool = False,
+    provenance_path: str | Path | None = None,
+) -> Path:
     """Write ``n_images`` composite images (``size_px`` squared) and a MIDOG-style annotation JSON.
 
     Backgrounds alternate between mitosis-free tile windows and unlabeled-field windows; crops are drawn from all
@@ -207,15 +219,19 @@ def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: i
         if kind == "tile" and len(lookalikes):
             # Tile tissue is in the lower part: centre the window near a look-alike so imposters come along.
             x, y = lookalikes[int(rng.integers(0, len(lookalikes)))]
-            x0 = int(np.clip(x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), min_x,
-                             source.shape[1] - size_px))
-            y0 = int(np.clip(y - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0,
-                             source.shape[0] - size_px))
+            x0 = int(
+                np.clip(
+                    x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), min_x, source.shape[1] - size_px
+                )
+            )
+            y0 = int(
+                np.clip(y - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0, source.shape[0] - size_px)
+            )
         elif held_out_only:  # the held-out strip's tissue is a small part of it: look harder
             x0, y0 = _background_window(rng, source, size_px, min_x, tries=48)
         else:
             x0, y0 = _background_window(rng, source, size_px)
-        canvas = source[y0:y0 + size_px, x0:x0 + size_px].copy()
+        canvas = source[y0 : y0 + size_px, x0 : x0 + size_px].copy()
         allowed = tissue_mask(canvas)
         allowed = ndimage.binary_erosion(allowed, iterations=20)
         image_annotations: list[tuple[int, int, int]] = []
@@ -226,30 +242,68 @@ def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: i
         else:
             allowed &= ~_dark_candidates(canvas)
         for x, y, _ in image_annotations:
-            allowed[max(0, y - 80):y + 80, max(0, x - 80):x + 80] = False
+            allowed[max(0, y - 80) : y + 80, max(0, x - 80) : x + 80] = False
         pasted = []
         for x, y in _pick_positions(rng, allowed, mitoses_per_image, 64, 100.0):
             patch: PatchRecord = patches[int(rng.integers(0, len(patches)))]
             canvas = blend_patch(canvas, read_patch(patch), x, y)
             image_annotations.append((x, y, MITOTIC_FIGURE))
-            pasted.append({"x_px": x, "y_px": y, "patch": patch.path.relative_to(data_root).as_posix(),
-                           "dataset": patch.dataset, "source": patch.source, "group": patch.group,
-                           "subclass": patch.subclass})
+            pasted.append(
+                {
+                    "x_px": x,
+                    "y_px": y,
+                    "patch": patch.path.relative_to(data_root).as_posix(),
+                    "dataset": patch.dataset,
+                    "source": patch.source,
+                    "group": patch.group,
+                    "subclass": patch.subclass,
+                }
+            )
         file_name = f"{image_id:03d}.tiff"
-        provenance.append({"file_name": file_name, "background": {
-            "kind": kind, "file": record.path.name, "x0_px": x0, "y0_px": y0, "size_px": size_px,
-            "source_width_px": int(source.shape[1]), "source_height_px": int(source.shape[0])}, "mitoses": pasted})
+        provenance.append(
+            {
+                "file_name": file_name,
+                "background": {
+                    "kind": kind,
+                    "file": record.path.name,
+                    "x0_px": x0,
+                    "y0_px": y0,
+                    "size_px": size_px,
+                    "source_width_px": int(source.shape[1]),
+                    "source_height_px": int(source.shape[0]),
+                },
+                "mitoses": pasted,
+            }
+        )
         write_tiff(out_dir / file_name, canvas)
-        images.append({"license": 1, "file_name": file_name, "id": image_id, "width": size_px, "height": size_px,
-                       "tumor_type": _TUMOUR_TYPES[kind]})
+        images.append(
+            {
+                "license": 1,
+                "file_name": file_name,
+                "id": image_id,
+                "width": size_px,
+                "height": size_px,
+                "tumor_type": _TUMOUR_TYPES[kind],
+            }
+        )
         for x, y, label in image_annotations:
-            annotations.append({"bbox": [x - half_box, y - half_box, x + half_box, y + half_box],
-                                "category_id": label, "image_id": image_id, "id": len(annotations) + 1})
+            annotations.append(
+                {
+                    "bbox": [x - half_box, y - half_box, x + half_box, y + half_box],
+                    "category_id": label,
+                    "image_id": image_id,
+                    "id": len(annotations) + 1,
+                }
+            )
     payload = {
-        "info": {"description": "Composite MIDOG 2022-format set: real mitotic-figure crops in real backgrounds "
-                                "(training.composite)", "version": "1.0", "year": 2022, "seed": seed},
-        "licenses": [{"id": 1, "name": "see data/real/README.md (sources and licences of the real data)",
-                      "url": ""}],
+        "info": {
+            "description": "Composite MIDOG 2022-format set: real mitotic-figure crops in real backgrounds "
+            "(training.composite)",
+            "version": "1.0",
+            "year": 2022,
+            "seed": seed,
+        },
+        "licenses": [{"id": 1, "name": "see data/real/README.md (sources and licences of the real data)", "url": ""}],
         "images": images,
         "categories": [{"id": k, "name": name} for k, name in CATEGORY_NAMES.items()],
         "annotations": annotations,
@@ -257,9 +311,16 @@ def generate_composite(out_dir: str | Path, n_images: int, seed: int, size_px: i
     path = out_dir / ANNOTATION_FILE
     path.write_text(json.dumps(payload, indent=1) + "\n")
     if provenance_path is not None:
-        sidecar = {"seed": seed, "n_images": n_images, "size_px": size_px, "mitoses_per_image": mitoses_per_image,
-                   "held_out_only": held_out_only, "tile_train_fraction": TILE_TRAIN_FRACTION,
-                   "patch_pool": len(patches), "images": provenance}
+        sidecar = {
+            "seed": seed,
+            "n_images": n_images,
+            "size_px": size_px,
+            "mitoses_per_image": mitoses_per_image,
+            "held_out_only": held_out_only,
+            "tile_train_fraction": TILE_TRAIN_FRACTION,
+            "patch_pool": len(patches),
+            "images": provenance,
+        }
         Path(provenance_path).write_text(json.dumps(sidecar, indent=1) + "\n")
     return path
 
@@ -283,7 +344,7 @@ def write_examples(out_png: str | Path, n_examples: int = 4, seed: int = 0, root
     for k in range(n_examples):
         source = backgrounds[k % len(backgrounds)]
         x0, y0 = _background_window(rng, source, 256)
-        canvas = source[y0:y0 + 256, x0:x0 + 256]
+        canvas = source[y0 : y0 + 256, x0 : x0 + 256]
         allowed = ndimage.binary_erosion(tissue_mask(canvas), iterations=10)
         x, y = (_pick_positions(rng, allowed, 1, 80, 0.0) or [(128, 128)])[0]
         patch = read_patch(patches[int(rng.integers(0, len(patches)))])
@@ -292,21 +353,30 @@ def write_examples(out_png: str | Path, n_examples: int = 4, seed: int = 0, root
         rows.append(np.concatenate([patch, canvas[crop], blended[crop]], axis=1))
     montage = np.concatenate(rows, axis=0)
     Image.fromarray(montage).resize((montage.shape[1] * 5 // 4, montage.shape[0] * 5 // 4)).quantize(
-        256, dither=Image.Dither.NONE).save(out_png, optimize=True)
+        256, dither=Image.Dither.NONE
+    ).save(out_png, optimize=True)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Real mitotic-figure crops blended into real mitosis-free "
-                                                 "backgrounds, written in the MIDOG 2022 layout.", add_help=add_help)
+    parser = argparse.ArgumentParser(
+        description="Real mitotic-figure crops blended into real mitosis-free "
+        "backgrounds, written in the MIDOG 2022 layout.",
+        add_help=add_help,
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--images", type=int, required=True, help="number of images (ids 001..N)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels (default: 1024)")
     parser.add_argument("--mitoses", type=int, default=6, help="pasted mitotic figures per image (default: 6)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="real data folder (default: ../shared/data/real relative to the repository)")
-    parser.add_argument("--preview", type=Path, default=None,
-                        help="also write side-by-side example crops to this PNG (default: none)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="real data folder (default: ../shared/data/real relative to the repository)",
+    )
+    parser.add_argument(
+        "--preview", type=Path, default=None, help="also write side-by-side example crops to this PNG (default: none)"
+    )
     return parser
 
 

@@ -423,8 +423,9 @@ def load_dataset(
         if isinstance(category, dict) and category.get("id") in known_categories:
             expected = CATEGORY_NAMES[category["id"]]
             if category.get("name") != expected:
-                logger.warning("%s: category %s is named %r, expected %r", source, category["id"],
-                               category.get("name"), expected)
+                logger.warning(
+                    "%s: category %s is named %r, expected %r", source, category["id"], category.get("name"), expected
+                )
 
     seen_annotation_ids: set[int] = set()
     for position, annotation in enumerate(payload["annotations"]):
@@ -461,8 +462,14 @@ def load_dataset(
             )
             bad = True
         elif margin_px > 0:
-            logger.warning("%s: %s: centre (%g, %g) px lies %g px outside the image (a cell cut by the border); kept",
-                           source, where, x_px, y_px, margin_px)
+            logger.warning(
+                "%s: %s: centre (%g, %g) px lies %g px outside the image (a cell cut by the border); kept",
+                source,
+                where,
+                x_px,
+                y_px,
+                margin_px,
+            )
         if bad:
             continue
         record.annotations.append(Annotation(x_px, y_px, int(category), int(annotation_id), (x1, y1, x2, y2)))
@@ -532,8 +539,13 @@ def _read_region(tiff: tifffile.TiffFile, y0: int, y1: int, x0: int, x1: int) ->
     if page.is_memmappable and page.planarconfig == 1 and page.is_contiguous:
         # Uncompressed and contiguous: map the file itself and copy only the window.
         shape = page.shaped[-3:] if page.samplesperpixel > 1 else page.shape
-        mapped = np.memmap(tiff.filehandle.path, dtype=page.dtype.newbyteorder(tiff.byteorder), mode="r",
-                           offset=page.dataoffsets[0], shape=shape)
+        mapped = np.memmap(
+            tiff.filehandle.path,
+            dtype=page.dtype.newbyteorder(tiff.byteorder),
+            mode="r",
+            offset=page.dataoffsets[0],
+            shape=shape,
+        )
         return np.array(mapped[y0:y1, x0:x1])
     if page.planarconfig != 1:
         return np.asarray(page.asarray()[y0:y1, x0:x1])  # planar separate: rare, read whole page
@@ -552,7 +564,7 @@ def _read_region(tiff: tifffile.TiffFile, y0: int, y1: int, x0: int, x1: int) ->
             ys, ye = max(y0, top), min(y1, top + segment_h)
             xs, xe = max(x0, left), min(x1, left + segment_w)
             if tile is not None:
-                out[ys - y0:ye - y0, xs - x0:xe - x0] = tile[ys - top:ye - top, xs - left:xe - left]
+                out[ys - y0 : ye - y0, xs - x0 : xe - x0] = tile[ys - top : ye - top, xs - left : xe - left]
     return out
 
 
@@ -638,14 +650,29 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Validate a MIDOG-format dataset and print counts per tumour type and domain.", add_help=add_help
     )
     parser.add_argument("annotations", type=Path, help="annotation JSON (MIDOG2022_training.json, MIDOG++.json, ...)")
-    parser.add_argument("--images-dir", type=Path, default=None,
-                        help="folder with the TIFF images; default: none (annotations only, no file checks)")
-    parser.add_argument("--flavour", choices=FLAVOURS, default="auto",
-                        help="id-range conventions for tumour type / scanner (default: auto)")
-    parser.add_argument("--scanner-csv", type=Path, default=None,
-                        help="datasets_xvalidation.csv-style file giving the scanner per image id (default: none)")
-    parser.add_argument("--check-sizes", action="store_true",
-                        help="open every TIFF header and compare its size with the JSON (default: off)")
+    parser.add_argument(
+        "--images-dir",
+        type=Path,
+        default=None,
+        help="folder with the TIFF images; default: none (annotations only, no file checks)",
+    )
+    parser.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default="auto",
+        help="id-range conventions for tumour type / scanner (default: auto)",
+    )
+    parser.add_argument(
+        "--scanner-csv",
+        type=Path,
+        default=None,
+        help="datasets_xvalidation.csv-style file giving the scanner per image id (default: none)",
+    )
+    parser.add_argument(
+        "--check-sizes",
+        action="store_true",
+        help="open every TIFF header and compare its size with the JSON (default: off)",
+    )
     return parser
 
 
@@ -655,8 +682,9 @@ def main(args: argparse.Namespace) -> None:
     for line in _summary_lines(dataset):
         logger.info(line)
     if dataset.images_dir is not None:
-        logger.info("%d image(s) in the folder are not in the annotation file (unlabelled)",
-                    len(unlisted_images(dataset)))
+        logger.info(
+            "%d image(s) in the folder are not in the annotation file (unlabelled)", len(unlisted_images(dataset))
+        )
     logger.info("spacing default when a TIFF has no resolution tags: %.5f mm", DEFAULT_SPACING_MM)
 
 

@@ -138,17 +138,19 @@ def load_patches(root: str | Path | None = None, check_files: bool = True) -> li
     records = []
     with open(root / "patches.csv", newline="") as handle:
         for row in csv.DictReader(handle):
-            records.append(PatchRecord(
-                path=root / row["path"],
-                label=int(row["label"]),
-                source=row["source"],
-                dataset=row["dataset"],
-                slide=row["slide"] or None,
-                x_px=_optional_int(row["x"]),
-                y_px=_optional_int(row["y"]),
-                subclass=row["subclass"],
-                size_px=int(row["size"]),
-            ))
+            records.append(
+                PatchRecord(
+                    path=root / row["path"],
+                    label=int(row["label"]),
+                    source=row["source"],
+                    dataset=row["dataset"],
+                    slide=row["slide"] or None,
+                    x_px=_optional_int(row["x"]),
+                    y_px=_optional_int(row["y"]),
+                    subclass=row["subclass"],
+                    size_px=int(row["size"]),
+                )
+            )
     if check_files:
         missing = [str(record.path) for record in records if not record.path.is_file()]
         if missing:

@@ -121,8 +121,13 @@ class NegativeSites:
 
     @classmethod
     def empty(cls) -> NegativeSites:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, "<U10"),
-                   np.zeros(0, "<U32"))
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, "<U10"),
+            np.zeros(0, "<U32"),
+        )
 
     @classmethod
     def build(cls, image: int, centres_rc: np.ndarray, kind: str, source: str) -> NegativeSites:
@@ -130,8 +135,13 @@ class NegativeSites:
             raise ValueError(f"unknown negative kind {kind!r} (one of {NEGATIVE_KINDS})")
         centres_rc = np.asarray(centres_rc, dtype=np.int64).reshape(-1, 2)
         count = len(centres_rc)
-        return cls(np.full(count, image), centres_rc[:, 0], centres_rc[:, 1], np.full(count, kind, "<U10"),
-                   np.full(count, source, "<U32"))
+        return cls(
+            np.full(count, image),
+            centres_rc[:, 0],
+            centres_rc[:, 1],
+            np.full(count, kind, "<U10"),
+            np.full(count, source, "<U32"),
+        )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{source: {kind: count}}: what the data summary reports."""
@@ -286,8 +296,14 @@ def away_from(centres_rc: np.ndarray, mitoses_rc: np.ndarray, min_distance_px: f
 
 
 def _site_sets(
-    index: int, rgb: np.ndarray, nuclei_rc: np.ndarray, grid_step_px: int, source: str, mitoses_rc: np.ndarray,
-    min_distance_px: float, x_range: tuple[int, int] | None = None,
+    index: int,
+    rgb: np.ndarray,
+    nuclei_rc: np.ndarray,
+    grid_step_px: int,
+    source: str,
+    mitoses_rc: np.ndarray,
+    min_distance_px: float,
+    x_range: tuple[int, int] | None = None,
 ) -> NegativeSites:
     """Grid and nucleus-centred negatives of one image (or one column range), away from its mitoses. `nuclei_rc`:
     the image's `nucleus_centres`, found once per image even when its columns are split into parts."""
@@ -298,8 +314,6 @@ def _site_sets(
     return NegativeSites.build(index, grid, "grid", source).concatenate(
         NegativeSites.build(index, nuclei, "nucleus", source)
     )
-
-
 
 
 def find_annotations(dataset_dir: Path) -> Path:
@@ -471,8 +485,13 @@ def from_real(
             unlabeled.append(index)
             negatives_train = negatives_train.concatenate(
                 _site_sets(
-                    index, rgb, nucleus_centres(rgb, unlabeled_field.spacing_mm), grid_step_px, "MITOS 2012",
-                    no_mitoses, 0.0,
+                    index,
+                    rgb,
+                    nucleus_centres(rgb, unlabeled_field.spacing_mm),
+                    grid_step_px,
+                    "MITOS 2012",
+                    no_mitoses,
+                    0.0,
                 )
             )
             training_pixels += rgb.shape[0] * rgb.shape[1]

@@ -53,9 +53,7 @@ class Split:
         }
 
 
-def split_images(
-    images: Sequence[ImageRecord], validation_fraction: float = 0.2, seed: int = 0
-) -> Split:
+def split_images(images: Sequence[ImageRecord], validation_fraction: float = 0.2, seed: int = 0) -> Split:
     """Split images into train / validation, stratified by ``domain`` and mitotic-figure count.
 
     Parameters
@@ -99,27 +97,38 @@ def split_images(
             if has_pick:
                 # Pick the member that keeps this domain's validation share of mitotic figures closest to the target
                 # (first one wins ties: the seeded tie-break order).
-                errors = [abs(validation_mf + r.n_mitotic_figures - validation_fraction * total_mf)
-                          for r in block_members]
+                errors = [
+                    abs(validation_mf + r.n_mitotic_figures - validation_fraction * total_mf) for r in block_members
+                ]
                 chosen = int(np.argmin(errors))
                 validation_mf += block_members[chosen].n_mitotic_figures
             for position, record in enumerate(block_members):
                 (validation if position == chosen else train).append(record)
     key = operator.attrgetter("image_id")
-    return Split(sorted(train, key=key), sorted(validation, key=key), sorted(unlabeled, key=key), seed,
-                 validation_fraction)
+    return Split(
+        sorted(train, key=key), sorted(validation, key=key), sorted(unlabeled, key=key), seed, validation_fraction
+    )
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Stratified train/validation split of a MIDOG dataset.",
-                                     add_help=add_help)
+    parser = argparse.ArgumentParser(
+        description="Stratified train/validation split of a MIDOG dataset.", add_help=add_help
+    )
     parser.add_argument("annotations", type=Path, help="annotation JSON of the dataset")
     parser.add_argument("--out", type=Path, required=True, help="output JSON with image ids per part")
-    parser.add_argument("--validation-fraction", type=float, default=0.2,
-                        help="share of every domain's images used for validation (default: 0.2)")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of every domain's images used for validation (default: 0.2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the tie-breaking and offsets (default: 0)")
-    parser.add_argument("--scanner-csv", type=Path, default=None,
-                        help="datasets_xvalidation.csv-style scanner per image id (default: none)")
+    parser.add_argument(
+        "--scanner-csv",
+        type=Path,
+        default=None,
+        help="datasets_xvalidation.csv-style scanner per image id (default: none)",
+    )
     return parser
 
 
@@ -128,8 +137,12 @@ def main(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.annotations, scanner_csv=args.scanner_csv)
     split = split_images(dataset.images, args.validation_fraction, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"annotations": str(args.annotations), "seed": args.seed,
-               "validation_fraction": args.validation_fraction, **split.ids()}
+    payload = {
+        "annotations": str(args.annotations),
+        "seed": args.seed,
+        "validation_fraction": args.validation_fraction,
+        **split.ids(),
+    }
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     for name, part in (("train", split.train), ("validation", split.validation)):
         logger.info("%s: %d images, %d mitotic figures", name, len(part), sum(r.n_mitotic_figures for r in part))

@@ -77,8 +77,11 @@ _HEMATOXYLIN_OD = np.array([0.650, 0.704, 0.286])
 _EOSIN_OD = np.array([0.072, 0.990, 0.105])
 # Off-plane colours: melanin-like brown pigment, and marking inks / debris.
 _PIGMENT_OD = np.array([0.28, 0.57, 0.77])
-_INKS_OD = {"green": np.array([0.85, 0.25, 0.70]), "blue": np.array([0.85, 0.55, 0.10]),
-            "black": np.array([0.58, 0.58, 0.58])}
+_INKS_OD = {
+    "green": np.array([0.85, 0.25, 0.70]),
+    "blue": np.array([0.85, 0.55, 0.10]),
+    "black": np.array([0.58, 0.58, 0.58]),
+}
 
 
 @dataclass(frozen=True)
@@ -161,8 +164,9 @@ def _texture(rng: np.random.Generator, shape: Sequence[int], sigma_px: float) ->
     return noise / (noise.std(axis=(-2, -1), keepdims=True) + 1e-6)
 
 
-def _nucleus_bank(rng: np.random.Generator, count: int, radius_px: tuple[float, float],
-                  lymphocyte_share: float) -> tuple[np.ndarray, np.ndarray]:
+def _nucleus_bank(
+    rng: np.random.Generator, count: int, radius_px: tuple[float, float], lymphocyte_share: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` ordinary nuclei: (hematoxylin, eosin) OD sprites of ``_SPRITE_PX`` squared.
 
     Ellipses with wavy outlines, vesicular chromatin texture, a darker membrane rim, nucleoli, and a faint
@@ -200,8 +204,9 @@ def _nucleus_bank(rng: np.random.Generator, count: int, radius_px: tuple[float, 
     return hematoxylin, eosin
 
 
-def _figure_sprite(rng: np.random.Generator, mitotic: bool, radius_px: tuple[float, float]) -> tuple[
-        np.ndarray, np.ndarray, str]:
+def _figure_sprite(
+    rng: np.random.Generator, mitotic: bool, radius_px: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, str]:
     """One annotated cell of ``_FIGURE_PX`` squared: (hematoxylin, eosin, kind).
 
     Both classes draw peak hematoxylin density from U(0.9, 1.7) and the surrounding cytoplasm's eosin from the same
@@ -232,11 +237,12 @@ def _figure_sprite(rng: np.random.Generator, mitotic: bool, radius_px: tuple[flo
             separation = {"metaphase": 0.0, "anaphase": rng.uniform(5.0, 9.0), "telophase": rng.uniform(10.0, 14.0)}
             gap = separation[kind]
             inside = np.zeros_like(u)
-            for side in ((0.0,) if gap == 0 else (-1.0, 1.0)):
+            for side in (0.0,) if gap == 0 else (-1.0, 1.0):
                 across = np.abs(u - side * gap + bend * v**2)
                 along = np.abs(v) / half_length
                 width = (half_width * (1.0 + 0.3 * (kind == "telophase")) + ragged) * np.sqrt(
-                    np.clip(1 - along**2, 0, 1))
+                    np.clip(1 - along**2, 0, 1)
+                )
                 inside = np.maximum(inside, _soft(width - across, 1.0) * (along < 1.0))
             if kind != "metaphase":
                 halo_radius *= 1.25
@@ -267,8 +273,9 @@ def _figure_sprite(rng: np.random.Generator, mitotic: bool, radius_px: tuple[flo
 
 
 # --------------------------------------------------------------------------------------------------------- tissue
-def _smooth_field(rng: np.random.Generator, height_px: int, width_px: int, scale_px: float,
-                  anisotropy: float = 1.0) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, height_px: int, width_px: int, scale_px: float, anisotropy: float = 1.0
+) -> np.ndarray:
     """Low-frequency noise in [0, 1]: filtered on a grid ``scale_px / 3`` coarser (at least 2), then bilinearly
     upsampled (filtering at full resolution would dominate the rendering time)."""
     step = max(2, int(scale_px / 3))
@@ -303,8 +310,14 @@ def _random_positions(rng: np.random.Generator, count: int, height_px: int, widt
     return np.stack([rng.integers(0, height_px, count), rng.integers(0, width_px, count)], axis=1)
 
 
-def _pick_sites(rng: np.random.Generator, weight: np.ndarray, count: int, min_distance_px: float,
-                border_px: int, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _pick_sites(
+    rng: np.random.Generator,
+    weight: np.ndarray,
+    count: int,
+    min_distance_px: float,
+    border_px: int,
+    taken: list[tuple[int, int]],
+) -> list[tuple[int, int]]:
     """``count`` positions drawn with probability ``weight`` (tissue), at least ``min_distance_px`` from each other
     and from ``taken``, at least ``border_px`` from the image border."""
     height, width = weight.shape
@@ -335,8 +348,14 @@ def _stain_vectors(rng: np.random.Generator, scanner: Scanner) -> tuple[np.ndarr
     return vectors[0], vectors[1]
 
 
-def render_image(rng: np.random.Generator, width_px: int, height_px: int, tumour_type: TumourType,
-                 scanner: Scanner, annotate: bool = True) -> SyntheticImage:
+def render_image(
+    rng: np.random.Generator,
+    width_px: int,
+    height_px: int,
+    tumour_type: TumourType,
+    scanner: Scanner,
+    annotate: bool = True,
+) -> SyntheticImage:
     """Render one image: tissue, nuclei, annotated mitotic figures and imposters, pigment / ink / debris, scanner.
 
     ``annotate=False`` still draws mitotic figures and imposters (unlabeled images have them too) but returns no
@@ -378,8 +397,9 @@ def render_image(rng: np.random.Generator, width_px: int, height_px: int, tumour
     labels = [labels[i] for i in order]
     if sites:
         site_array = np.asarray(sites)
-        distance = np.min(np.hypot(centres[:, None, 0] - site_array[None, :, 0],
-                                   centres[:, None, 1] - site_array[None, :, 1]), axis=1)
+        distance = np.min(
+            np.hypot(centres[:, None, 0] - site_array[None, :, 0], centres[:, None, 1] - site_array[None, :, 1]), axis=1
+        )
         centres = centres[distance > 1.1 * spacing]
 
     bank_h, bank_e = _nucleus_bank(rng, 40, tumour_type.nucleus_radius_px, tumour_type.lymphocyte_share)
@@ -419,8 +439,9 @@ def render_image(rng: np.random.Generator, width_px: int, height_px: int, tumour
     crop = (slice(pad, pad + height_px), slice(pad, pad + width_px))
     # Scanner gamma on transmitted light, (10 ** -OD) ** gamma, folded into the OD -> RGB matrix; ln 10 too.
     gamma = np.asarray(scanner.gamma, np.float32)
-    rgb_from_concentration = (np.stack([vector_h, vector_e, _PIGMENT_OD, _INKS_OD[ink_name]]) * gamma
-                              * -np.log(10.0)).astype(np.float32)
+    rgb_from_concentration = (
+        np.stack([vector_h, vector_e, _PIGMENT_OD, _INKS_OD[ink_name]]) * gamma * -np.log(10.0)
+    ).astype(np.float32)
     concentrations = np.stack([hematoxylin[crop], eosin[crop], pigment[crop], ink[crop]], axis=-1)
     rgb = np.exp(concentrations @ rgb_from_concentration)
     if scanner.blur_sigma_px > 0:
@@ -449,13 +470,30 @@ def _domain_of(image_id: int, n_labeled: int) -> tuple[TumourType, Scanner]:
 
 def write_tiff(path: Path, pixels: np.ndarray) -> None:
     """Tiled RGB TIFF with 0.25 um/px resolution tags and fixed metadata (no datetime / software: byte-identical)."""
-    tifffile.imwrite(path, pixels, photometric="rgb", tile=(256, 256), compression="zlib",
-                     compressionargs={"level": 1}, resolution=(PIXELS_PER_CM, PIXELS_PER_CM),
-                     resolutionunit="CENTIMETER", software=False, datetime=None, metadata=None)
+    tifffile.imwrite(
+        path,
+        pixels,
+        photometric="rgb",
+        tile=(256, 256),
+        compression="zlib",
+        compressionargs={"level": 1},
+        resolution=(PIXELS_PER_CM, PIXELS_PER_CM),
+        resolutionunit="CENTIMETER",
+        software=False,
+        datetime=None,
+        metadata=None,
+    )
 
 
-def generate_dataset(out_dir: str | Path, n_images: int, seed: int, width_px: int = 2048, height_px: int = 2048,
-                     n_unlabeled: int = 0, progress: bool = True) -> Path:
+def generate_dataset(
+    out_dir: str | Path,
+    n_images: int,
+    seed: int,
+    width_px: int = 2048,
+    height_px: int = 2048,
+    n_unlabeled: int = 0,
+    progress: bool = True,
+) -> Path:
     """Write ``n_images`` labelled (+ ``n_unlabeled``) synthetic images and the annotation JSON; returns its path.
 
     Every image has its own generator seeded with ``(seed, image_id)``, so image k is the same whatever N is.
@@ -473,19 +511,39 @@ def generate_dataset(out_dir: str | Path, n_images: int, seed: int, width_px: in
         image = render_image(rng, width_px, height_px, tumour_type, scanner, annotate=labeled)
         file_name = f"{image_id:03d}.tiff"
         write_tiff(out_dir / file_name, image.pixels)
-        domain_rows.append(f"{image_id};{'train' if labeled else 'unlabeled'};{tumour_type.name};{scanner.name};"
-                           "synthetic;Synthetic")
+        domain_rows.append(
+            f"{image_id};{'train' if labeled else 'unlabeled'};{tumour_type.name};{scanner.name};synthetic;Synthetic"
+        )
         if not labeled:
             continue
-        images.append({"license": 1, "file_name": file_name, "id": image_id, "width": width_px,
-                       "height": height_px, "tumor_type": tumour_type.name})
+        images.append(
+            {
+                "license": 1,
+                "file_name": file_name,
+                "id": image_id,
+                "width": width_px,
+                "height": height_px,
+                "tumor_type": tumour_type.name,
+            }
+        )
         for x, y, label in image.annotations:
-            annotations.append({"bbox": [x - _HALF_BOX_PX, y - _HALF_BOX_PX, x + _HALF_BOX_PX, y + _HALF_BOX_PX],
-                                "category_id": label, "image_id": image_id, "id": len(annotations) + 1})
+            annotations.append(
+                {
+                    "bbox": [x - _HALF_BOX_PX, y - _HALF_BOX_PX, x + _HALF_BOX_PX, y + _HALF_BOX_PX],
+                    "category_id": label,
+                    "image_id": image_id,
+                    "id": len(annotations) + 1,
+                }
+            )
     payload = {
-        "info": {"description": "Synthetic MIDOG 2022-format training set (training.synthetic)", "version": "1.0",
-                 "year": 2022, "contributor": "training.synthetic", "date_created": "synthetic",
-                 "seed": seed},
+        "info": {
+            "description": "Synthetic MIDOG 2022-format training set (training.synthetic)",
+            "version": "1.0",
+            "year": 2022,
+            "contributor": "training.synthetic",
+            "date_created": "synthetic",
+            "seed": seed,
+        },
         "licenses": [{"url": "https://creativecommons.org/publicdomain/zero/1.0/", "id": 1, "name": "CC0"}],
         "images": images,
         "categories": [{"id": k, "name": name} for k, name in CATEGORY_NAMES.items()],
@@ -519,7 +577,7 @@ def write_preview(dataset_dir: str | Path, out_png: str | Path, n_crops: int = 6
             cx, cy = image["width"] // 2, image["height"] // 2
         x0 = int(np.clip(cx - crop_px // 2, 0, image["width"] - crop_px))
         y0 = int(np.clip(cy - crop_px // 2, 0, image["height"] - crop_px))
-        tile = Image.fromarray(pixels[y0:y0 + crop_px, x0:x0 + crop_px])
+        tile = Image.fromarray(pixels[y0 : y0 + crop_px, x0 : x0 + crop_px])
         draw = ImageDraw.Draw(tile)
         for annotation in boxes:
             x1, y1, x2, y2 = annotation["bbox"]
@@ -536,17 +594,32 @@ def write_preview(dataset_dir: str | Path, out_png: str | Path, n_crops: int = 6
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write a synthetic H&E-like dataset in the MIDOG 2022 layout.",
-                                     add_help=add_help)
+    parser = argparse.ArgumentParser(
+        description="Write a synthetic H&E-like dataset in the MIDOG 2022 layout.", add_help=add_help
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; files are overwritten)")
     parser.add_argument("--images", type=int, required=True, help="number of labelled images (ids 001..N)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
-    parser.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("W", "H"),
-                        help="image width and height in pixels at 0.25 um/px (default: 2048 2048)")
-    parser.add_argument("--unlabeled", type=int, default=0,
-                        help="extra images without annotations, ids after the labelled ones (default: 0)")
-    parser.add_argument("--preview", type=Path, default=None,
-                        help="also write a PNG montage with the boxes drawn to this path (default: none)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(2048, 2048),
+        metavar=("W", "H"),
+        help="image width and height in pixels at 0.25 um/px (default: 2048 2048)",
+    )
+    parser.add_argument(
+        "--unlabeled",
+        type=int,
+        default=0,
+        help="extra images without annotations, ids after the labelled ones (default: 0)",
+    )
+    parser.add_argument(
+        "--preview",
+        type=Path,
+        default=None,
+        help="also write a PNG montage with the boxes drawn to this path (default: none)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar (default: shown)")
     return parser
 
@@ -554,8 +627,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width_px, height_px = args.size
-    path = generate_dataset(args.out, args.images, args.seed, width_px, height_px, args.unlabeled,
-                            progress=not args.no_progress)
+    path = generate_dataset(
+        args.out, args.images, args.seed, width_px, height_px, args.unlabeled, progress=not args.no_progress
+    )
     logger.info("wrote %s", path)
     if args.preview is not None:
         write_preview(args.out, args.preview)

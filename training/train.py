@@ -304,8 +304,17 @@ def train_model(
                 writer = csv.writer(handle)
                 if new_file:
                     writer.writerow(
-                        ["iteration", "train_loss", "val_loss", "val_ap", "val_ap_calibrated", "field_ap", "field_f1",
-                         "lr", "seconds"]
+                        [
+                            "iteration",
+                            "train_loss",
+                            "val_loss",
+                            "val_ap",
+                            "val_ap_calibrated",
+                            "field_ap",
+                            "field_f1",
+                            "lr",
+                            "seconds",
+                        ]
                     )
                 row = [done, np.mean(running), val_loss, metrics["val_ap"], metrics["val_ap_calibrated"]]
                 row += [metrics.get("field_ap", ""), metrics.get("field_f1", "")]

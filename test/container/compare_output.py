@@ -46,8 +46,11 @@ def schema_errors(doc):
     if doc.get("type") != "Multiple points":
         errors.append("type is %r, expected 'Multiple points'" % (doc.get("type"),))
     version = doc.get("version")
-    if not (isinstance(version, dict) and set(version) == {"major", "minor"}
-            and all(is_number(v) and not isinstance(v, float) for v in version.values())):
+    if not (
+        isinstance(version, dict)
+        and set(version) == {"major", "minor"}
+        and all(is_number(v) and not isinstance(v, float) for v in version.values())
+    ):
         errors.append("version is %r, expected {'major': int, 'minor': int}" % (version,))
     points = doc.get("points")
     if not isinstance(points, list):
@@ -67,8 +70,9 @@ def schema_errors(doc):
         if not (isinstance(xyz, list) and len(xyz) == 3 and all(is_number(c) for c in xyz)):
             point_errors.append("%s point is %r, expected 3 finite numbers" % (where, xyz))
         elif any(c > MAX_COORD_MM for c in xyz):
-            point_errors.append("%s point %r has a coordinate above %g mm (pixel coordinates?)" % (where, xyz,
-                                                                                                 MAX_COORD_MM))
+            point_errors.append(
+                "%s point %r has a coordinate above %g mm (pixel coordinates?)" % (where, xyz, MAX_COORD_MM)
+            )
         prob = p.get("probability")
         if not (is_number(prob) and 0.0 <= prob <= 1.0):
             point_errors.append("%s probability is %r, expected a number in [0, 1]" % (where, prob))
@@ -86,8 +90,12 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
 
     def informational(point):
         near_threshold = threshold is not None and abs(point["probability"] - threshold) <= prob_tol
-        return (compare_above is not None and point["probability"] < compare_above - prob_tol
-                and point["name"] != "mitotic figure" and not near_threshold)
+        return (
+            compare_above is not None
+            and point["probability"] < compare_above - prob_tol
+            and point["name"] != "mitotic figure"
+            and not near_threshold
+        )
 
     def same_name(a, e):
         near_threshold = threshold is not None and abs(e["probability"] - threshold) <= prob_tol
@@ -103,8 +111,11 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
             if used[j] or not same_name(a, e):
                 continue
             dist = max(abs(x - y) for x, y in zip(a["point"], e["point"]))
-            if dist <= coord_tol and abs(a["probability"] - e["probability"]) <= prob_tol \
-                    and (best_dist is None or dist < best_dist):
+            if (
+                dist <= coord_tol
+                and abs(a["probability"] - e["probability"]) <= prob_tol
+                and (best_dist is None or dist < best_dist)
+            ):
                 best, best_dist = j, dist
         if best is None:
             if informational(e):
@@ -122,8 +133,11 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
         errors.append("... and %d more unmatched expected points" % (len(unmatched) - MAX_LISTED))
     extra = [a for j, a in enumerate(a_points) if not used[j] and not informational(a)]
     if info is not None:
-        info.extend("actual low-probability point %s has no exact match" % json.dumps(a)
-                    for j, a in enumerate(a_points) if not used[j] and informational(a))
+        info.extend(
+            "actual low-probability point %s has no exact match" % json.dumps(a)
+            for j, a in enumerate(a_points)
+            if not used[j] and informational(a)
+        )
     for a in extra[:MAX_LISTED]:
         errors.append("actual point %s matches no expected point" % json.dumps(a))
     if len(extra) > MAX_LISTED:
@@ -146,8 +160,12 @@ def main(argv=None):
     parser.add_argument("expected")
     parser.add_argument("--coord-tol", type=float, default=2e-4, help="mm, per coordinate (default 2e-4)")
     parser.add_argument("--prob-tol", type=float, default=0.02, help="absolute (default 0.02)")
-    parser.add_argument("--compare-above", type=float, default=None,
-                        help="candidates below this probability (and not named) are compared for information only")
+    parser.add_argument(
+        "--compare-above",
+        type=float,
+        default=None,
+        help="candidates below this probability (and not named) are compared for information only",
+    )
     parser.add_argument("--threshold", type=float, default=None, help="naming threshold of the bundle (optional)")
     args = parser.parse_args(argv)
 
@@ -159,8 +177,9 @@ def main(argv=None):
         errors += ["expected file itself is invalid: " + e for e in expected_errors]
     if not errors:
         info = []
-        errors = comparison_errors(actual, expected, args.coord_tol, args.prob_tol, args.compare_above,
-                                   args.threshold, info)
+        errors = comparison_errors(
+            actual, expected, args.coord_tol, args.prob_tol, args.compare_above, args.threshold, info
+        )
         for line in info[:MAX_LISTED]:
             print("INFO: " + line)
 
@@ -170,8 +189,10 @@ def main(argv=None):
             print("  - " + e)
         return 1
     n_mitotic = sum(p["name"] == "mitotic figure" for p in actual["points"])
-    print("PASS: %d points (%d mitotic figures) match %s within %g mm and %g probability; schema valid"
-          % (len(actual["points"]), n_mitotic, args.expected, args.coord_tol, args.prob_tol))
+    print(
+        "PASS: %d points (%d mitotic figures) match %s within %g mm and %g probability; schema valid"
+        % (len(actual["points"]), n_mitotic, args.expected, args.coord_tol, args.prob_tol)
+    )
     return 0
 
 
