@@ -75,6 +75,18 @@ def test_bundle_carries_search_enrichment_validation_and_loads(finished_run, dat
     assert np.all((detections.probability >= 0) & (detections.probability <= 1))
 
 
+def test_screen_stage_adds_a_checked_screen_with_its_report(finished_run, dataset):
+    out, bundle_dir = finished_run
+    bundle = read_bundle(bundle_dir)
+    report = json.loads((out / "screen" / "screen_report.json").read_text())
+    assert bundle.screen is not None and bundle.screen.threshold == report["threshold"]
+    assert bundle.extra["screen_validation"]["survival"] >= report["required_survival"]
+    assert report["named_surviving"] == report["named"]
+    assert report["pages"] == 2 and report["positive_crops"] == 4
+    assert Detector(bundle_dir).screen is not None  # loads, sha256 checked
+    assert Detector(bundle_dir, use_screen=False).screen is None
+
+
 def test_rerun_of_a_finished_run_changes_nothing(finished_run, dataset):
     out, bundle_dir = finished_run
     before = (bundle_dir / "bundle.json").read_text()

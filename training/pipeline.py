@@ -18,6 +18,8 @@ training run that was cut short resumes from its own checkpoint):
 5. final_A/, final_B/  the final models on the top-K sites + enrichment + all positives.
 6. threshold.json  threshold of the agreement ensemble (and of A and B alone) tuned on validation F1.
 7. bundle/      weights, bundle.json (threshold, hnm, enrichment, validation, provenance), threshold.png.
+8. screen/      the fast first stage distilled from the final models, its threshold and report, added to the bundle
+                (`training.screen`; skipped when the config's screen.iterations is 0).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from training import stain
 from training.augment import centre_windows
 from training.config import Config, load_config
 from training.plots import plot_hnm_search
+from training.screen import run_screen_stage
 from training.sources import NegativeSites, TrainingData, load_training_data
 from training.threshold import plot_threshold_curves, summary, tune
 from training.train import BEST_MODEL, architecture, predict, train_model
@@ -335,17 +338,17 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
     )
     _DATA = data
 
-    logger.info("stage 1/7: base model on all %d negative sites", len(data.negatives_train))
+    logger.info("stage 1/8: base model on all %d negative sites", len(data.negatives_train))
     train_model(data, config.train, out / "base", BASE_POLICY, seed=0, description="base")
 
     if not (out / "scores.npz").exists():
-        logger.info("stage 2/7: scoring every training negative site with the base model")
+        logger.info("stage 2/8: scoring every training negative site with the base model")
         scores = score_sites(out / "base" / "best.safetensors", config.train.architecture, data, data.negatives_train)
         np.savez(out / "scores.npz", score=scores)
     scores, n_suspects = drop_suspects(config, data, out, np.load(out / "scores.npz")["score"])
 
     if not (out / "hnm_search.json").exists():
-        logger.info("stage 3/7: hard-negative search")
+        logger.info("stage 3/8: hard-negative search")
         write_json_atomically(search(config, data, out, scores, workers, n_suspects), out / "hnm_search.json")
     hnm = json.loads((out / "hnm_search.json").read_text())
     plot_hnm_search(hnm, out / "figure2_hnm_search.png")
@@ -353,12 +356,12 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
     cutoff = float(np.sort(scores)[::-1][k - 1])
 
     if not (out / "enrichment.npz").exists():
-        logger.info("stage 4/7: stain-unmixing enrichment of %d unlabeled images", len(data.unlabeled))
+        logger.info("stage 4/8: stain-unmixing enrichment of %d unlabeled images", len(data.unlabeled))
         enrich(config, data, out, cutoff)
     enrichment = load_enrichment(out / "enrichment.npz")
 
     selected = final_negatives(data, scores, k, enrichment)
-    logger.info("stage 5/7: final models on %d hard + %d enrichment negatives", k, len(enrichment))
+    logger.info("stage 5/8: final models on %d hard + %d enrichment negatives", k, len(enrichment))
     finals = {}
     for policy in config.final.policies:
         settings = replace(config.train, iterations=config.final.iterations, lr=config.final.lr)
@@ -371,14 +374,14 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
     arch = architecture(config.train.architecture)
     state_dicts = {policy: load_file(str(result.weights)) for policy, result in finals.items()}
     if not (out / "threshold.json").exists():
-        logger.info("stage 6/7: threshold tuning on validation")
+        logger.info("stage 6/8: threshold tuning on validation")
         write_bundle(Bundle(architecture=arch, models=[], threshold=0.5), state_dicts, bundle_dir)
         result = tune(Detector(bundle_dir), data, config.threshold.f1_tolerance)
         plot_threshold_curves(result, out / "threshold.png")
         write_json_atomically(summary(result), out / "threshold.json")
     threshold = json.loads((out / "threshold.json").read_text())
 
-    logger.info("stage 7/7: bundle")
+    logger.info("stage 7/8: bundle")
     ensemble_ap = ensemble_patch_ap(out, config.final.policies)
     bundle = Bundle(architecture=arch, models=[], threshold=threshold["variants"]["ensemble"]["threshold"])
     bundle.extra = {
@@ -401,6 +404,9 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
     }
     write_bundle(bundle, state_dicts, bundle_dir)
     shutil.copy(out / "threshold.png", bundle_dir / "threshold.png")
+    if config.screen.iterations > 0:
+        logger.info("stage 8/8: screen (distillation of the ensemble)")
+        run_screen_stage(bundle_dir, data, config.screen, out / "screen")
     logger.info(
         "done in %.0f s: K=%d, %d enrichment negatives, threshold %.4f, validation F1 A %.3f / B %.3f / ensemble %.3f",
         time.time() - started,

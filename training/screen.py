@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -187,7 +188,7 @@ def train_screen(
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return network.eval(), losses
 
 
@@ -280,33 +281,42 @@ def choose_threshold(detector: Detector, screen: ScreenNet, data: TrainingData, 
     return float(THRESHOLD_LADDER[best]), report
 
 
+SCREEN_WEIGHTS = "screen.safetensors"
+SCREEN_REPORT = "screen_report.json"
+
+
 def run_screen_stage(bundle_dir: Path, data: TrainingData, settings: ScreenSettings, out: Path, seed: int = 0) -> dict:
-    """Steps 1-5 of the module docstring; returns the report written into the bundle."""
-    started = time.time()
+    """Steps 1-5 of the module docstring; returns the report. Resumable: when `out` already holds a finished
+    screen (weights + report), it is only attached to the bundle again (the pipeline rewrites the bundle)."""
     out.mkdir(parents=True, exist_ok=True)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    detector = Detector(bundle_dir, use_screen=False)
-    rng = np.random.default_rng(seed)
-    pages, positives = build_pages(detector, data, settings, rng)
-    network, losses = train_screen(pages, positives, settings, detector.device, seed)
-    threshold, report = choose_threshold(detector, network, data, settings.survival)
-    report |= {
-        "pages": len(pages),
-        "positive_crops": len(positives),
-        "settings": asdict(settings),
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "seconds": round(time.time() - started),
-    }
-    np.save(out / "losses.npy", np.asarray(losses, dtype=np.float32))
-    write_json_atomically(report, out / "screen_report.json")
+    if not (out / SCREEN_REPORT).is_file():
+        started = time.time()
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        detector = Detector(bundle_dir, use_screen=False)
+        rng = np.random.default_rng(seed)
+        pages, positives = build_pages(detector, data, settings, rng)
+        network, losses = train_screen(pages, positives, settings, detector.device, seed)
+        _, report = choose_threshold(detector, network, data, settings.survival)
+        report |= {
+            "pages": len(pages),
+            "positive_crops": len(positives),
+            "settings": asdict(settings),
+            "final_loss": float(np.mean(losses[-50:])) if losses else None,
+            "seconds": round(time.time() - started),
+        }
+        np.save(out / "losses.npy", np.asarray(losses, dtype=np.float32))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(out / SCREEN_WEIGHTS)
+        )
+        write_json_atomically(report, out / SCREEN_REPORT)
+    report = json.loads((out / SCREEN_REPORT).read_text())
     bundle = read_bundle(bundle_dir)
     bundle.extra["screen_validation"] = {k: v for k, v in report.items() if k != "curve"}
-    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    write_screen(bundle, state, threshold, bundle_dir)
+    write_screen(bundle, load_file(str(out / SCREEN_WEIGHTS)), report["threshold"], bundle_dir)
     logger.info(
         "screen: threshold %.4g keeps %.2f%% of %d validation points and %d of %d named; P4 A scores %.1f%% of cells",
-        threshold,
+        report["threshold"],
         100 * report["survival"],
         report["points"],
         report["named_surviving"],

@@ -1,0 +1,100 @@
+"""Cost of one P4 window under each execution setting: tile size, batching, autocast precision, memory format, threads.
+
+    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--json OUT]
+
+Where the detector's settings come from (`model.dense.DEFAULT_TILE_CELLS`, `model.inference.PART_TILE_CELLS` and
+`PART_BATCH_TILES`, bf16 autocast on CPU, channels-last): each row times the shipped model A's forward pass on random
+input of one tile shape, repeated for `--seconds`, and reports microseconds per map cell (one 78 px window). Rows run
+one after the other in this process, so compare them as ratios within one run; absolute times depend on the CPU,
+which the report names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.process_speed import cpu_model  # noqa: E402
+from model.bundle import DEFAULT_BUNDLE_DIR, load_networks, read_bundle  # noqa: E402
+from model.geometry import OUTPUT_STRIDE_PX, RECEPTIVE_FIELD_PX  # noqa: E402
+from model.inference import autocast_dtype, window_scorer  # noqa: E402
+
+SETTINGS = (  # (tile cells, tiles per call, precision, channels-last, threads)
+    (128, 1, "auto", True, 2),
+    (64, 1, "auto", True, 2),
+    (48, 2, "auto", True, 2),
+    (32, 4, "auto", True, 2),
+    (24, 4, "auto", True, 2),
+    (24, 8, "auto", True, 2),
+    (16, 8, "auto", True, 2),
+    (64, 1, "auto", False, 2),
+    (64, 1, "fp32", True, 2),
+    (64, 1, "auto", True, 1),
+)
+
+
+def time_setting(
+    network, device, cells: int, batch: int, precision: str, channels_last: bool, threads: int, seconds: float
+) -> dict:
+    torch.set_num_threads(threads)
+    side_px = RECEPTIVE_FIELD_PX + (cells - 1) * OUTPUT_STRIDE_PX
+    dtype = autocast_dtype(device, precision)
+    score = window_scorer(
+        network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format), device, dtype
+    )
+    batch_tensor = torch.rand(batch, 3, side_px, side_px, generator=torch.Generator().manual_seed(0)).to(device)
+    if channels_last:
+        batch_tensor = batch_tensor.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        score(batch_tensor)  # warm-up (oneDNN primitive creation)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            score(batch_tensor)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            calls += 1
+    per_call = (time.perf_counter() - started) / calls
+    return {
+        "tile_cells": cells,
+        "tiles_per_call": batch,
+        "precision": str(dtype).replace("torch.", "") if dtype else "fp32",
+        "channels_last": channels_last,
+        "threads": threads,
+        "us_per_window": per_call / (batch * cells * cells) * 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="time per setting (default 5)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    bundle = read_bundle(DEFAULT_BUNDLE_DIR)
+    network = load_networks(bundle, DEFAULT_BUNDLE_DIR)[0].to(device)
+    rows = [time_setting(network, device, *setting, args.seconds) for setting in SETTINGS]
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); device {device}")
+    print(f"{'tile cells':>10}{'tiles/call':>11}{'precision':>10}{'ch-last':>8}{'threads':>8}{'us/window':>11}")
+    for row in rows:
+        print(
+            f"{row['tile_cells']:>10}{row['tiles_per_call']:>11}{row['precision']:>10}{row['channels_last']!s:>8}"
+            f"{row['threads']:>8}{row['us_per_window']:>11.1f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu_model(), "device": str(device), "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
