@@ -281,6 +281,11 @@ class StageProbe:
             with (
                 mock.patch.object(inference, "probability_map", self.timed(inference.probability_map, None)),
                 mock.patch.object(resample, "resample_rgb", self.timed(resample.resample_rgb, "resample")),
+                (  # commits before the screen have no screen_map
+                    mock.patch.object(inference, "screen_map", self.timed(inference.screen_map, "screen"))
+                    if hasattr(inference, "screen_map")
+                    else contextlib.nullcontext()
+                ),
             ):
                 yield self
         finally:

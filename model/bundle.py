@@ -133,7 +133,7 @@ def load_networks(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> list
     for entry in bundle.models:
         network = PlainP4ResNet(bundle.architecture)
         network.load_state_dict(_verified_weights(bundle_dir, entry.file, entry.sha256), strict=True)
-        networks.append(network.eval())
+        networks.append(network.eval().fold_batchnorms())
     if len(networks) != 2:
         raise BundleError(f"the agreement ensemble needs exactly 2 models, the bundle lists {len(networks)}")
     return networks

@@ -29,6 +29,10 @@ class Candidates:
     cells: np.ndarray  # (N, 2) int, (row, col) in the map
     probability: np.ndarray  # (N,) float
 
+    def subset(self, keep: np.ndarray) -> Candidates:
+        """The candidates where the boolean `keep` is True, in the same order."""
+        return Candidates(self.xy_px[keep], self.cells[keep], self.probability[keep])
+
 
 def min_distance_cells(min_distance_px: float) -> int:
     """The candidate spacing in map cells: a peak is the maximum of the (2 n + 1)^2 cells around it."""

@@ -7,6 +7,11 @@ map enters the output in two ways only, both near A's candidates (`cells_for_mod
 * a partner: a B peak within the agreement radius of an A candidate;
 * an A candidate left alone: B's value at the A candidate's own cell.
 
+Both lie in the square of whole cells the agreement radius spans around the A candidate, and the point's probability
+is at most B's maximum there. So B is scored in two steps: first on those squares; an A candidate whose square never
+reaches the floor cannot make a point (nor take a partner, since B's candidates start at the floor) and is dropped
+(`b_reaches_floor`); B's peak margin is then added around the others only.
+
 Whether a cell of B is a peak depends on B over the (2 n + 1)^2 cells around it (n = `min_distance_cells`). So B
 scored on A's candidate cells grown by the agreement radius plus n gives the same points, names and probabilities as
 B scored everywhere. One exception is left: skimage keeps one of two peaks of exactly equal value closer than n cells,
@@ -39,6 +44,19 @@ def trusted_cells(computed: np.ndarray, min_distance_cells: int) -> np.ndarray:
     return ndimage.minimum_filter(computed.astype(np.uint8), size=2 * min_distance_cells + 1, mode="nearest") > 0
 
 
+def partner_cells(agreement_radius_px: float) -> int:
+    """Whole map cells a partner can be away from an A candidate along each axis."""
+    return int(np.floor(agreement_radius_px / OUTPUT_STRIDE_PX))
+
+
+def b_reaches_floor(map_b: np.ndarray, cells: np.ndarray, agreement_radius_px: float, floor: float) -> np.ndarray:
+    """For each A candidate cell (row, col): does B reach `floor` anywhere in its partner square?"""
+    if not len(cells):
+        return np.zeros(0, dtype=bool)
+    square_max = ndimage.maximum_filter(map_b, size=2 * partner_cells(agreement_radius_px) + 1, mode="nearest")
+    return square_max[cells[:, 0], cells[:, 1]] >= floor
+
+
 def cells_for_model_b(
     candidate_cells: np.ndarray, map_shape: tuple[int, int], agreement_radius_px: float, min_distance_cells: int
 ) -> np.ndarray:
@@ -47,5 +65,4 @@ def cells_for_model_b(
     mask = np.zeros(map_shape, dtype=bool)
     if len(candidate_cells):
         mask[candidate_cells[:, 0], candidate_cells[:, 1]] = True
-    partner_cells = int(np.floor(agreement_radius_px / OUTPUT_STRIDE_PX))
-    return cells_near(mask, partner_cells + min_distance_cells)
+    return cells_near(mask, partner_cells(agreement_radius_px) + min_distance_cells)

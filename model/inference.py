@@ -32,7 +32,7 @@ from model.dense import DEFAULT_TILE_CELLS, covered_cells, probability_map
 from model.geometry import RECEPTIVE_FIELD_PX, map_shape
 from model.plain import PlainP4ResNet
 from model.plausibility import looks_like_micrograph
-from model.screen import SCREEN_GRID, SCREEN_TILE_CELLS, p4_cells_passing, screen_scorer
+from model.screen import p4_cells_passing, screen_map
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,15 @@ def cascade_points(
 
     map_a, computed_a = map_a_of(None if passing is None else cascade.cells_near(passing, md_cells))
     candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
-    cells_b = None if full_maps else cascade.cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells)
-    map_b, computed_b = map_b_of(cells_b)
+    if full_maps:
+        map_b, computed_b = map_b_of(None)
+    else:  # B in two steps: around every A candidate, then the peak margin only where B can reach the floor
+        map_b, computed_b = map_b_of(cascade.cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0))
+        candidates_a = candidates_a.subset(cascade.b_reaches_floor(map_b, candidates_a.cells, radius_px, floor))
+        wanted = cascade.cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells) & ~computed_b
+        if wanted.any():
+            more_b, more_computed = map_b_of(wanted)
+            map_b, computed_b = np.where(computed_b, map_b, more_b), computed_b | more_computed
     candidates_b = local_maxima(map_b, min_distance_px, floor, trusted(computed_b))
     return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_b, radius_px)
 
@@ -162,9 +169,8 @@ class Detector:
 
     def screen_passing(self, image_rgb: np.ndarray) -> np.ndarray:
         """P4 cells the screen passes (owned by screen cells at or above the bundle's screen threshold)."""
-        scorer = screen_scorer(self.screen, self.device, self.autocast_dtype)
-        screen_map = probability_map(image_rgb, scorer, self.device, SCREEN_TILE_CELLS, grid=SCREEN_GRID)
-        return p4_cells_passing(screen_map >= self.bundle.screen.threshold, map_shape(*image_rgb.shape[:2]))
+        probability = screen_map(image_rgb, self.screen, self.device, self.autocast_dtype)
+        return p4_cells_passing(probability >= self.bundle.screen.threshold, map_shape(*image_rgb.shape[:2]))
 
     def candidates(
         self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False, full_maps: bool = False

@@ -9,7 +9,8 @@ chosen on validation fields so that the ensemble's candidates and named mitoses 
 Geometry: the screen reads the same mirrored image as the P4 models (`model.geometry.BORDER_PAD_PX`). Screen cell i
 covers padded pixels [16 i, 16 i + 96); it owns P4 cells 2 i + 1 and 2 i + 2 (per axis), whose windows lie inside its
 own and whose centres are the two nearest its centre. `p4_cells_passing` and `screen_targets` are the two directions
-of that one ownership rule.
+of that one ownership rule. Windows that hold nothing but glass are not scored (`screen_map`): on a MIDOG-sized tile
+that is mostly background, most of the screen's own cost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.geometry import OUTPUT_STRIDE_PX, Grid
+from model.dense import probability_map
+from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX, Grid
+from model.tissue import non_glass_blocks
 
 SCREEN_LAYERS: tuple[tuple[int, int, int], ...] = (
     (4, 2, 16),
@@ -47,8 +50,8 @@ SCREEN_GRID: Grid = _grid_of(SCREEN_LAYERS)
 CELLS_PER_SCREEN_CELL = SCREEN_GRID.stride_px // OUTPUT_STRIDE_PX
 """P4 cells per screen cell along each axis (2)."""
 
-SCREEN_TILE_CELLS = 64
-"""Screen cells per tile side: 1104 px input tiles, the size of the P4 models' full-map tiles."""
+SCREEN_TILE_CELLS = 32
+"""Screen cells per tile side: 592 px input tiles, so that glass is skipped in pieces of half a millimetre or less."""
 
 
 class ScreenNet(nn.Module):
@@ -80,6 +83,28 @@ def screen_scorer(
         return torch.sigmoid(logits.float())[:, 0]
 
     return score
+
+
+def screen_cells_off_glass(image_rgb: np.ndarray) -> np.ndarray:
+    """Screen cells whose window holds anything but glass (`model.tissue.glass_mask`, sampled every 4th pixel)."""
+    stride_px = SCREEN_GRID.stride_px
+    blocks = non_glass_blocks(image_rgb, stride_px)
+    before = BORDER_PAD_PX // stride_px  # cell i's window starts `before` blocks above block i
+    after = SCREEN_GRID.receptive_field_px // stride_px - before
+    padded = np.pad(blocks, ((before, after), (before, after)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (before + after, before + after))
+    height_px, width_px = image_rgb.shape[:2]
+    rows, cols = SCREEN_GRID.map_shape(height_px + 2 * BORDER_PAD_PX, width_px + 2 * BORDER_PAD_PX)
+    return windows.any(axis=(2, 3))[:rows, :cols]
+
+
+def screen_map(
+    image_rgb: np.ndarray, network: ScreenNet, device: torch.device, dtype: torch.dtype | None
+) -> np.ndarray:
+    """The screen's probability map of an image (mirrored like the P4 maps); only glass is skipped (0 there)."""
+    scorer = screen_scorer(network, device, dtype)
+    cells = screen_cells_off_glass(image_rgb)
+    return probability_map(image_rgb, scorer, device, SCREEN_TILE_CELLS, grid=SCREEN_GRID, cells=cells)
 
 
 def _owner_index(p4_cells: int, screen_cells: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from conftest import REAL_DATA
 
 from model.bundle import DEFAULT_BUNDLE_DIR
-from model.cascade import cells_for_model_b, cells_near, trusted_cells
+from model.cascade import b_reaches_floor, cells_for_model_b, cells_near, trusted_cells
 from model.dense import covered_cells
 from model.inference import PART_TILE_CELLS, Detector
 from model.spacing import DEFAULT_SPACING_MM
@@ -41,6 +41,14 @@ def test_model_b_cells_grow_from_a_candidates():
     # 30 px = 3 whole cells of 8 px for a partner, + 3 cells of peak neighbourhood
     assert cells[14:27, 14:27].all() and cells.sum() == 13 * 13
     assert not cells_for_model_b(np.zeros((0, 2), int), (40, 40), 30.0, 3).any()
+
+
+def test_a_candidates_whose_partner_square_stays_below_the_floor_are_dropped():
+    map_b = np.zeros((20, 20), dtype=np.float32)
+    map_b[5, 8] = 0.4  # 3 cells (24 px) from the first candidate: inside its 30 px partner square
+    map_b[15, 15] = 0.1
+    cells = np.array([[5, 5], [15, 12], [15, 15]])
+    assert b_reaches_floor(map_b, cells, 30.0, floor=0.25).tolist() == [True, False, False]
 
 
 def _points(merged, floor: float) -> tuple[np.ndarray, ...]:

@@ -105,3 +105,24 @@ def test_exported_weights_load_back_into_the_e2cnn_network():
     exported["stem.weight"] = torch.randn_like(exported["stem.weight"])  # not a P4 filter: refused
     with pytest.raises(ValueError, match="round-trip"):
         p4resnet.P4ResNet(architecture("narrow")).load_exported_state_dict(exported)
+
+
+def test_folded_batch_norms_compute_the_same_function():
+    from conftest import random_plain_state
+
+    net = PlainP4ResNet(ArchitectureConfig())
+    for module in net.modules():  # non-trivial affine parameters too, not only statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    state = random_plain_state(5) | {k: v for k, v in net.state_dict().items() if k.endswith(("weight", "bias"))}
+    net.load_state_dict(state)
+    net.eval()
+    x = torch.rand(2, 3, 78 + 8 * 3, 78 + 8 * 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(x)
+        folded = net.fold_batchnorms()
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == 22 + 1  # each block's bn1, head
+        torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        PlainP4ResNet(ArchitectureConfig()).train().fold_batchnorms()

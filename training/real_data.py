@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from model.spacing import DEFAULT_SPACING_MM
+from model.tissue import tissue_mask
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -222,16 +223,3 @@ def load_unlabeled_fields(root: str | Path | None = None) -> list[UnlabeledField
     """The MITOS 2012 high-power fields (2084 x 2084 px at 0.2456 um/px), sorted by name."""
     root = _root(root)
     return [UnlabeledField(path, *_image_size(path)) for path in sorted((root / _UNLABELED_FOLDER).glob("*.jpg"))]
-
-
-def tissue_mask(rgb: np.ndarray, max_brightness: float = 215.0, min_saturation: float = 0.07) -> np.ndarray:
-    """Boolean H x W mask of stained tissue: not bright glass and not grey (saturation = (max - min) / max).
-
-    Thresholds are for 8-bit H&E at 40x: glass is ~230-250 in every channel with almost no saturation.
-    """
-    rgb = np.asarray(rgb, dtype=np.float32)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"rgb must have shape (H, W, 3), got {rgb.shape}")
-    brightest = rgb.max(axis=-1)
-    saturation = (brightest - rgb.min(axis=-1)) / np.maximum(brightest, 1.0)
-    return (rgb.mean(axis=-1) < max_brightness) & (saturation > min_saturation)

@@ -43,7 +43,7 @@ from model.dense import MirroredImage, covered_cells, probability_map
 from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
 from model.inference import PART_TILE_CELLS, Detector, cascade_points
 from model.output import write_json_atomically
-from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_scorer, screen_targets
+from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_targets
 from model.spacing import DEFAULT_SPACING_MM
 from training.augment import POLICIES, colour_jitter
 from training.config import ScreenSettings, load_config
@@ -210,7 +210,7 @@ def _same_points(exact: EnsembleDetections, fast: EnsembleDetections, floor: flo
     return present, exact.agreed[keep]
 
 
-def replay(detector: Detector, rgb: np.ndarray, screen_map: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+def replay(detector: Detector, rgb: np.ndarray, screen_probability: np.ndarray, thresholds: np.ndarray) -> list[dict]:
     """Survival of the exact path's points for each screen threshold, from the teacher's full maps (no rescoring):
     a partly scored map is the full map on the covered cells and 0 elsewhere, exactly as `Detector` computes it."""
     spacing_mm = (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM)
@@ -231,7 +231,7 @@ def replay(detector: Detector, rgb: np.ndarray, screen_map: np.ndarray, threshol
     named = exact.agreed & (exact.probability >= bundle.threshold)
     rows = []
     for threshold in thresholds:
-        passing = p4_cells_passing(screen_map >= threshold, shape)
+        passing = p4_cells_passing(screen_probability >= threshold, shape)
         _, _, fast = cascade_points(bundle, spacing_mm, from_full(0), from_full(1), passing)
         present, _ = _same_points(exact, fast, bundle.candidate_floor)
         named_present, _ = _same_points(
@@ -251,12 +251,12 @@ def replay(detector: Detector, rgb: np.ndarray, screen_map: np.ndarray, threshol
 
 def choose_threshold(detector: Detector, screen: ScreenNet, data: TrainingData, survival: float) -> tuple[float, dict]:
     """The highest threshold of the ladder that keeps `survival` of all validation points and every named one."""
-    scorer = screen_scorer(screen, detector.device, detector.autocast_dtype)
     totals = np.zeros((len(THRESHOLD_LADDER), 5))
     for region in tqdm(data.validation_regions, desc="screen threshold", unit="region"):
         rgb = np.ascontiguousarray(data.images[region.image].read(region.x_range))
-        screen_map = probability_map(rgb, scorer, detector.device, grid=SCREEN_GRID)
-        rows = replay(detector, rgb, screen_map, THRESHOLD_LADDER)
+        rows = replay(
+            detector, rgb, screen_map(rgb, screen, detector.device, detector.autocast_dtype), THRESHOLD_LADDER
+        )
         totals += [[r["points"], r["surviving"], r["named"], r["named_surviving"], r["cells_passing"]] for r in rows]
     points, surviving, named, named_surviving, passing = totals.T
     passing = passing / len(data.validation_regions)
@@ -283,6 +283,17 @@ def choose_threshold(detector: Detector, screen: ScreenNet, data: TrainingData, 
 
 SCREEN_WEIGHTS = "screen.safetensors"
 SCREEN_REPORT = "screen_report.json"
+
+
+def rechoose_threshold(bundle_dir: Path, data: TrainingData, settings: ScreenSettings, out: Path) -> None:
+    """Step 4 again for the trained screen in `out` (after a change to how the cascade or the screen map is
+    computed); the training part of the report is kept."""
+    report = json.loads((out / SCREEN_REPORT).read_text())
+    network = ScreenNet()
+    network.load_state_dict(load_file(str(out / SCREEN_WEIGHTS)))
+    detector = Detector(bundle_dir, use_screen=False)
+    _, chosen = choose_threshold(detector, network.eval().to(detector.device), data, settings.survival)
+    write_json_atomically(report | chosen, out / SCREEN_REPORT)
 
 
 def run_screen_stage(bundle_dir: Path, data: TrainingData, settings: ScreenSettings, out: Path, seed: int = 0) -> dict:
@@ -334,6 +345,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="the training data the bundle was made with")
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and loss curve")
     parser.add_argument("--config", default="gpu-short", help="config whose [data] and [screen] settings apply")
+    parser.add_argument(
+        "--rechoose-threshold", action="store_true", help="keep the screen trained in --out, choose its threshold again"
+    )
     return parser
 
 
@@ -348,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.data.validation_fraction,
         config.data.split_seed,
     )
+    if args.rechoose_threshold:
+        rechoose_threshold(args.bundle, data, config.screen, args.out)
     report = run_screen_stage(args.bundle, data, config.screen, args.out)
     print(json.dumps({k: v for k, v in report.items() if k != "curve"}, indent=2))
     return 0

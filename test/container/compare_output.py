@@ -8,7 +8,7 @@ points, version; every point exactly name, point, probability; point = 3 finite 
 coordinates by mistake); probability in [0, 1]; name "mitotic figure" or "non-mitotic figure".
 Comparison: same number of points; every expected point matched one-to-one by an actual point of the same name whose
 coordinates all differ by at most --coord-tol mm (default 2e-4 mm, under a pixel at 0.25 um/px) and whose probability
-differs by at most --prob-tol (default 0.02).
+differs by at most --prob-tol (default 0.04: bf16 and fp32 dense maps of the shipped models differ by up to ~0.04).
 What a user relies on is compared strictly, the rest is information: with --compare-above P, only "mitotic figure"
 points and candidates with probability >= P (on either side) must match; differences among lower candidates (a local
 maximum that moves by one map cell or appears at the floor when bf16 and fp32, or two CPUs, round differently) are
@@ -159,7 +159,7 @@ def main(argv=None):
     parser.add_argument("actual")
     parser.add_argument("expected")
     parser.add_argument("--coord-tol", type=float, default=2e-4, help="mm, per coordinate (default 2e-4)")
-    parser.add_argument("--prob-tol", type=float, default=0.02, help="absolute (default 0.02)")
+    parser.add_argument("--prob-tol", type=float, default=0.04, help="absolute (default 0.04)")
     parser.add_argument(
         "--compare-above",
         type=float,
