@@ -170,8 +170,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-screen",
         action="store_true",
-        help="exact dense path: model A scores every window instead of only where the bundle's screen passes\n"
-        "(slower; the screen keeps >= 99.5%% of the exact path's points, see model/weights/README.md)",
+        help="exact dense path on a CPU too: model A scores every window instead of only where the bundle's screen\n"
+        "passes (slower; the screen keeps >= 99.5%% of the exact path's points, see model/weights/README.md).\n"
+        "On a GPU the exact path is the default: it is faster there",
     )
     parser.add_argument(
         "--precision",
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError("--overlay-dir is for batch mode (--output-dir); use --overlay FILE.png")
             jobs = [preflight.plan_single(args.input, args.output or DEFAULT_OUTPUT_FILE, args.overlay)]
         preflight.check_device(args.device, args.precision)
-        detector = Detector(args.bundle, device=args.device, precision=args.precision, use_screen=not args.no_screen)
+        use_screen = False if args.no_screen else None  # None: the screen on CPUs, the exact path on GPUs
+        detector = Detector(args.bundle, device=args.device, precision=args.precision, use_screen=use_screen)
         if args.output_dir is not None:
             return run_batch(detector, jobs)
         MitosisDetection(args.input, jobs[0].output, detector, jobs[0].overlay).process()

@@ -36,6 +36,7 @@ SETTINGS = (  # (tile cells, tiles per call, precision, channels-last, threads)
     (32, 4, "auto", True, 2),
     (24, 4, "auto", True, 2),
     (24, 8, "auto", True, 2),
+    (24, 16, "auto", True, 2),
     (16, 8, "auto", True, 2),
     (64, 1, "auto", False, 2),
     (64, 1, "fp32", True, 2),
