@@ -24,7 +24,7 @@ from model.geometry import BORDER_PAD_PX, P4_GRID, Grid
 DEFAULT_TILE_CELLS = 64
 """Map cells per tile side for a full map: 582 px input tiles (78 + 63 * 8). Per window, 1.5x faster than 1094 px
 tiles on a 2-core AMD EPYC with bf16 (29 vs 43 us per window: the smaller tile stays in cache), as fast as 24-cell
-tiles batched by 4 (`PART_TILE_CELLS`)."""
+tiles batched by 4 (`model.inference.PART_TILE_CELLS`)."""
 
 
 def reflect_indices(indices: np.ndarray, length: int) -> np.ndarray:

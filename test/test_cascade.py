@@ -76,6 +76,6 @@ def test_model_b_on_part_of_the_image_changes_nothing_on_real_fields():
         assert (named == named_fast).all() or np.abs(exact_p[order_exact][named != named_fast] - threshold).max() < 2e-3
         candidates_a = detector.candidates(rgb, SPACING_MM)[0]
         scored_b.append(
-            covered_cells(cells_for_model_b(candidates_a.cells, (127, 127), 30.0, 3), PART_TILE_CELLS).mean()
+            covered_cells(cells_for_model_b(candidates_a.cells, (127, 127), 30.0, 3), PART_TILE_CELLS["B"]).mean()
         )
     assert min(scored_b) < 1.0, "B was needed everywhere: the test did not exercise a partial map"

@@ -221,7 +221,7 @@ def replay(detector: Detector, rgb: np.ndarray, screen_probability: np.ndarray, 
         def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
             if cells is None:
                 return full[index], None
-            covered = covered_cells(cells, PART_TILE_CELLS)
+            covered = covered_cells(cells, PART_TILE_CELLS["AB"[index]])
             return np.where(covered, full[index], 0.0).astype(np.float32), covered
 
         return map_of
