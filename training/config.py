@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tomllib
 
+from training.split import VALIDATION_FRACTION
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -20,7 +22,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 class DataSettings:
     grid_step_px: int = 32  # spacing of negative grid sites
     min_distance_um: float = 16.0  # grid sites this close to a mitotic figure are not negatives
-    validation_fraction: float = 0.2
+    validation_fraction: float = VALIDATION_FRACTION
     split_seed: int = 0
 
 
@@ -36,7 +38,7 @@ class TrainSettings:
     val_negatives: int = 20_000  # cap on validation negative sites (a fixed random subset when there are more)
     precision: str = "auto"  # auto = fp16 on CUDA, bf16 on CPU; or fp32
     threads: int = 0  # torch CPU threads; 0 = torch's choice
-    architecture: str = "paper"  # "paper" (70 layers) or "tiny" (a few layers, for CI only)
+    architecture: str = "paper"  # "paper" (70 layers) or "narrow" (the same 70 layers, fewer fields: for CI only)
     lab_transfer_p: float = 0.0  # LAB colour transfer (Reinhard) added to the policy with this probability
 
 

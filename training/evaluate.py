@@ -46,7 +46,8 @@ from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE, write_json_atomical
 
 MATCH_RADIUS_MM: float = MATCH_RADIUS_UM / 1000.0
 AP_BOX_HALF_SIZE_MM: float = 0.01125
-"""The challenge turns each point into a 22.5 um square (50 px at 0.225 um/px) to compute AP with a box metric."""
+"""The challenge turns each point into a 22.5 um square (+/- 11.25 um: 90 px at 0.25 um/px) to compute AP with a box
+metric."""
 AP_IOU_THRESHOLD: float = 0.5
 MAX_COORDINATE_MM: float = 10.0
 """A MIDOG region is ~1.7 mm wide: any coordinate above 10 means pixels were written where mm are expected."""

@@ -6,7 +6,8 @@
 - Negatives: *sites* (image, row, col), cut on demand: every point of a grid (step `grid_step_px`) on tissue whose
   centre is at least `min_distance_um` from any mitotic figure, plus every imposter / look-alike annotation. Hard
   negative mining ranks these sites and trains on a subset of them (`NegativeSites.subset`).
-- Unlabeled images: where stain-unmixing enrichment looks for extra negatives (`training.enrichment`).
+- Unlabeled images: where stain-unmixing enrichment looks for extra negatives (`training.pipeline.enrich`,
+  `training.stain`).
 - Validation regions: whole image regions with their annotated mitoses, where the detector's threshold is tuned.
 
 Two readers fill the same `TrainingData`:
@@ -37,7 +38,7 @@ from model.spacing import px_from_um
 from training import real_data
 from training.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
 from training.nuclei import nucleus_centres
-from training.split import split_images
+from training.split import VALIDATION_FRACTION, split_images
 from training.validation_metrics import calibrated_negative_weight
 
 logger = logging.getLogger(__name__)
@@ -263,7 +264,7 @@ def _plain(counts: dict) -> dict:
     return {str(k): int(v) for k, v in counts.items()}
 
 
-def validation_fold(key: str, fraction: float = 0.2) -> bool:
+def validation_fold(key: str, fraction: float = VALIDATION_FRACTION) -> bool:
     """Stable pseudo-random assignment of a group key (slide or file) to validation."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
@@ -328,7 +329,11 @@ def find_annotations(dataset_dir: Path) -> Path:
 
 
 def from_midog(
-    dataset_dir: Path, grid_step_px: int, min_distance_um: float, validation_fraction: float = 0.2, seed: int = 0
+    dataset_dir: Path,
+    grid_step_px: int,
+    min_distance_um: float,
+    validation_fraction: float = VALIDATION_FRACTION,
+    seed: int = 0,
 ) -> TrainingData:
     """Training data of a MIDOG-format folder (annotation JSON + TIFFs); see the module docstring."""
     dataset = load_dataset(find_annotations(dataset_dir), dataset_dir)
@@ -513,7 +518,11 @@ def from_real(
 
 
 def load_training_data(
-    data: Path, grid_step_px: int, min_distance_um: float, validation_fraction: float = 0.2, seed: int = 0
+    data: Path,
+    grid_step_px: int,
+    min_distance_um: float,
+    validation_fraction: float = VALIDATION_FRACTION,
+    seed: int = 0,
 ) -> TrainingData:
     """`from_real` when `data` holds the real offline folder (patches.csv), else `from_midog`."""
     data = Path(data)

@@ -29,6 +29,9 @@ import numpy as np
 
 from training.midog_dataset import ImageRecord, load_dataset
 
+VALIDATION_FRACTION = 0.2
+"""Share of every domain's images (and of the real data's crop groups and MITOS fields) held out for validation."""
+
 __all__ = ["Split", "get_args_parser", "main", "split_images"]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +56,9 @@ class Split:
         }
 
 
-def split_images(images: Sequence[ImageRecord], validation_fraction: float = 0.2, seed: int = 0) -> Split:
+def split_images(
+    images: Sequence[ImageRecord], validation_fraction: float = VALIDATION_FRACTION, seed: int = 0
+) -> Split:
     """Split images into train / validation, stratified by ``domain`` and mitotic-figure count.
 
     Parameters
@@ -119,8 +124,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.2,
-        help="share of every domain's images used for validation (default: 0.2)",
+        default=VALIDATION_FRACTION,
+        help=f"share of every domain's images used for validation (default: {VALIDATION_FRACTION})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the tie-breaking and offsets (default: 0)")
     parser.add_argument(
