@@ -140,3 +140,14 @@ def check_matches_geometry(config: ArchitectureConfig) -> None:
         )
     if spatial_sizes(config, rf)[-1] != 1:
         raise ValueError("a receptive-field-sized input must produce exactly one output cell")
+
+
+def architecture(name: str) -> ArchitectureConfig:
+    """The paper's 70-layer net, or a narrow twin with the same layers and receptive field (CI smoke runs only)."""
+    if name == "paper":
+        return ArchitectureConfig()
+    if name == "narrow":
+        paper = ArchitectureConfig()
+        stages = tuple(StageConfig(4, stage.kernels, stage.strided) for stage in paper.stages)
+        return ArchitectureConfig(stem_fields=4, stages=stages, head_channels=8)
+    raise ValueError(f"unknown architecture {name!r} (paper or narrow)")

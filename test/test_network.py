@@ -91,7 +91,7 @@ def test_plain_net_does_not_need_e2cnn():
 def test_exported_weights_load_back_into_the_e2cnn_network():
     """Training can start from a shipped bundle: export -> load_exported_state_dict -> export is the identity
     (the narrow twin of the architecture: same layers, same kinds of filters, seconds instead of a minute)."""
-    from training.train import architecture
+    from model.architecture import architecture
 
     torch.manual_seed(1)
     original = p4resnet.P4ResNet(architecture("narrow")).train()

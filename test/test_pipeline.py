@@ -119,12 +119,12 @@ def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
     import torch
     from safetensors.torch import load_file
 
+    from model.architecture import architecture
     from model.dense import probability_map
     from model.inference import autocast_dtype, window_scorer
     from model.plain import PlainP4ResNet
     from training.augment import centre_windows
     from training.sources import load_training_data
-    from training.train import architecture
 
     out, _ = finished_run
     config = json.loads((out / "config.json").read_text())

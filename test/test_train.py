@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from model.architecture import architecture
 from model.plain import PlainP4ResNet
 from training import train
 from training.config import load_config
@@ -54,7 +55,7 @@ def iterations_logged(out: Path) -> list[str]:
 def test_smoke_config_is_small_and_uses_the_narrow_twin():
     config = load_config("smoke")
     assert config.train.iterations <= 10 and config.train.architecture == "narrow"
-    assert train.architecture("narrow").stages[0].kernels == train.architecture("paper").stages[0].kernels
+    assert architecture("narrow").stages[0].kernels == architecture("paper").stages[0].kernels
 
 
 def test_trains_exports_and_resumes_after_a_kill(tmp_path, synthetic_dataset, config_file, caplog, monkeypatch):
@@ -73,7 +74,7 @@ def test_trains_exports_and_resumes_after_a_kill(tmp_path, synthetic_dataset, co
         run(tmp_path, synthetic_dataset, config_file)
     monkeypatch.setattr(train, "save_atomically", original_save)
     assert iterations_logged(tmp_path) == ["1", "2"]
-    plain = PlainP4ResNet(train.architecture("narrow"))
+    plain = PlainP4ResNet(architecture("narrow"))
     plain.load_state_dict(load_file(str(tmp_path / "best.safetensors")), strict=True)  # exported, loadable
 
     run(tmp_path, synthetic_dataset, config_file)  # the same command again: continues from the checkpoint

@@ -42,6 +42,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from model.architecture import architecture
 from model.bundle import Bundle, write_bundle
 from model.inference import Detector, autocast_dtype
 from model.output import write_json_atomically
@@ -53,7 +54,7 @@ from training.plots import plot_hnm_search
 from training.screen import run_screen_stage
 from training.sources import NegativeSites, TrainingData, load_training_data
 from training.threshold import plot_threshold_curves, summary, tune
-from training.train import BEST_MODEL, architecture, predict, train_model
+from training.train import BEST_MODEL, predict, train_model
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.pipeline")
@@ -77,7 +78,18 @@ def score_sites(weights: Path, arch: str, data: TrainingData, sites: NegativeSit
 
 # ------------------------------------------------------------------------------------------------ search trials
 
-_DATA: TrainingData | None = None  # set before worker processes fork, so they share it copy-on-write
+_WORKER_DATA: TrainingData | None = None
+"""The training data inside a forked search worker (`_init_worker`, once per worker, never in the main process):
+fork shares it copy-on-write instead of pickling it into every job."""
+
+
+def _init_worker(data: TrainingData) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+
+
+def _run_trial_in_worker(job: tuple) -> tuple[str, float, float]:
+    return run_trial(_WORKER_DATA, job)
 
 
 def trial_name(selection: str, k: int, seed: int) -> str:
@@ -94,7 +106,7 @@ def trial_negatives(data: TrainingData, scores: np.ndarray, selection: str, k: i
     return data.negatives_train.subset(np.sort(chosen))
 
 
-def run_trial(job: tuple) -> tuple[str, float, float]:
+def run_trial(data: TrainingData, job: tuple) -> tuple[str, float, float]:
     """One search trial (runs in a worker process when --workers > 1)."""
     config, out, scores, selection, k, seed, worker_threads, gpu = job
     if gpu is not None:
@@ -107,19 +119,26 @@ def run_trial(job: tuple) -> tuple[str, float, float]:
         settings = replace(settings, threads=worker_threads)
     init = out / "base" / BEST_MODEL if config.hnm.init == "base" else None
     result = train_model(
-        _DATA,
+        data,
         settings,
         out / "search" / name,
         BASE_POLICY,
         seed,
-        trial_negatives(_DATA, scores, selection, k, seed),
+        trial_negatives(data, scores, selection, k, seed),
         init=init,
         description=name,
     )
     return name, result.field_ap, result.val_ap_calibrated
 
 
-def run_trials(config: Config, out: Path, scores: np.ndarray, trials: list[tuple[str, int, int]], workers: int) -> None:
+def run_trials(
+    config: Config,
+    data: TrainingData,
+    out: Path,
+    scores: np.ndarray,
+    trials: list[tuple[str, int, int]],
+    workers: int,
+) -> None:
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 and not gpus else 0
     jobs = [
@@ -128,10 +147,11 @@ def run_trials(config: Config, out: Path, scores: np.ndarray, trials: list[tuple
     ]
     if workers <= 1:
         for job in tqdm(jobs, desc="HNM search trials", unit="trial"):
-            run_trial(job)
+            run_trial(data, job)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for _ in tqdm(pool.imap_unordered(run_trial, jobs), total=len(jobs), desc="HNM search trials", unit="trial"):
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(data,)) as pool:
+        trial_results = pool.imap_unordered(_run_trial_in_worker, jobs)
+        for _ in tqdm(trial_results, total=len(jobs), desc="HNM search trials", unit="trial"):
             pass
 
 
@@ -170,7 +190,7 @@ def search(
         return float(np.mean([trial_record(out, selection, k, seed)[metric] for seed in config.hnm.seeds]))
 
     all_trials = [("all", n, seed) for seed in config.hnm.seeds]
-    run_trials(config, out, scores, all_trials + trials_for(grid), workers)
+    run_trials(config, data, out, scores, all_trials + trials_for(grid), workers)
     if config.hnm.refine and len(grid) > 1:
         best = int(np.argmax([mean_ap("hard", k) for k in grid]))
         # the optimum at an edge of the grid: extend beyond it (halve / double) besides the midpoints inside
@@ -181,7 +201,7 @@ def search(
             outward = [min(2 * grid[-1], n)]
         neighbours = [grid[i] for i in (best - 1, best + 1) if 0 <= i < len(grid)]
         midpoints = sorted(({int(round(math.sqrt(grid[best] * k))) for k in neighbours} | set(outward)) - set(grid))
-        run_trials(config, out, scores, trials_for(midpoints), workers)
+        run_trials(config, data, out, scores, trials_for(midpoints), workers)
         grid = sorted(set(grid) | set(midpoints))
 
     pixels_per_window = (2 * (config.data.grid_step_px // 2)) ** 2
@@ -317,7 +337,6 @@ def git_commit() -> str:
 
 def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: int = 1) -> Path:
     """Run (or continue) every stage; returns the bundle folder."""
-    global _DATA
     config = load_config(config_path)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.json"
@@ -336,7 +355,6 @@ def run_pipeline(config_path: str | Path, data_dir: Path, out: Path, workers: in
         config.data.validation_fraction,
         config.data.split_seed,
     )
-    _DATA = data
 
     logger.info("stage 1/8: base model on all %d negative sites", len(data.negatives_train))
     train_model(data, config.train, out / "base", BASE_POLICY, seed=0, description="base")
@@ -436,14 +454,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
-    parser.add_argument("--data", type=Path, required=True, help="MIDOG-format dataset folder or ../shared/data/real")
+    parser.add_argument("--data", type=Path, default=None, help="MIDOG-format dataset folder or ../shared/data/real")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--workers", type=int, default=1, help="search trials run at once (default: 1)")
+    parser.add_argument(
+        "--retune-threshold",
+        action="store_true",
+        help="redo the threshold stage (6) and the bundle of the finished run in --out, with the config and data it\n"
+        "was made with (no --config / --data needed)",
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.retune_threshold:
+        made_with = json.loads((args.out / "config.json").read_text())
+        (args.out / "threshold.json").unlink(missing_ok=True)
+        run_pipeline(made_with["_config_path"], Path(made_with["_data"]), args.out, args.workers)
+        return
+    if args.data is None:
+        raise SystemExit("error: --data is required (or --retune-threshold for a finished run)")
     run_pipeline(args.config, args.data, args.out, args.workers)
 
 

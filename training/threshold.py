@@ -11,32 +11,28 @@ TP / FP / FN. Two cases:
 The chosen threshold is the lowest whose F1 is within `f1_tolerance` of the best: unseen scanners and tumours lower
 the models' confidence, so among near-equal choices the one with more recall is kept.
 
-    python -m training.threshold --run runs/cpu-small   # re-tune the bundle of a pipeline run
+Re-tune the bundle of a pipeline run: `python -m training.pipeline --out runs/X --retune-threshold`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from model.inference import Detector  # noqa: E402
-from model.matching import MATCH_RADIUS_UM  # noqa: E402
-from model.spacing import mm_from_px, px_from_um  # noqa: E402
-from training import real_data  # noqa: E402
-from training.evaluate import average_precision, f1_by_threshold  # noqa: E402
-from training.field_validation import VARIANTS, variant_points  # noqa: E402
-from training.sources import TrainingData  # noqa: E402
-from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1  # noqa: E402
+from model.inference import Detector
+from model.matching import MATCH_RADIUS_UM
+from model.spacing import mm_from_px, px_from_um
+from training import real_data
+from training.evaluate import average_precision, f1_by_threshold
+from training.field_validation import VARIANTS, variant_points
+from training.sources import TrainingData
+from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1
 
 logger = logging.getLogger("training.threshold")
 
@@ -198,7 +194,9 @@ def tune(detector: Detector, data: TrainingData, tolerance: float, max_positives
 
 def plot_threshold_curves(result: dict, out_png: Path) -> None:
     """F1 against threshold for A, B and the ensemble, with the chosen thresholds."""
-    figure, axis = plt.subplots(figsize=(6.5, 4))
+    figure = Figure(figsize=(6.5, 4))  # no pyplot: no global backend switch, no figure registry
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
     for name, (thresholds, f1) in result["curves"].items():
         line = axis.plot(thresholds, f1, label=f"{name}: F1 {result['variants'][name]['f1']:.3f}")[0]
         axis.axvline(result["variants"][name]["threshold"], color=line.get_color(), linestyle="--", linewidth=0.8)
@@ -211,7 +209,6 @@ def plot_threshold_curves(result: dict, out_png: Path) -> None:
     axis.set_title(result["method"][:80], fontsize=8)
     figure.tight_layout()
     figure.savefig(out_png, dpi=100)
-    plt.close(figure)
 
 
 def summary(result: dict) -> dict:
@@ -225,24 +222,3 @@ def summary(result: dict) -> dict:
         | {"variants": result["variants"]}
         | {k: v for k, v in result.items() if k not in ("variants", "curves", "method")}
     )
-
-
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--run", type=Path, required=True, help="pipeline output folder (holds bundle/, config.json)")
-    return parser
-
-
-def main(args: argparse.Namespace) -> None:
-    from training.pipeline import run_pipeline  # the threshold stage of the pipeline, forced to run again
-
-    config_json = json.loads((args.run / "config.json").read_text())
-    (args.run / "threshold.json").unlink(missing_ok=True)
-    run_pipeline(config_json["_config_path"], Path(config_json["_data"]), args.run)
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(get_args_parser().parse_args())

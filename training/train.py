@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model.architecture import ArchitectureConfig, StageConfig
+from model.architecture import architecture
 from model.p4resnet import P4ResNet
 from model.plain import PlainP4ResNet
 from training.augment import POLICIES, augment_batch, centre_windows, with_lab_transfer
@@ -43,17 +43,6 @@ from training.sources import NegativeSites, TrainingData, load_training_data, ne
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.train")
-
-
-def architecture(name: str) -> ArchitectureConfig:
-    """The paper's 70-layer net, or a narrow twin with the same layers and receptive field (CI smoke runs only)."""
-    if name == "paper":
-        return ArchitectureConfig()
-    if name == "narrow":
-        paper = ArchitectureConfig()
-        stages = tuple(StageConfig(4, stage.kernels, stage.strided) for stage in paper.stages)
-        return ArchitectureConfig(stem_fields=4, stages=stages, head_channels=8)
-    raise ValueError(f"unknown architecture {name!r} (paper or narrow)")
 
 
 def cyclic_lr(iteration: int, base_lr: float, cycle: int) -> float:
