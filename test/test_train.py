@@ -87,6 +87,9 @@ def test_trains_exports_and_resumes_after_a_kill(tmp_path, synthetic_dataset, co
     straight = torch.load(tmp_path / "uninterrupted" / "checkpoint.pt", weights_only=False)["model"]
     for name, tensor in straight.items():
         assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # the full state a CUDA fp16 run resumes from
+    assert {"model", "optimizer", "grad_scaler", "iteration", "settings", "numpy_rng", "torch_rng"} <= state.keys()
+    assert state["iteration"] == 3 and state["settings"]["iterations"] == 3
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:

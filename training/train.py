@@ -7,7 +7,8 @@ Recipe (paper): cross-entropy, SGD momentum 0.9, lr 0.03 with a cyclic (cosine, 
 iterations, weight decay 1e-4, batch 128 half positives (oversampled) half negatives, 78 px windows. Every
 `eval_every` iterations: validation loss and AP; the lowest-validation-loss weights are exported to plain torch
 (`best.safetensors`). A checkpoint written atomically at each validation makes a rerun of the same command continue
-where it stopped (`checkpoint.pt`, with every random generator's state).
+where it stopped (`checkpoint.pt`: model, optimizer, gradient scaler, iteration, settings and every random
+generator's state; the learning rate is a function of the iteration, so no scheduler state is needed).
 
 Data parallel (torchrun / DDP): every rank draws the same global batch (same generators) and trains on its slice;
 gradients are averaged, so W processes with batch B/W follow the trajectory of one process with batch B (up to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -195,6 +197,15 @@ def train_model(
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # own file (RNG states stay on CPU)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if "grad_scaler" in state:  # checkpoints before the scaler was saved resume with a fresh one
+            scaler.load_state_dict(state["grad_scaler"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        changed = {
+            k: (v, getattr(settings, k)) for k, v in state.get("settings", {}).items() if getattr(settings, k, v) != v
+        }
+        if changed:
+            logger.warning("%s: resumed with other settings than it started with: %s", out_dir, changed)
         start, best = state["iteration"], state["best"]
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["torch_rng"])
@@ -319,6 +330,9 @@ def train_model(
                     "numpy_rng": rng.bit_generator.state,
                     "torch_rng": generator.get_state(),
                     "torch_global_rng": torch.get_rng_state(),
+                    "grad_scaler": scaler.state_dict(),  # fp16 on CUDA: the loss scale it had reached
+                    "settings": dataclasses.asdict(settings),
+                    **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
                 },
                 checkpoint_path,
             )
