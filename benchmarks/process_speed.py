@@ -70,8 +70,12 @@ STAGES = (
 GIB = 1024**3
 
 
-def write_midog_like_tiff(source: Path, target: Path, spacing_um: float = 0.25) -> tuple[int, int]:
-    """A tiled, zlib-compressed RGB TIFF with resolution tags, like MIDOG's files, so reading costs what it costs."""
+def write_midog_like_tiff(source: Path, target: Path, spacing_um: float | None = None) -> tuple[int, int]:
+    """A tiled, zlib-compressed RGB TIFF with resolution tags, like MIDOG's files, so reading costs what it costs.
+    Default pixel size: the model's (`model.spacing.DEFAULT_SPACING_MM`)."""
+    from model.spacing import DEFAULT_SPACING_MM
+
+    spacing_um = DEFAULT_SPACING_MM * 1000.0 if spacing_um is None else spacing_um
     with Image.open(source) as image:
         rgb = np.asarray(image.convert("RGB"))
     per_cm = 1e4 / spacing_um

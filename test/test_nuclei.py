@@ -11,11 +11,11 @@ from scipy import ndimage
 from scipy.spatial.distance import pdist
 from skimage.color import rgb2hed, rgb_from_hed
 
-from model.spacing import px_from_um
+from model.spacing import DEFAULT_SPACING_MM, px_from_um
 from training.nuclei import SMOOTHING_UM, hematoxylin_density, nucleus_centres
 from training.real_data import read_image
 
-SPACING_MM = 0.00025  # 0.25 um/px
+SPACING_MM = DEFAULT_SPACING_MM
 HEMATOXYLIN = rgb_from_hed[0] / np.linalg.norm(rgb_from_hed[0])
 EOSIN = rgb_from_hed[1] / np.linalg.norm(rgb_from_hed[1])
 MIDESEC = REAL_DATA / "fields" / "midesec"

@@ -12,8 +12,9 @@ import tifffile
 from conftest import REPO
 
 import process
+from model.spacing import DEFAULT_SPACING_MM
 
-SPACING_UM = 0.25
+SPACING_UM = DEFAULT_SPACING_MM * 1000.0
 
 
 def write_tiff(path, rgb, spacing_um: float | None = SPACING_UM):

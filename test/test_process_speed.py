@@ -15,8 +15,9 @@ from benchmarks import process_speed
 from model.geometry import map_shape
 from model.image_io import read_rgb
 from model.inference import Detector
+from model.spacing import DEFAULT_SPACING_MM
 
-SPACING_UM = 0.25
+SPACING_UM = DEFAULT_SPACING_MM * 1000.0
 
 
 def write_tiff(path, height_px: int = 300, width_px: int = 260, spacing_um: float = SPACING_UM, seed: int = 0):

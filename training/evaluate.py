@@ -43,6 +43,7 @@ import numpy as np
 
 from model.matching import MATCH_RADIUS_UM, greedy_match
 from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE, write_json_atomically
+from model.spacing import DEFAULT_SPACING_MM
 
 MATCH_RADIUS_MM: float = MATCH_RADIUS_UM / 1000.0
 AP_BOX_HALF_SIZE_MM: float = 0.01125
@@ -53,7 +54,8 @@ MAX_COORDINATE_MM: float = 10.0
 """A MIDOG region is ~1.7 mm wide: any coordinate above 10 means pixels were written where mm are expected."""
 MIN_COORDINATE_MM_2025: float = -MATCH_RADIUS_MM
 """MIDOG 2025 rejects x or y below minus the matching radius: such a point cannot match anything in the image."""
-DEFAULT_SPACING_UM: float = 0.25
+DEFAULT_SPACING_UM: float = DEFAULT_SPACING_MM * 1000.0
+"""Pixel size assumed for MIDOG JSON boxes when no image is at hand (the model's, `model.spacing`)."""
 MIDOG_MITOTIC_CATEGORY_ID: int = 1
 
 FROC_THRESHOLDS: int = 40
