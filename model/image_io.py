@@ -157,3 +157,30 @@ def read_rgb(path: Path, header: ImageHeader | None = None) -> tuple[np.ndarray,
     if pixels.ndim == 4:  # (1, H, W, C) for 3-D images of one slice
         pixels = pixels[0]
     return np.array(pixels[..., :3], dtype=np.uint8, order="C", copy=True), header
+
+
+def read_spacing_mm(path: str | Path) -> tuple[float, float]:
+    """(x, y) pixel spacing in mm from a TIFF's XResolution / YResolution / ResolutionUnit tags, read with tifffile
+    (no pixels decoded): what training's dataset reader and the offline evaluation use. `read_header` reads the same
+    tags through SimpleITK, as grand-challenge does, for `process.py`.
+
+    Resolution is pixels per unit (40000 px/cm = 0.25 um/px). Without a unit (or without the tags) the spacing is
+    unknown: `model.spacing.resolve_spacing_mm` warns and returns the 0.25 um/px default.
+    """
+    mm_per_unit = {2: 25.4, 3: 10.0}  # RESUNIT.INCH, RESUNIT.CENTIMETER
+    with tifffile.TiffFile(path) as tiff:
+        tags = tiff.pages.first.tags
+        x_tag, y_tag, unit_tag = tags.get("XResolution"), tags.get("YResolution"), tags.get("ResolutionUnit")
+        unit = int(unit_tag.value) if unit_tag is not None else 2  # TIFF default unit is inch
+        if x_tag is None or y_tag is None or unit not in mm_per_unit:
+            return resolve_spacing_mm((1.0, 1.0), source=str(path))
+
+        def per_unit(value: tuple[int, int] | float) -> float:
+            if isinstance(value, tuple):
+                return value[0] / value[1] if value[1] else 0.0
+            return float(value)
+
+        x_per_unit, y_per_unit = per_unit(x_tag.value), per_unit(y_tag.value)
+    if x_per_unit <= 0 or y_per_unit <= 0:
+        return resolve_spacing_mm((1.0, 1.0), source=str(path))
+    return resolve_spacing_mm((mm_per_unit[unit] / x_per_unit, mm_per_unit[unit] / y_per_unit), source=str(path))

@@ -46,6 +46,11 @@ def test_no_import_circle():
     assert "training.pipeline" in graph and "training.threshold" in graph["training.pipeline"]
 
 
+def test_offline_evaluation_imports_nothing_from_training():
+    """People who never train use `python -m training.evaluate`: it must not pull in the recipe."""
+    assert not {name for name in project_imports()["training.evaluate"] if name.startswith("training")}
+
+
 def test_no_matplotlib_backend_switch_at_import_time():
     for package in PACKAGES:
         for path in (REPO / package).glob("*.py"):

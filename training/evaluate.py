@@ -121,7 +121,8 @@ class GroundTruthImage:
     roi_type: str | None = None
 
 
-def _is_number(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
+    """A JSON number that is neither a boolean nor NaN / infinity."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -162,7 +163,7 @@ def read_predictions(path: Path, rules_2025: bool = False) -> ImagePredictions:
             raise EvaluationInputError(f"{where} has unexpected key(s) {extra}")
         where = f"{where} {json.dumps(entry)}"  # name the point itself too: an index alone is hard to find
         point = entry.get("point")
-        if not (isinstance(point, list) and len(point) == 3 and all(_is_number(value) for value in point)):
+        if not (isinstance(point, list) and len(point) == 3 and all(is_finite_number(value) for value in point)):
             raise EvaluationInputError(f"{where}: 'point' must be 3 finite numbers [x_mm, y_mm, 0], found {point!r}")
         _check_mm(point, where)
         if rules_2025 and min(point[:2]) < MIN_COORDINATE_MM_2025:
@@ -170,7 +171,7 @@ def read_predictions(path: Path, rules_2025: bool = False) -> ImagePredictions:
                 f"{where}: coordinate below {MIN_COORDINATE_MM_2025:g} mm (MIDOG 2025 rejects points outside the image)"
             )
         score = entry.get("probability")
-        if not (_is_number(score) and 0.0 <= score <= 1.0):
+        if not (is_finite_number(score) and 0.0 <= score <= 1.0):
             raise EvaluationInputError(f"{where}: 'probability' must be a number in [0, 1], found {score!r}")
         if rules_2025 and "name" not in entry:
             raise EvaluationInputError(f"{where}: no 'name' (MIDOG 2025 requires one of {sorted(_POINT_NAMES)})")
@@ -299,7 +300,7 @@ def _read_points_mm(points: object, where: str) -> np.ndarray:
     if not isinstance(points, list):
         raise EvaluationInputError(f"{where} must map to a list of [x_mm, y_mm, 0] points")
     for point in points:
-        if not (isinstance(point, list) and len(point) in (2, 3) and all(_is_number(v) for v in point)):
+        if not (isinstance(point, list) and len(point) in (2, 3) and all(is_finite_number(v) for v in point)):
             raise EvaluationInputError(f"{where}: ground-truth point must be [x_mm, y_mm, 0], found {point!r}")
         _check_mm(point, where)
     return np.asarray([point[:2] for point in points], dtype=np.float64).reshape(-1, 2)
@@ -334,7 +335,7 @@ def _read_2025_ground_truth(payload: dict, path: Path) -> dict[str, GroundTruthI
 def _spacing_mm_for(file_name: str, spacing_um: float, images_dir: Path | None) -> tuple[float, float]:
     if images_dir is None:
         return spacing_um / 1000.0, spacing_um / 1000.0
-    from training.midog_dataset import read_spacing_mm  # tifffile is only needed with --images
+    from model.image_io import read_spacing_mm  # tifffile is only needed with --images
 
     image_path = Path(images_dir) / file_name
     if not image_path.is_file():
@@ -363,7 +364,7 @@ def _read_midog_ground_truth(
         if annotation.get("category_id") != MIDOG_MITOTIC_CATEGORY_ID:
             continue  # imposters (category 2) are not ground truth for the challenge
         bbox = annotation.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
             raise EvaluationInputError(f"{path}: annotation bbox must be [x1, y1, x2, y2] pixels, found {bbox!r}")
         by_id[annotation["image_id"]][1].append(((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0))
     for image, centres_px in by_id.values():

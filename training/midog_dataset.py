@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from model.spacing import DEFAULT_SPACING_MM, resolve_spacing_mm
+from model.image_io import read_spacing_mm
+from model.spacing import DEFAULT_SPACING_MM
+from training.evaluate import MIDOG2022_TUMOUR_TYPES, UNLABELLED_ID_RANGE, is_finite_number
 
 __all__ = [
     "BOX_SIZE_PX",
@@ -76,16 +78,23 @@ _BREAST_SCANNERS: tuple[tuple[int, int, str], ...] = (
     (101, 150, "Aperio CS2"),
     (151, 200, "Leica GT450"),
 )
-_HUMAN_BREAST = "human breast cancer"
-# MIDOG 2022 training set by id (inclusive): tumour type, scanner, labelled.
-_MIDOG2022_RANGES: tuple[tuple[int, int, str, str | None, bool], ...] = (
-    (1, 150, _HUMAN_BREAST, None, True),  # scanner from _BREAST_SCANNERS
-    (151, 194, "canine lung cancer", "3D Histech", True),
-    (195, 249, "canine lymphoma", "3D Histech", True),
-    (250, 299, "canine cutaneous mast cell tumor", "Aperio CS2", True),
-    (300, 354, "human neuroendocrine tumor", "Hamamatsu XR", True),
-    (355, 405, "human melanoma", "Hamamatsu XR", False),
+_UNLABELLED_BREAST_IDS: tuple[int, int] = next(
+    (low, high) for low, high, name in _BREAST_SCANNERS if name == "Leica GT450"
 )
+_HUMAN_BREAST = "human breast cancer"
+# MIDOG 2022 training set by id (inclusive): tumour type, scanner, labelled. The id ranges are the evaluation's
+# (`training.evaluate.MIDOG2022_TUMOUR_TYPES`, the one definition); the scanners are added here.
+_MIDOG2022_SCANNERS: dict[str, str | None] = {
+    _HUMAN_BREAST: None,  # from _BREAST_SCANNERS
+    "canine lung cancer": "3D Histech",
+    "canine lymphoma": "3D Histech",
+    "canine cutaneous mast cell tumor": "Aperio CS2",
+    "human neuroendocrine tumor": "Hamamatsu XR",
+}
+_MIDOG2022_RANGES: tuple[tuple[int, int, str, str | None, bool], ...] = tuple(
+    (low, high, tumour_type, _MIDOG2022_SCANNERS[tumour_type], True)
+    for low, high, tumour_type in MIDOG2022_TUMOUR_TYPES
+) + ((*UNLABELLED_ID_RANGE, "human melanoma", "Hamamatsu XR", False),)
 # Scanner of each MIDOG++ tumour type other than breast (from MIDOG++'s datasets_xvalidation.csv). The soft tissue
 # sarcomas come from two labs with the same scanner model.
 _MIDOGPP_SCANNERS: dict[str, str] = {
@@ -256,11 +265,12 @@ def _domain_of(image: dict, flavour: str, scanners: dict[int, str]) -> tuple[str
         if flavour == "midog++":
             if tumor_type == _HUMAN_BREAST:
                 scanner = scanner or _breast_scanner(image_id)
-                return tumor_type, scanner, not (151 <= image_id <= 200)
+                return tumor_type, scanner, not (_UNLABELLED_BREAST_IDS[0] <= image_id <= _UNLABELLED_BREAST_IDS[1])
             return tumor_type, scanner or _MIDOGPP_SCANNERS.get(tumor_type), True
         return tumor_type, scanner, True
     if flavour == "midog2021":
-        return _HUMAN_BREAST, scanner or _breast_scanner(image_id), not (151 <= image_id <= 200)
+        labelled = not (_UNLABELLED_BREAST_IDS[0] <= image_id <= _UNLABELLED_BREAST_IDS[1])
+        return _HUMAN_BREAST, scanner or _breast_scanner(image_id), labelled
     for low, high, tumor_type, range_scanner, labeled in _MIDOG2022_RANGES:
         if low <= image_id <= high:
             if range_scanner is None:
@@ -297,10 +307,6 @@ def _find_image(images_dir: Path, file_name: str) -> Path | None:
 def _outside_px(x_px: float, y_px: float, width_px: int, height_px: int) -> float:
     """Distance in pixels by which a point lies outside the pixel-centre extent [0, size - 1]; 0 inside."""
     return max(0.0, -x_px, x_px - (width_px - 1), -y_px, y_px - (height_px - 1))
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _has_keys(item: object, where: str, keys: tuple[str, ...], problems: list[str]) -> bool:
@@ -443,7 +449,7 @@ def load_dataset(
             problems.append(f"{where}: unknown category_id {category!r} (expected 1 or 2)")
             bad = True
         bbox = annotation["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
             problems.append(f"{where}: bbox {bbox!r} is not [x1, y1, x2, y2]")
             continue
         x1, y1, x2, y2 = (float(v) for v in bbox)
@@ -499,31 +505,6 @@ def unlisted_images(dataset: MidogDataset) -> list[Path]:
         return (int(match.group()) if match else -1, path.name)
 
     return sorted(found, key=sort_key)
-
-
-def read_spacing_mm(path: str | Path) -> tuple[float, float]:
-    """(x, y) pixel spacing in mm from a TIFF's XResolution / YResolution / ResolutionUnit tags.
-
-    Resolution is pixels per unit (40000 px/cm = 0.25 um/px). Without a unit (or without the tags) the spacing is
-    unknown: `model.spacing.resolve_spacing_mm` warns and returns the 0.25 um/px default.
-    """
-    mm_per_unit = {2: 25.4, 3: 10.0}  # RESUNIT.INCH, RESUNIT.CENTIMETER
-    with tifffile.TiffFile(path) as tiff:
-        tags = tiff.pages.first.tags
-        x_tag, y_tag, unit_tag = tags.get("XResolution"), tags.get("YResolution"), tags.get("ResolutionUnit")
-        unit = int(unit_tag.value) if unit_tag is not None else 2  # TIFF default unit is inch
-        if x_tag is None or y_tag is None or unit not in mm_per_unit:
-            return resolve_spacing_mm((1.0, 1.0), source=str(path))
-
-        def per_unit(value: tuple[int, int] | float) -> float:
-            if isinstance(value, tuple):
-                return value[0] / value[1] if value[1] else 0.0
-            return float(value)
-
-        x_per_unit, y_per_unit = per_unit(x_tag.value), per_unit(y_tag.value)
-    if x_per_unit <= 0 or y_per_unit <= 0:
-        return resolve_spacing_mm((1.0, 1.0), source=str(path))
-    return resolve_spacing_mm((mm_per_unit[unit] / x_per_unit, mm_per_unit[unit] / y_per_unit), source=str(path))
 
 
 def _segment_grid(page: tifffile.TiffPage) -> tuple[int, int]:
