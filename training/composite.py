@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -380,14 +380,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = generate_composite(args.out, args.images, args.seed, args.size, args.mitoses, args.data_root)
     logger.info("wrote %s", path)
     if args.preview is not None:
         write_examples(args.preview, root=args.data_root)
         logger.info("wrote %s", args.preview)
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

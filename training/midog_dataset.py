@@ -657,7 +657,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.annotations, args.images_dir, args.flavour, args.scanner_csv, args.check_sizes)
     for line in _summary_lines(dataset):
@@ -667,7 +668,8 @@ def main(args: argparse.Namespace) -> None:
             "%d image(s) in the folder are not in the annotation file (unlabelled)", len(unlisted_images(dataset))
         )
     logger.info("spacing default when a TIFF has no resolution tags: %.5f mm", DEFAULT_SPACING_MM)
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

@@ -34,6 +34,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -466,17 +467,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.retune_threshold:
         made_with = json.loads((args.out / "config.json").read_text())
         (args.out / "threshold.json").unlink(missing_ok=True)
         run_pipeline(made_with["_config_path"], Path(made_with["_data"]), args.out, args.workers)
-        return
+        return 0
     if args.data is None:
         raise SystemExit("error: --data is required (or --retune-threshold for a finished run)")
     run_pipeline(args.config, args.data, args.out, args.workers)
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

@@ -371,7 +371,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "augmentation":
         from training.real_data import read_patch
@@ -391,7 +392,8 @@ def main(args: argparse.Namespace) -> None:
     elif args.command == "hnm":
         plot_hnm_search(args.search, args.out)
         logger.info("wrote %s", args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

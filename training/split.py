@@ -137,7 +137,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.annotations, scanner_csv=args.scanner_csv)
     split = split_images(dataset.images, args.validation_fraction, args.seed)
@@ -151,7 +152,8 @@ def main(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     for name, part in (("train", split.train), ("validation", split.validation)):
         logger.info("%s: %d images, %d mitotic figures", name, len(part), sum(r.n_mitotic_figures for r in part))
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

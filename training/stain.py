@@ -235,7 +235,7 @@ def write_unmixing_figure(
     figure.savefig(out_png, dpi=80)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """CLI: the unmixing figure for one image, cropped around its strongest residual maximum."""
     from training.real_data import read_image, tissue_mask
 
@@ -261,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         rgb = rgb[top : top + args.crop, left : left + args.crop]
     write_unmixing_figure(rgb, args.out, stain_matrix=stain_matrix)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -624,7 +624,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width_px, height_px = args.size
     path = generate_dataset(
@@ -634,7 +635,8 @@ def main(args: argparse.Namespace) -> None:
     if args.preview is not None:
         write_preview(args.out, args.preview)
         logger.info("wrote %s", args.preview)
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

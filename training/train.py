@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -373,7 +374,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config: Config = load_config(args.config)
     settings = config.train if not args.iterations else replace(config.train, iterations=args.iterations)
@@ -392,7 +394,8 @@ def main(args: argparse.Namespace) -> None:
         )
     if distributed.world > 1:
         dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())
