@@ -15,7 +15,6 @@ from training.plots import (
     HNM_SIZE_PX,
     augmentation_grid_size_px,
     describe_policy,
-    get_args_parser,
     main,
     pick_example_patches,
     plot_augmentation_grid,
@@ -145,9 +144,9 @@ def test_hnm_search_one_seed_without_all_negatives(tmp_path):
 
 def test_command_line_curves_and_hnm(tmp_path):
     metrics = [str(_metrics(tmp_path / "a.csv", 3, 0)), str(_metrics(tmp_path / "b.csv", 3, 1))]
-    main(get_args_parser().parse_args(["curves", "--metrics", *metrics, "--out", str(tmp_path / "c.png")]))
+    assert main(["curves", "--metrics", *metrics, "--out", str(tmp_path / "c.png")]) == 0
     (tmp_path / "s.json").write_text(json.dumps(_search(seeds=2, all_negatives=True)))
-    main(get_args_parser().parse_args(["hnm", "--search", str(tmp_path / "s.json"), "--out", str(tmp_path / "h.png")]))
+    assert main(["hnm", "--search", str(tmp_path / "s.json"), "--out", str(tmp_path / "h.png")]) == 0
     assert _size(_png(tmp_path / "c.png")) == CURVES_SIZE_PX
     assert _size(_png(tmp_path / "h.png")) == HNM_SIZE_PX
 

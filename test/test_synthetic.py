@@ -10,30 +10,14 @@ import SimpleITK as sitk
 import tifffile
 
 from training.midog_dataset import load_dataset, read_window, unlisted_images
-from training.synthetic import ANNOTATION_FILE, DOMAIN_FILE, generate_dataset, get_args_parser, main, write_preview
+from training.synthetic import ANNOTATION_FILE, DOMAIN_FILE, generate_dataset, main, write_preview
 
 SIZE = (640, 512)  # width, height in pixels: small enough for a fast test, big enough for several cells
 
 
 def _generate(folder: Path, seed: int = 3) -> Path:
-    main(
-        get_args_parser().parse_args(
-            [
-                "--out",
-                str(folder),
-                "--images",
-                "4",
-                "--seed",
-                str(seed),
-                "--size",
-                str(SIZE[0]),
-                str(SIZE[1]),
-                "--unlabeled",
-                "1",
-                "--no-progress",
-            ]
-        )
-    )
+    argv = ["--out", str(folder), "--images", "4", "--seed", str(seed), "--size", str(SIZE[0]), str(SIZE[1])]
+    assert main([*argv, "--unlabeled", "1", "--no-progress"]) == 0
     return folder / ANNOTATION_FILE
 
 

@@ -44,7 +44,7 @@ def config_file(tmp_path_factory):
 
 
 def run(out: Path, data: Path, config: Path) -> None:
-    train.main(train.get_args_parser().parse_args(["--config", str(config), "--data", str(data), "--out", str(out)]))
+    assert train.main(["--config", str(config), "--data", str(data), "--out", str(out)]) == 0
 
 
 def iterations_logged(out: Path) -> list[str]:
