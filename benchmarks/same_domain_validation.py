@@ -149,15 +149,7 @@ def detect_images(
 
 
 def _counts(counts: Counts, n_images: int) -> dict:
-    return {
-        "tp": counts.tp,
-        "fp": counts.fp,
-        "fn": counts.fn,
-        "precision": counts.precision,
-        "recall": counts.recall,
-        "f1": counts.f1,
-        "fp_per_image": counts.fp / n_images if n_images else None,
-    }
+    return counts.as_dict() | {"fp_per_image": counts.fp / n_images if n_images else None}
 
 
 def _recall_by_dataset(

@@ -85,6 +85,11 @@ def screen_scorer(
     return score
 
 
+def screen_map_shape(height_px: int, width_px: int) -> tuple[int, int]:
+    """The screen map's shape for an image, mirrored by the same margin as the P4 maps."""
+    return SCREEN_GRID.map_shape(height_px + 2 * BORDER_PAD_PX, width_px + 2 * BORDER_PAD_PX)
+
+
 def screen_cells_off_glass(image_rgb: np.ndarray) -> np.ndarray:
     """Screen cells whose window holds anything but glass (`model.tissue.glass_mask`, sampled every 4th pixel)."""
     stride_px = SCREEN_GRID.stride_px
@@ -93,8 +98,7 @@ def screen_cells_off_glass(image_rgb: np.ndarray) -> np.ndarray:
     after = SCREEN_GRID.receptive_field_px // stride_px - before
     padded = np.pad(blocks, ((before, after), (before, after)), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, (before + after, before + after))
-    height_px, width_px = image_rgb.shape[:2]
-    rows, cols = SCREEN_GRID.map_shape(height_px + 2 * BORDER_PAD_PX, width_px + 2 * BORDER_PAD_PX)
+    rows, cols = screen_map_shape(*image_rgb.shape[:2])
     return windows.any(axis=(2, 3))[:rows, :cols]
 
 

@@ -12,6 +12,7 @@ from model.screen import (
     p4_cells_passing,
     screen_cells_off_glass,
     screen_map,
+    screen_map_shape,
     screen_targets,
 )
 from model.tissue import non_glass_blocks
@@ -28,7 +29,7 @@ def test_geometry_is_derived_from_the_layers():
 def test_ownership_rule_is_the_same_in_both_directions():
     height_px, width_px = 300, 260
     p4_shape = map_shape(height_px, width_px)
-    screen_shape = SCREEN_GRID.map_shape(height_px + 2 * BORDER_PAD_PX, width_px + 2 * BORDER_PAD_PX)
+    screen_shape = screen_map_shape(height_px, width_px)
     rng = np.random.default_rng(0)
     for _ in range(20):
         p4_map = np.zeros(p4_shape, np.float32)

@@ -453,6 +453,17 @@ class Counts:
         denominator = 2 * self.tp + self.fp + self.fn
         return 2 * self.tp / denominator if denominator else None
 
+    def as_dict(self) -> dict:
+        """tp, fp, fn, precision, recall, f1: how every report writes counts."""
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+        }
+
 
 def detection_counts(targets_xy_mm: np.ndarray, predictions_xy_mm: np.ndarray) -> Counts:
     """TP/FP/FN of one image exactly as `evalutils.scorers.score_detection(radius=7.5e-3)`."""
@@ -664,21 +675,10 @@ def best_threshold(thresholds: np.ndarray, counts: list[Counts]) -> dict | None:
     if not f1 or max(f1) < 0:
         return None
     index = int(np.argmax(f1))
-    return {"threshold": float(thresholds[index]), **_counts_dict(counts[index])}
+    return {"threshold": float(thresholds[index]), **counts[index].as_dict()}
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-
-
-def _counts_dict(counts: Counts) -> dict:
-    return {
-        "tp": counts.tp,
-        "fp": counts.fp,
-        "fn": counts.fn,
-        "precision": counts.precision,
-        "recall": counts.recall,
-        "f1": counts.f1,
-    }
 
 
 @dataclass
@@ -759,7 +759,7 @@ def evaluate(
             "n_ground_truth": len(targets),
             "n_mitotic_figure_points": int(image.is_mitosis.sum()),
             "n_points": len(image.probability),
-            **_counts_dict(counts),
+            **counts.as_dict(),
             "ap": image_ap,
             "froc": None if image_froc is None else image_froc.score,
             "missing_prediction": stem in missing,
@@ -777,7 +777,7 @@ def evaluate(
         )
         curve, froc_curve = average_precision(*arguments), froc(*arguments)
         froc_score = None if froc_curve is None else froc_curve.score
-        return {"n_images": len(selected), **_counts_dict(total), "ap": curve.ap, "froc": froc_score}, curve, froc_curve
+        return {"n_images": len(selected), **total.as_dict(), "ap": curve.ap, "froc": froc_score}, curve, froc_curve
 
     aggregates, curve, froc_curve = summary(stems)
     per_tumour_type = {name: summary(selected)[0] for name, selected in sorted(by_tumour.items())}

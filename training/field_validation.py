@@ -204,12 +204,7 @@ def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negati
         ap = average_precision(gathered["targets"], gathered["xy"], gathered["p"]).ap
         report["variants"][name] = {
             "threshold": round(thresholds[name], 4),
-            "tp": counts.tp,
-            "fp": counts.fp,
-            "fn": counts.fn,
-            "precision": counts.precision,
-            "recall": counts.recall,
-            "f1": counts.f1,
+            **counts.as_dict(),
             "ap": ap,
         }
     if negatives:

@@ -40,10 +40,10 @@ from tqdm import tqdm
 from model.bundle import DEFAULT_BUNDLE_DIR, read_bundle, write_screen
 from model.candidates import EnsembleDetections, ensemble_probability
 from model.dense import MirroredImage, covered_cells, probability_map
-from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
+from model.geometry import OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
 from model.inference import PART_TILE_CELLS, Detector, cascade_points
 from model.output import write_json_atomically
-from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_targets
+from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_map_shape, screen_targets
 from model.spacing import DEFAULT_SPACING_MM
 from training.augment import POLICIES, colour_jitter
 from training.config import ScreenSettings, load_config
@@ -64,11 +64,6 @@ class Page:
     name: str
 
 
-def screen_shape(height_px: int, width_px: int) -> tuple[int, int]:
-    """The screen map's shape for an image (mirrored by the same margin as the P4 maps)."""
-    return SCREEN_GRID.map_shape(height_px + 2 * BORDER_PAD_PX, width_px + 2 * BORDER_PAD_PX)
-
-
 def teacher_maps(detector: Detector, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both P4 models' full maps (the exact dense path)."""
     return tuple(  # type: ignore[return-value]
@@ -86,7 +81,7 @@ def page_target(detector: Detector, rgb: np.ndarray, mitoses_xy_px: np.ndarray |
         cells = np.rint((np.asarray(mitoses_xy_px)[:, ::-1] - origin_px) / OUTPUT_STRIDE_PX).astype(int)
         cells = np.clip(cells, 0, np.array(ensemble.shape) - 1)
         ensemble[cells[:, 0], cells[:, 1]] = 1.0
-    target = screen_targets(ensemble, screen_shape(*rgb.shape[:2]))
+    target = screen_targets(ensemble, screen_map_shape(*rgb.shape[:2]))
     return np.clip(target / detector.bundle.candidate_floor, 0.0, 1.0).astype(np.float32)
 
 

@@ -33,6 +33,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
+from model.dense import reflect_indices
 from model.geometry import RECEPTIVE_FIELD_PX
 from model.spacing import px_from_um
 from training import real_data
@@ -81,15 +82,6 @@ class SiteImage:
         if self.rgb is not None:
             return self.rgb[:, x0:x1]
         return read_window(self.path, x0, 0, x1 - x0, self.height_px)
-
-
-def reflect_indices(indices: np.ndarray, length: int) -> np.ndarray:
-    """Indices mirrored into [0, length) as numpy's "reflect" padding does (the edge pixel is not repeated)."""
-    if length == 1:
-        return np.zeros_like(indices)
-    period = 2 * (length - 1)
-    folded = np.abs(indices) % period
-    return np.where(folded >= length, period - folded, folded)
 
 
 NEGATIVE_KINDS = ("grid", "nucleus", "imposter", "enrichment")
