@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from evaluation.metrics import average_precision, best_threshold, f1_by_threshold  # noqa: E402
 from model.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
 from model.dense import probability_map  # noqa: E402
 from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX  # noqa: E402
 from model.inference import Detector, cascade_points  # noqa: E402
 from model.spacing import mm_from_px  # noqa: E402
 from training import real_data  # noqa: E402
-from training.evaluate import average_precision, best_threshold, f1_by_threshold  # noqa: E402
 from training.field_validation import held_out_fields  # noqa: E402
 
 

@@ -7,9 +7,9 @@ windows of the tiles' held-out columns (x >= 0.8 width; never the MITOS 2012 fie
 mitoses), so both classes share one background and every detection away from a pasted figure is a real false
 positive. A shortcut model detects the pastes poorly (they wear the background's stain) or fires on tile tissue.
 
-Scoring (`training.evaluate`, coordinates in mm at 0.25 um/px): F1 / precision / recall of the agreed detections with
+Scoring (`evaluation`, coordinates in mm at 0.25 um/px): F1 / precision / recall of the agreed detections with
 probability >= the bundle threshold (7.5 um greedy matching, micro over images), the best-F1 threshold over agreed
-candidates, AP over agreed candidates (and over all candidates, as `training.evaluate` scores process.py's files),
+candidates, AP over agreed candidates (and over all candidates, as `evaluation.evaluate` scores process.py's files),
 recall per source dataset of the pasted crop, and false positives per image.
 
 Usage::
@@ -19,7 +19,7 @@ Usage::
 
 Writes OUT/dataset (the composite set, MIDOG layout; reused when its parameters match), OUT/provenance.json (source
 crop and background window of every paste), OUT/predictions/<stem>.json (process.py's format: the same files can be
-checked with `python -m training.evaluate --predictions OUT/predictions --ground-truth OUT/dataset/*.json`) and
+checked with `python -m evaluation.evaluate --predictions OUT/predictions --ground-truth OUT/dataset/*.json`) and
 OUT/same_domain.json; prints a markdown table.
 """
 
@@ -35,20 +35,20 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from model.inference import Detections, Detector
-from model.matching import greedy_match
-from model.output import multiple_points, write_json_atomically
-from model.spacing import DEFAULT_SPACING_MM
-from training.composite import generate_composite, is_held_out_positive
-from training.evaluate import (
+from evaluation.inputs import read_ground_truth
+from evaluation.metrics import (
     MATCH_RADIUS_MM,
     Counts,
     average_precision,
     best_threshold,
     detection_counts,
     f1_by_threshold,
-    read_ground_truth,
 )
+from model.inference import Detections, Detector
+from model.matching import greedy_match
+from model.output import multiple_points, write_json_atomically
+from model.spacing import DEFAULT_SPACING_MM
+from training.composite import generate_composite, is_held_out_positive
 from training.real_data import load_patches
 from training.synthetic import ANNOTATION_FILE
 

@@ -11,5 +11,5 @@ work=${1:-out/tiny-pipeline}
 python -m training.synthetic --out "$work/dataset" --images 6 --unlabeled 1 --seed 3 --size 768 768 --no-progress
 python -m training.pipeline --config tiny --data "$work/dataset" --out "$work/run"
 python process.py --input "$work/dataset" --output-dir "$work/predictions" --bundle "$work/run/bundle"
-python -m training.evaluate --predictions "$work/predictions" --ground-truth "$work/dataset/MIDOG2022_training.json"
+python -m evaluation.evaluate --predictions "$work/predictions" --ground-truth "$work/dataset/MIDOG2022_training.json"
 ls "$work/run"

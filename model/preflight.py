@@ -166,7 +166,7 @@ def plan_batch(input_dir: Path, output_dir: Path, overlay_dir: Path | None = Non
     """Batch mode: `output_dir/<stem>.json` (and `overlay_dir/<stem>.png`) per image; two images that would write
     the same file are refused up front (`a/001.tiff` and `b/001.tiff`, `001.tif` and `001.mha`).
 
-    Flat names are kept on purpose: a folder of `<stem>.json` is what `training.evaluate --predictions` reads.
+    Flat names are kept on purpose: a folder of `<stem>.json` is what `evaluation.evaluate --predictions` reads.
     Images are not validated here: a bad image is reported when its turn comes and the others are still processed.
     """
     images = find_images(input_dir)

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from evalutils.scorers import score_detection
 
-from training import evaluate as ev
+from evaluation import evaluate as ev
+from evaluation import metrics
+from model import output
 
 
 def reference_coco_ap(images: list[tuple[list, list, list]]) -> float:
     """pycocotools, written out with plain loops: images = [(gt_xy, det_xy, det_scores), ...]; -1 without gt."""
-    half = ev.AP_BOX_HALF_SIZE_MM
+    half = metrics.AP_BOX_HALF_SIZE_MM
 
     def iou(a, b):  # pycocotools maskApi bbIou on xywh boxes
         ax, ay, bx, by = a[0] - half, a[1] - half, b[0] - half, b[1] - half
@@ -80,7 +82,7 @@ def random_image(rng: np.random.Generator, empty_ok: bool = True, radius_offset_
     if n_gt:
         picks = gt[rng.integers(0, n_gt, size=rng.integers(0, n_gt + 2))]
         parts.append(picks + rng.normal(0, 0.006, size=picks.shape))
-        parts.append(gt[:2] + [ev.MATCH_RADIUS_MM + radius_offset_mm, 0.0])  # at the radius
+        parts.append(gt[:2] + [metrics.MATCH_RADIUS_MM + radius_offset_mm, 0.0])  # at the radius
     pred = np.concatenate(parts)
     if len(pred) and rng.random() < 0.5:
         pred = np.concatenate([pred, pred[: rng.integers(1, 4)]])  # exact duplicates
@@ -94,7 +96,7 @@ def write_prediction(path, xy_mm, probability, is_mitosis, unnamed=False):
     for (x, y), p, mitosis in zip(xy_mm, probability, is_mitosis, strict=True):
         point = {"point": [float(x), float(y), 0], "probability": float(p)}
         if not (unnamed and mitosis):
-            point["name"] = ev.MITOTIC_FIGURE if mitosis else ev.NON_MITOTIC_FIGURE
+            point["name"] = output.MITOTIC_FIGURE if mitosis else output.NON_MITOTIC_FIGURE
         points.append(point)
     document = {"name": "Points of interest", "type": "Multiple points", "points": points, "version": {"major": 1}}
     path.write_text(json.dumps(document))
@@ -130,7 +132,7 @@ def test_ap_equals_pycocotools_reference_on_random_cases(seed):
     expected = reference_coco_ap(
         [(g.tolist(), p.tolist(), s.tolist()) for g, p, s in zip(gts, preds, scores, strict=True)]
     )
-    actual = ev.average_precision(gts, preds, scores).ap
+    actual = metrics.average_precision(gts, preds, scores).ap
     if expected == -1.0:
         assert actual is None
     else:
@@ -139,15 +141,15 @@ def test_ap_equals_pycocotools_reference_on_random_cases(seed):
 
 def test_ap_hand_computed_cases():
     one = np.array([[1.0, 1.0]])
-    assert ev.average_precision([one], [one], [[0.9]]).ap == pytest.approx(1.0)
+    assert metrics.average_precision([one], [one], [[0.9]]).ap == pytest.approx(1.0)
     # A higher-scored false positive first: precision 1/2 at recall 1 everywhere -> AP 0.5
-    assert ev.average_precision([one], [np.array([[2.0, 2.0], [1.0, 1.0]])], [[0.9, 0.8]]).ap == pytest.approx(0.5)
+    assert metrics.average_precision([one], [np.array([[2.0, 2.0], [1.0, 1.0]])], [[0.9, 0.8]]).ap == pytest.approx(0.5)
     # The box half size decides: 1/3 box shift -> IoU 0.5 exactly counts; beyond does not
-    shift = 2 * ev.AP_BOX_HALF_SIZE_MM / 3
-    assert ev.average_precision([one], [one + [shift * 0.99, 0]], [[0.5]]).ap == pytest.approx(1.0)
-    assert ev.average_precision([one], [one + [shift * 1.01, 0]], [[0.5]]).ap == 0.0
-    assert ev.average_precision([one], [np.zeros((0, 2))], [[]]).ap == 0.0
-    assert ev.average_precision([np.zeros((0, 2))], [one], [[0.5]]).ap is None
+    shift = 2 * metrics.AP_BOX_HALF_SIZE_MM / 3
+    assert metrics.average_precision([one], [one + [shift * 0.99, 0]], [[0.5]]).ap == pytest.approx(1.0)
+    assert metrics.average_precision([one], [one + [shift * 1.01, 0]], [[0.5]]).ap == 0.0
+    assert metrics.average_precision([one], [np.zeros((0, 2))], [[]]).ap == 0.0
+    assert metrics.average_precision([np.zeros((0, 2))], [one], [[0.5]]).ap is None
 
 
 def test_f1_by_threshold_equals_direct_evaluation():
@@ -156,15 +158,15 @@ def test_f1_by_threshold_equals_direct_evaluation():
     gts = [i[0] for i in images]
     preds = [i[1][i[3]] for i in images]
     scores = [i[2][i[3]] for i in images]
-    thresholds, counts = ev.f1_by_threshold(gts, preds, scores)
+    thresholds, counts = metrics.f1_by_threshold(gts, preds, scores)
     assert len(thresholds) == len(np.unique(np.concatenate(scores)))
     for threshold, total in zip(thresholds, counts, strict=True):
         direct = sum(
-            (ev.detection_counts(g, p[s >= threshold]) for g, p, s in zip(gts, preds, scores, strict=True)),
-            ev.Counts(),
+            (metrics.detection_counts(g, p[s >= threshold]) for g, p, s in zip(gts, preds, scores, strict=True)),
+            metrics.Counts(),
         )
         assert total == direct
-    best = ev.best_threshold(thresholds, counts)
+    best = metrics.best_threshold(thresholds, counts)
     assert best["f1"] == max(c.f1 for c in counts if c.f1 is not None)
 
 
@@ -219,7 +221,7 @@ def test_both_ground_truth_formats_give_the_same_result(dataset):
     assert set(from_midog.per_tumour_type) == {"human breast cancer", "canine lung cancer"}
     # AP sees the non-mitotic point (0.95, on a true mitosis) first: 2 TP of 3 ground truth, 1 FP in between
     assert from_midog.aggregates["ap"] == pytest.approx(
-        ev.average_precision(
+        metrics.average_precision(
             [np.array([[0.1, 0.1], [0.2, 0.05]]), np.array([[0.125, 0.125]])],
             [np.array([[0.1005, 0.1], [0.5, 0.5], [0.2, 0.05]]), np.zeros((0, 2))],
             [np.array([0.9, 0.8, 0.95]), np.zeros(0)],
@@ -346,7 +348,7 @@ def test_ap_equals_pycocotools_cocoeval(seed):
         targets = rng.uniform(0, 0.3, size=(int(rng.integers(0, 8)), 2))
         near = targets[: int(rng.integers(0, len(targets) + 1))]
         near = near + rng.normal(0, 0.004, size=near.shape)
-        at_radius = targets[: int(rng.integers(0, 3))] + [ev.MATCH_RADIUS_MM, 0.0]
+        at_radius = targets[: int(rng.integers(0, 3))] + [metrics.MATCH_RADIUS_MM, 0.0]
         predictions = np.concatenate([near, at_radius, rng.uniform(0, 0.3, size=(int(rng.integers(0, 8)), 2))])
         gts.append(targets)
         preds.append(predictions)
@@ -380,10 +382,10 @@ def test_ap_equals_pycocotools_cocoeval(seed):
                 }
             )
     if not expected_gt["annotations"]:  # torchmetrics says -1 (COCOeval cannot load nothing): None here
-        assert ev.average_precision(gts, preds, scores).ap is None
+        assert metrics.average_precision(gts, preds, scores).ap is None
         return
     if not detections:
-        assert ev.average_precision(gts, preds, scores).ap == 0.0
+        assert metrics.average_precision(gts, preds, scores).ap == 0.0
         return
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -398,4 +400,4 @@ def test_ap_equals_pycocotools_cocoeval(seed):
         evaluation.accumulate()
     precision = evaluation.eval["precision"][0, :, 0, 0, -1]
     expected = float(np.mean(precision[precision > -1]))
-    assert ev.average_precision(gts, preds, scores).ap == pytest.approx(expected, abs=1e-4)
+    assert metrics.average_precision(gts, preds, scores).ap == pytest.approx(expected, abs=1e-4)

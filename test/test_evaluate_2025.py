@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from evalutils.scorers import score_detection
 
-from training import evaluate as ev
+from evaluation import evaluate as ev
+from evaluation import inputs, metrics
 
 MF, NMF = "mitotic figure", "non-mitotic figure"
 
@@ -74,7 +75,7 @@ def random_case(rng: np.random.Generator, n_images: int) -> dict:
             "probability": probability,
             "names": names,
             "domain": int(rng.integers(0, 3)),
-            "roi": ev.ROI_TYPES[int(rng.integers(0, 3))],
+            "roi": inputs.ROI_TYPES[int(rng.integers(0, 3))],
         }
     return images
 
@@ -99,10 +100,10 @@ def write_platform(folder: Path, documents: dict[str, dict], order: list[str] | 
             {
                 "pk": pk,
                 "inputs": [
-                    {"image": {"name": name}, "interface": {"slug": ev.PLATFORM_INPUT_SLUG, "kind": "Image"}},
+                    {"image": {"name": name}, "interface": {"slug": inputs.PLATFORM_INPUT_SLUG, "kind": "Image"}},
                 ],
                 "outputs": [
-                    {"interface": {"slug": ev.PLATFORM_OUTPUT_SLUG, "relative_path": "mitotic-figures.json"}},
+                    {"interface": {"slug": inputs.PLATFORM_OUTPUT_SLUG, "relative_path": "mitotic-figures.json"}},
                 ],
                 "status": "Succeeded",
             }
@@ -140,7 +141,7 @@ def test_froc_and_leaderboard_equal_the_definition_on_random_cases(tmp_path, see
     predictions = write_platform(tmp_path / "input", documents, order)
     gt_path = write_ground_truth_2025(tmp_path / "ground_truth.json", images)
     result = ev.evaluate(predictions, gt_path)
-    assert result.predictions_layout == ev.LAYOUT_PLATFORM and result.to_json()["rules"] == "2025"
+    assert result.predictions_layout == inputs.LAYOUT_PLATFORM and result.to_json()["rules"] == "2025"
     assert result.missing_predictions == sorted(Path(name).stem for name in without_file)
 
     def reference(selected: list[str]) -> tuple[float | None, list[int]]:
@@ -175,7 +176,7 @@ def test_froc_and_leaderboard_equal_the_definition_on_random_cases(tmp_path, see
     for domain in sorted({str(image["domain"]) for image in images.values()}):
         selected = [name for name in names if str(images[name]["domain"]) == domain]
         check(result.per_tumour_type[domain], f"tumor_{domain}_", selected)
-    for roi in ev.ROI_TYPES:
+    for roi in inputs.ROI_TYPES:
         selected = [name for name in names if images[name]["roi"] == roi]
         if selected:
             check(result.per_roi_type[roi], f"roi_type_{roi}_", selected)
@@ -189,18 +190,17 @@ def test_froc_and_leaderboard_equal_the_definition_on_random_cases(tmp_path, see
 def test_froc_hand_computed_cases():
     gt = np.array([[0.1, 0.1]])
     # one true positive at 0.9, one false positive at 0.5 in one image: recall 1/2 at FP rates 0 and 1, flat after
-    assert ev.froc([np.array([[0.1, 0.1], [0.2, 0.2]])], [np.array([[0.1, 0.1], [0.5, 0.5]])], [[0.9, 0.5]]).score == (
-        pytest.approx(8 / (2 + 1e-6), rel=1e-12)
-    )
+    curve = metrics.froc([np.array([[0.1, 0.1], [0.2, 0.2]])], [np.array([[0.1, 0.1], [0.5, 0.5]])], [[0.9, 0.5]])
+    assert curve.score == pytest.approx(8 / (2 + 1e-6), rel=1e-12)
     # below the lowest threshold two false positives and the hit; above it one false positive and no hit
-    curve = ev.froc([gt], [np.array([[0.1, 0.1], [0.5, 0.5], [0.6, 0.6]])], [[0.0, 0.0, 1.0]])
+    curve = metrics.froc([gt], [np.array([[0.1, 0.1], [0.5, 0.5], [0.6, 0.6]])], [[0.0, 0.0, 1.0]])
     assert curve.fp_per_image.tolist() == [2.0] + [1.0] * 39
     grid = np.linspace(0, 8, 50)
     recall = np.clip(grid - 1, 0, 1) / (1 + 1e-6)  # 0 left of FP rate 1, linear to 1 at FP rate 2, flat after
     assert curve.score == pytest.approx(float(np.sum(np.diff(grid) * (recall[1:] + recall[:-1]) / 2)), rel=1e-12)
     assert curve.score == pytest.approx(6.5, abs=0.02)  # the continuous area
-    assert ev.froc([gt], [np.zeros((0, 2))], [np.zeros(0)]) is None  # the platform: NaN
-    single = ev.froc([gt], [gt], [[0.7]])  # one probability: one threshold
+    assert metrics.froc([gt], [np.zeros((0, 2))], [np.zeros(0)]) is None  # the platform: NaN
+    single = metrics.froc([gt], [gt], [[0.7]])  # one probability: one threshold
     assert single.thresholds.tolist() == [0.7] and single.score == pytest.approx(8 / (1 + 1e-6))
 
 
@@ -268,12 +268,12 @@ def test_cli_report_on_the_2025_layout(tmp_path, capsys):
     assert set(metrics["aggregates"]) >= {"tp", "fp", "fn", "precision", "recall", "f1", "ap", "froc"}
     board = metrics["leaderboard"]
     assert {"precision", "recall", "f1_score", "AP", "froc_auc"} <= set(board)
-    for roi in ev.ROI_TYPES:
+    for roi in inputs.ROI_TYPES:
         assert {f"roi_type_{roi}_{m}" for m in ("precision", "recall", "f1", "AP", "froc_auc")} <= set(board)
     for domain in {str(i["domain"]) for i in images.values()}:
         assert {f"tumor_{domain}_{m}" for m in ("precision", "recall", "f1", "AP", "froc_auc")} <= set(board)
     assert metrics["per_image"]["005"]["missing_prediction"] and "roi_type" in metrics["per_image"]["005"]
-    assert set(metrics["per_roi_type"]) <= set(ev.ROI_TYPES)
+    assert set(metrics["per_roi_type"]) <= set(inputs.ROI_TYPES)
 
 
 # ------------------------------------------------------------------------------------------------------ bad input
@@ -332,11 +332,11 @@ def test_bad_2025_ground_truth(tmp_path, capsys, gt, message):
 
 
 def _job(pk: str, image: str | None = "007.tiff", relative_path: str | None = "mitotic-figures.json") -> dict:
-    inputs = [{"image": {"name": image}, "interface": {"slug": ev.PLATFORM_INPUT_SLUG}}] if image else []
-    interface = {"slug": ev.PLATFORM_OUTPUT_SLUG}
+    job_inputs = [{"image": {"name": image}, "interface": {"slug": inputs.PLATFORM_INPUT_SLUG}}] if image else []
+    interface = {"slug": inputs.PLATFORM_OUTPUT_SLUG}
     if relative_path:
         interface["relative_path"] = relative_path
-    return {"pk": pk, "inputs": inputs, "outputs": [{"interface": interface}]}
+    return {"pk": pk, "inputs": job_inputs, "outputs": [{"interface": interface}]}
 
 
 @pytest.mark.parametrize(

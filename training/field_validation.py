@@ -6,7 +6,7 @@ scores on negatives drawn from the same pools as the training negatives hid a mo
 (`TrainingData.field_regions`: the held-out MiDeSeC fields, or the validation images of a MIDOG-format split) is
 scored densely by the exported network exactly as `process.py` scores an image (same dense map, same candidate
 rule, same autocast precision), and the candidates are scored with the challenge's own AP and greedy F1
-(`training.evaluate`).
+(`evaluation.metrics`).
 
 `python -m training.field_validation --bundle model/weights --data ../shared/data/real --out out/fields` measures a
 shipped bundle the same way, without training data: A, B and their agreement on the held-out MiDeSeC fields (the
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from evaluation.metrics import Counts, average_precision, best_threshold, detection_counts, f1_by_threshold
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle
 from model.candidates import local_maxima
 from model.dense import probability_map
@@ -34,7 +35,6 @@ from model.inference import Detector, autocast_dtype, window_scorer
 from model.matching import MATCH_RADIUS_UM, greedy_match
 from model.spacing import mm_from_px, px_from_um
 from training import real_data
-from training.evaluate import Counts, average_precision, best_threshold, detection_counts, f1_by_threshold
 from training.sources import (
     TILE_TRAIN_FRACTION,
     TrainingData,

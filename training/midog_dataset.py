@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from evaluation.inputs import MIDOG2022_TUMOUR_TYPES, UNLABELLED_ID_RANGE, is_finite_number
 from model.image_io import read_spacing_mm
 from model.spacing import DEFAULT_SPACING_MM
-from training.evaluate import MIDOG2022_TUMOUR_TYPES, UNLABELLED_ID_RANGE, is_finite_number
 
 __all__ = [
     "BOX_SIZE_PX",
@@ -83,7 +83,7 @@ _UNLABELLED_BREAST_IDS: tuple[int, int] = next(
 )
 _HUMAN_BREAST = "human breast cancer"
 # MIDOG 2022 training set by id (inclusive): tumour type, scanner, labelled. The id ranges are the evaluation's
-# (`training.evaluate.MIDOG2022_TUMOUR_TYPES`, the one definition); the scanners are added here.
+# (`evaluation.inputs.MIDOG2022_TUMOUR_TYPES`, the one definition); the scanners are added here.
 _MIDOG2022_SCANNERS: dict[str, str | None] = {
     _HUMAN_BREAST: None,  # from _BREAST_SCANNERS
     "canine lung cancer": "3D Histech",

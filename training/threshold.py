@@ -25,11 +25,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from evaluation.metrics import average_precision, f1_by_threshold
 from model.inference import Detector
 from model.matching import MATCH_RADIUS_UM
 from model.spacing import mm_from_px, px_from_um
 from training import real_data
-from training.evaluate import average_precision, f1_by_threshold
 from training.field_validation import VARIANTS, variant_points
 from training.sources import TrainingData
 from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1

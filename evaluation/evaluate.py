@@ -1,0 +1,381 @@
+"""Offline evaluation with the MIDOG challenges' own rules, so that local numbers equal leaderboard numbers.
+
+Usage: `python -m evaluation.evaluate --predictions DIR --ground-truth GT [--report DIR] [--spacing-um 0.25]
+[--images DIR]` (`python -m training.evaluate` is the same command).
+
+- Predictions: a folder of grand-challenge "Multiple points" JSONs, one per image named `<image stem>.json`
+  (coordinates in mm), or the platform's evaluation layout: `predictions.json` (a list of jobs: `pk`, the input
+  image's `inputs[].image.name`, and the `outputs[]` entry whose `interface.slug` is "mitotic-figures" with its
+  `relative_path`) beside `<pk>/output/<relative_path>`. Detected from the content of `predictions.json`.
+- Ground truth, detected from its structure: the MIDOG 2022 evaluation container's file
+  (`{"007.tiff": [[x_mm, y_mm, 0], ...]}`), the MIDOG 2025 one (`{"007.tiff": {"annotations": [...],
+  "tumor domain": 0, "roi type": "hotspot"}}`), or a MIDOG annotation JSON (bbox [x1, y1, x2, y2] in pixels,
+  centre = cell, category 1 = mitotic figure).
+- F1 (the ranking metric): only points named "mitotic figure" (or, under the 2022 rules, unnamed) count, matched
+  greedily within 7.5 um exactly as `evalutils.scorers.score_detection`; TP/FP/FN are summed over images before F1.
+- AP: every point of both names scored by its probability; each point (ground truth too) becomes a +/-11.25 um
+  square and AP is COCO's 101-point interpolated AP at IoU 0.5 over all images (what torchmetrics'
+  MeanAveragePrecision with a huge detection limit computes for one class, float32 tensors included),
+  re-implemented here with numpy so that evaluation needs neither torch nor pycocotools.
+- FROC (MIDOG 2025): every point of both names; 40 probability thresholds from the lowest to the highest
+  probability, recall and mean false positives per image at each (same greedy matching), recall interpolated at 50
+  false-positive rates in [0, 8] and integrated (0..8).
+- Everything overall, per tumour type (2025: tumour domain) and, for 2025 ground truth, per ROI type;
+  `Evaluation.leaderboard` repeats the numbers under the 2025 platform's own names and arithmetic.
+
+With 2025 ground truth the 2025 input rules apply: a point without a name, or with a coordinate below -7.5 um, is an
+error as well. Bad input fails with a one-line message and exit code 1 rather than a traceback or, worse, a plausible
+wrong score: pixel coordinates where mm are expected would otherwise give F1 = 0 without complaint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.inputs import (
+    DEFAULT_SPACING_UM,
+    GROUND_TRUTH_CONTAINER_2022,
+    GROUND_TRUTH_CONTAINER_2025,
+    LAYOUT_FOLDER,
+    ROI_TYPES,
+    EvaluationInputError,
+    ImagePredictions,
+    find_prediction_files,
+    load_ground_truth,
+    read_predictions,
+)
+from evaluation.metrics import (
+    FROC_MAX_FP_PER_IMAGE,
+    Counts,
+    FrocCurve,
+    PrecisionRecall,
+    average_precision,
+    best_threshold,
+    detection_counts,
+    f1_by_threshold,
+    froc,
+    platform_group_metrics,
+)
+from model.output import write_json_atomically
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation found.
+
+    `aggregates`, `per_tumour_type`, `per_roi_type` and `per_image` hold exact ratios (None where undefined);
+    `leaderboard` holds the same results under the MIDOG 2025 platform's names and with its arithmetic (its 1e-6
+    guards, float32 AP, -1 for AP without ground truth), so that it can be compared with the leaderboard key by key.
+    """
+
+    aggregates: dict
+    per_image: dict
+    per_tumour_type: dict
+    missing_predictions: list[str]
+    extra_predictions: list[str]
+    skipped_unlabelled: list[str]
+    best_threshold: dict | None
+    curve: PrecisionRecall
+    thresholds: np.ndarray
+    threshold_counts: list[Counts]
+    per_roi_type: dict = field(default_factory=dict)
+    leaderboard: dict = field(default_factory=dict)
+    froc_curve: FrocCurve | None = None
+    ground_truth_format: str = GROUND_TRUTH_CONTAINER_2022
+    predictions_layout: str = LAYOUT_FOLDER
+
+    def to_json(self) -> dict:
+        return {
+            "aggregates": self.aggregates,
+            "per_image": self.per_image,
+            "per_tumour_type": self.per_tumour_type,
+            "per_roi_type": self.per_roi_type,
+            "leaderboard": self.leaderboard,
+            "missing_predictions": self.missing_predictions,
+            "extra_predictions": self.extra_predictions,
+            "skipped_unlabelled": self.skipped_unlabelled,
+            "best_threshold": self.best_threshold,
+            "rules": "2025" if self.ground_truth_format == GROUND_TRUTH_CONTAINER_2025 else "2022",
+            "predictions_layout": self.predictions_layout,
+        }
+
+
+def evaluate(
+    predictions_dir: Path,
+    ground_truth_path: Path,
+    spacing_um: float = DEFAULT_SPACING_UM,
+    images_dir: Path | None = None,
+) -> Evaluation:
+    """Challenge metrics of a predictions folder against a ground-truth file (raises EvaluationInputError).
+
+    Images are taken in the order the platform would meet them (its job order; then images without predictions),
+    which decides AP among equal scores; the tables list them by name.
+    """
+    files = find_prediction_files(predictions_dir)
+    truth = load_ground_truth(ground_truth_path, spacing_um, images_dir)
+    ground_truth = truth.images
+    stems = [stem for stem in files.paths if stem in ground_truth]
+    stems += sorted(stem for stem in ground_truth if stem not in files.paths)
+    missing = sorted(stem for stem in ground_truth if stem not in files.paths)
+    extra = sorted(stem for stem in files.paths if stem not in ground_truth)
+    predictions = {
+        stem: read_predictions(files.paths[stem], truth.rules_2025) if stem in files.paths else ImagePredictions()
+        for stem in stems
+    }
+
+    per_image, by_tumour, by_roi = {}, {}, {}
+    for stem in stems:
+        targets, image = ground_truth[stem].xy_mm, predictions[stem]
+        counts = detection_counts(targets, image.xy_mm[image.is_mitosis])
+        image_ap = average_precision([targets], [image.xy_mm], [image.probability]).ap
+        image_froc = froc([targets], [image.xy_mm], [image.probability])
+        tumour_type, roi_type = ground_truth[stem].tumour_type, ground_truth[stem].roi_type
+        per_image[stem] = {
+            "file_name": ground_truth[stem].file_name,
+            "tumour_type": tumour_type,
+            **({"roi_type": roi_type} if roi_type is not None else {}),
+            "n_ground_truth": len(targets),
+            "n_mitotic_figure_points": int(image.is_mitosis.sum()),
+            "n_points": len(image.probability),
+            **counts.as_dict(),
+            "ap": image_ap,
+            "froc": None if image_froc is None else image_froc.score,
+            "missing_prediction": stem in missing,
+        }
+        by_tumour.setdefault(tumour_type, []).append(stem)
+        if roi_type is not None:
+            by_roi.setdefault(roi_type, []).append(stem)
+
+    def summary(selected: list[str]) -> tuple[dict, PrecisionRecall, FrocCurve | None]:
+        total = sum((Counts(per_image[s]["tp"], per_image[s]["fp"], per_image[s]["fn"]) for s in selected), Counts())
+        arguments = (
+            [ground_truth[s].xy_mm for s in selected],
+            [predictions[s].xy_mm for s in selected],
+            [predictions[s].probability for s in selected],
+        )
+        curve, froc_curve = average_precision(*arguments), froc(*arguments)
+        froc_score = None if froc_curve is None else froc_curve.score
+        return {"n_images": len(selected), **total.as_dict(), "ap": curve.ap, "froc": froc_score}, curve, froc_curve
+
+    aggregates, curve, froc_curve = summary(stems)
+    per_tumour_type = {name: summary(selected)[0] for name, selected in sorted(by_tumour.items())}
+    per_roi_type = {name: summary(by_roi[name])[0] for name in ROI_TYPES if name in by_roi}
+    leaderboard = _leaderboard(aggregates, per_tumour_type, per_roi_type if truth.rules_2025 else None)
+    thresholds, threshold_counts = f1_by_threshold(
+        [ground_truth[s].xy_mm for s in stems],
+        [predictions[s].xy_mm[predictions[s].is_mitosis] for s in stems],
+        [predictions[s].probability[predictions[s].is_mitosis] for s in stems],
+    )
+    return Evaluation(
+        aggregates,
+        {stem: per_image[stem] for stem in sorted(per_image)},
+        per_tumour_type,
+        missing,
+        extra,
+        truth.skipped_unlabelled,
+        best_threshold(thresholds, threshold_counts),
+        curve,
+        thresholds,
+        threshold_counts,
+        per_roi_type,
+        leaderboard,
+        froc_curve,
+        truth.format,
+        files.layout,
+    )
+
+
+def _leaderboard(aggregates: dict, per_tumour_type: dict, per_roi_type: dict | None) -> dict:
+    """The platform's `aggregates` object: overall, every tumour domain present, and (2025) all three ROI types,
+    present or not, as the platform always reports them."""
+
+    def group(metrics: dict | None, prefix: str) -> dict:
+        metrics = metrics or {"tp": 0, "fp": 0, "fn": 0, "ap": None, "froc": None}
+        counts = Counts(metrics["tp"], metrics["fp"], metrics["fn"])
+        return platform_group_metrics(counts, metrics["ap"], metrics["froc"], prefix)
+
+    leaderboard = group(aggregates, "")
+    for name, metrics in per_tumour_type.items():
+        leaderboard.update(group(metrics, f"tumor_{name}_"))
+    if per_roi_type is not None:
+        for name in ROI_TYPES:
+            leaderboard.update(group(per_roi_type.get(name), f"roi_type_{name}_"))
+    return leaderboard
+
+
+# ---------------------------------------------------------------------------------------------------------- output
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _row(label: str, metrics: dict, width: int) -> str:
+    return (
+        f"{label:<{width}} {metrics['tp']:>6} {metrics['fp']:>6} {metrics['fn']:>6} "
+        f"{_fmt(metrics['precision']):>9} {_fmt(metrics['recall']):>9} "
+        f"{_fmt(metrics['f1']):>9} {_fmt(metrics['ap']):>9} {_fmt(metrics.get('froc')):>9}"
+    )
+
+
+def format_tables(evaluation: Evaluation) -> str:
+    """Per-image, per-tumour-type, per-ROI-type (2025) and overall tables for the terminal."""
+    labels = [*evaluation.per_image, *evaluation.per_tumour_type, *evaluation.per_roi_type, "overall (micro)"]
+    width = max(len(label) for label in labels) + 2
+    header = (
+        f"{'':<{width}} {'TP':>6} {'FP':>6} {'FN':>6} {'precision':>9} {'recall':>9} {'F1':>9} {'AP':>9} {'FROC':>9}"
+    )
+    lines = ["per image", header]
+    for stem, metrics in evaluation.per_image.items():
+        lines.append(_row(stem, metrics, width) + ("  (no prediction file)" if metrics["missing_prediction"] else ""))
+    is_2025 = evaluation.ground_truth_format == GROUND_TRUTH_CONTAINER_2025
+    lines += ["", "per tumour domain" if is_2025 else "per tumour type", header]
+    lines += [_row(name, metrics, width) for name, metrics in evaluation.per_tumour_type.items()]
+    if evaluation.per_roi_type:
+        lines += ["", "per ROI type", header]
+        lines += [_row(name, metrics, width) for name, metrics in evaluation.per_roi_type.items()]
+    lines += ["", header, _row("overall (micro)", evaluation.aggregates, width)]
+    if evaluation.missing_predictions:
+        lines.append(
+            f"missing prediction files (counted as no detections): {', '.join(evaluation.missing_predictions)}"
+        )
+    if evaluation.extra_predictions:
+        lines.append(f"prediction files without ground truth (ignored): {', '.join(evaluation.extra_predictions)}")
+    if evaluation.skipped_unlabelled:
+        lines.append(f"skipped unlabelled images: {len(evaluation.skipped_unlabelled)}")
+    best = evaluation.best_threshold
+    if best is not None:
+        lines.append(
+            f"best probability threshold on 'mitotic figure' points: {best['threshold']:.6g} "
+            f"(F1 {_fmt(best['f1'])}, precision {_fmt(best['precision'])}, recall {_fmt(best['recall'])})"
+        )
+    return "\n".join(lines)
+
+
+def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
+    """metrics.json (atomic), the precision-recall curve, F1 against the probability threshold and the FROC curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = report_dir / "metrics.json"
+    write_json_atomically(evaluation.to_json(), metrics_path)
+
+    curve = evaluation.curve
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.plot(curve.recall, curve.precision, lw=1, alpha=0.6, label="raw")
+    axes.plot(curve.recall_thresholds, curve.interpolated_precision, lw=1.5, label="101-point interpolated")
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title(f"AP@0.5 = {_fmt(curve.ap)} (all points)")
+    axes.legend(loc="lower left")
+    pr_path = report_dir / "precision_recall.png"
+    figure.savefig(pr_path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    # keep-if-p>=t: the counts at threshold t_i hold on (t_(i-1), t_i], hence "steps-pre"
+    for metric in ("f1", "precision", "recall"):
+        values = [getattr(c, metric) for c in evaluation.threshold_counts]
+        values = [np.nan if value is None else value for value in values]
+        axes.plot(evaluation.thresholds, values, drawstyle="steps-pre", lw=1.5 if metric == "f1" else 1, label=metric)
+    best = evaluation.best_threshold
+    if best is not None:
+        axes.axvline(best["threshold"], color="grey", ls="--", lw=1)
+        axes.set_title(f"best threshold {best['threshold']:.4g}: F1 {_fmt(best['f1'])}")
+    axes.set(xlabel="probability threshold ('mitotic figure' points kept if >=)", ylabel="score", xlim=(0, 1))
+    axes.legend(loc="lower left")
+    f1_path = report_dir / "f1_threshold.png"
+    figure.savefig(f1_path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    paths = [metrics_path, pr_path, f1_path]
+
+    froc_curve = evaluation.froc_curve
+    if froc_curve is not None:  # no point at all: the platform's FROC is NaN, there is no curve to draw
+        figure, axes = plt.subplots(figsize=(6, 4))
+        order = np.argsort(froc_curve.fp_per_image, kind="stable")
+        axes.plot(froc_curve.fp_per_image[order], froc_curve.recall[order], "o", ms=3, label="thresholds")
+        axes.plot(froc_curve.fp_grid, froc_curve.recall_on_grid, lw=1.5, label="interpolated")
+        axes.set(xlabel="false positives per image", ylabel="recall", xlim=(0, FROC_MAX_FP_PER_IMAGE), ylim=(0, 1.02))
+        axes.set_title(f"FROC score {froc_curve.score:.4f} (area, 0..{FROC_MAX_FP_PER_IMAGE:g}; all points)")
+        axes.legend(loc="lower right")
+        froc_path = report_dir / "froc.png"
+        figure.savefig(froc_path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(froc_path)
+    return paths
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.evaluate",
+        description="MIDOG 2022 / 2025 offline evaluation: challenge-identical F1 (micro, 7.5 um greedy matching), AP "
+        "and FROC, overall, per tumour type and per ROI type.",
+        add_help=add_help,
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        required=True,
+        help="folder with one grand-challenge 'Multiple points' JSON per image, named <image stem>.json, or in the "
+        "platform's evaluation layout (predictions.json listing the jobs, <pk>/output/mitotic-figures.json; "
+        "detected automatically; required)",
+    )
+    parser.add_argument(
+        "--ground-truth",
+        type=Path,
+        required=True,
+        help='evaluation-container ground truth: 2022 ({"007.tiff": [[x_mm, y_mm, 0], ...]}) or 2025 ({"007.tiff": '
+        '{"annotations": [...], "tumor domain": 0, "roi type": "hotspot"}}, with the 2025 input checks), or a MIDOG '
+        "annotation JSON (format detected automatically; required)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="folder for metrics.json, precision_recall.png, f1_threshold.png and froc.png (default: none, terminal "
+        "only)",
+    )
+    parser.add_argument(
+        "--spacing-um",
+        type=float,
+        default=DEFAULT_SPACING_UM,
+        help="pixel spacing in um/px to convert MIDOG JSON pixel boxes to mm (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="folder with the TIFFs named in a MIDOG JSON: per-image spacing from their resolution tags instead of "
+        "--spacing-um (default: none)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if not args.spacing_um > 0:
+        print(f"error: --spacing-um must be positive, got {args.spacing_um}", file=sys.stderr)
+        return 1
+    try:
+        evaluation = evaluate(args.predictions, args.ground_truth, args.spacing_um, args.images)
+    except EvaluationInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(format_tables(evaluation))
+    if args.report is not None:
+        paths = write_report(evaluation, args.report)
+        print("report: " + ", ".join(str(path) for path in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Reading what is evaluated: prediction JSONs (folder or platform layout) and ground truth in any of its formats.
+
+Bad input raises `EvaluationInputError` with a one-line message meant for the user: pixel coordinates where mm are
+expected would otherwise give F1 = 0 without complaint. With 2025 ground truth the 2025 input rules apply (a point
+without a name, or with a coordinate below -7.5 um, is an error as well).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.metrics import MATCH_RADIUS_MM
+from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
+from model.spacing import DEFAULT_SPACING_MM
+
+MAX_COORDINATE_MM: float = 10.0
+"""A MIDOG region is ~1.7 mm wide: any coordinate above 10 means pixels were written where mm are expected."""
+MIN_COORDINATE_MM_2025: float = -MATCH_RADIUS_MM
+"""MIDOG 2025 rejects x or y below minus the matching radius: such a point cannot match anything in the image."""
+DEFAULT_SPACING_UM: float = DEFAULT_SPACING_MM * 1000.0
+"""Pixel size assumed for MIDOG JSON boxes when no image is at hand (the model's, `model.spacing`)."""
+MIDOG_MITOTIC_CATEGORY_ID: int = 1
+
+ROI_TYPES: tuple[str, ...] = ("hotspot", "challenging", "random")
+"""MIDOG 2025 region-of-interest types, in the order the platform reports them."""
+PLATFORM_INPUT_SLUG = "histopathology-region-of-interest-cropout"
+PLATFORM_OUTPUT_SLUG = "mitotic-figures"
+PLATFORM_JOBS_FILE = "predictions.json"
+
+GROUND_TRUTH_CONTAINER_2022 = "container-2022"
+GROUND_TRUTH_CONTAINER_2025 = "container-2025"
+GROUND_TRUTH_MIDOG_JSON = "midog-json"
+LAYOUT_FOLDER = "folder"
+LAYOUT_PLATFORM = "platform"
+
+# MIDOG 2022 tumour type by image id (first integer in the file name). 355-405 (human melanoma) are unlabelled.
+MIDOG2022_TUMOUR_TYPES: tuple[tuple[int, int, str], ...] = (
+    (1, 150, "human breast cancer"),
+    (151, 194, "canine lung cancer"),
+    (195, 249, "canine lymphoma"),
+    (250, 299, "canine cutaneous mast cell tumor"),
+    (300, 354, "human neuroendocrine tumor"),
+)
+UNLABELLED_ID_RANGE: tuple[int, int] = (355, 405)
+UNKNOWN_TUMOUR_TYPE = "unknown"
+
+_ALLOWED_DOCUMENT_KEYS = {"name", "type", "points", "version"}
+_ALLOWED_POINT_KEYS = {"name", "point", "probability"}
+_POINT_NAMES = {MITOTIC_FIGURE, NON_MITOTIC_FIGURE}
+
+
+class EvaluationInputError(ValueError):
+    """Input that cannot be evaluated; the message is one line meant for the user."""
+
+
+@dataclass
+class ImagePredictions:
+    """All points of one image: positions (mm), probabilities and whether each is named "mitotic figure"."""
+
+    xy_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    probability: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    is_mitosis: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+@dataclass
+class GroundTruthImage:
+    """Mitotic figure positions (mm) of one image, its tumour type (2025: tumour domain) and 2025 ROI type."""
+
+    file_name: str
+    xy_mm: np.ndarray
+    tumour_type: str
+    roi_type: str | None = None
+
+
+def is_finite_number(value: object) -> bool:
+    """A JSON number that is neither a boolean nor NaN / infinity."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_mm(xy: Sequence[float], where: str) -> None:
+    if any(abs(float(value)) > MAX_COORDINATE_MM for value in xy):
+        raise EvaluationInputError(
+            f"{where}: coordinate {list(xy)} is above {MAX_COORDINATE_MM:g}: pixel coordinates where mm are expected"
+        )
+
+
+def read_predictions(path: Path, rules_2025: bool = False) -> ImagePredictions:
+    """Read and validate one "Multiple points" file; every schema violation names the file and the problem.
+
+    `rules_2025` adds what the MIDOG 2025 evaluation rejects and 2022 accepted: a point without a name (2022 counted
+    it as a mitotic figure) and x or y below -7.5 um.
+    """
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationInputError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise EvaluationInputError(f"{path}: expected a JSON object, found {type(document).__name__}")
+    extra = sorted(set(document) - _ALLOWED_DOCUMENT_KEYS)
+    if extra:
+        raise EvaluationInputError(f"{path}: unexpected key(s) {extra} (the platform allows no extra keys)")
+    if document.get("type") != "Multiple points":
+        raise EvaluationInputError(f"{path}: 'type' must be 'Multiple points', found {document.get('type')!r}")
+    points = document.get("points")
+    if not isinstance(points, list):
+        raise EvaluationInputError(f"{path}: 'points' must be a list")
+    xy_mm, probability, is_mitosis = [], [], []
+    for index, entry in enumerate(points):
+        where = f"{path}: points[{index}]"
+        if not isinstance(entry, dict):
+            raise EvaluationInputError(f"{where} must be an object")
+        extra = sorted(set(entry) - _ALLOWED_POINT_KEYS)
+        if extra:
+            raise EvaluationInputError(f"{where} has unexpected key(s) {extra}")
+        where = f"{where} {json.dumps(entry)}"  # name the point itself too: an index alone is hard to find
+        point = entry.get("point")
+        if not (isinstance(point, list) and len(point) == 3 and all(is_finite_number(value) for value in point)):
+            raise EvaluationInputError(f"{where}: 'point' must be 3 finite numbers [x_mm, y_mm, 0], found {point!r}")
+        _check_mm(point, where)
+        if rules_2025 and min(point[:2]) < MIN_COORDINATE_MM_2025:
+            raise EvaluationInputError(
+                f"{where}: coordinate below {MIN_COORDINATE_MM_2025:g} mm (MIDOG 2025 rejects points outside the image)"
+            )
+        score = entry.get("probability")
+        if not (is_finite_number(score) and 0.0 <= score <= 1.0):
+            raise EvaluationInputError(f"{where}: 'probability' must be a number in [0, 1], found {score!r}")
+        if rules_2025 and "name" not in entry:
+            raise EvaluationInputError(f"{where}: no 'name' (MIDOG 2025 requires one of {sorted(_POINT_NAMES)})")
+        name = entry.get("name", MITOTIC_FIGURE)  # the 2022 challenge counts unnamed points as mitotic figures
+        if name not in _POINT_NAMES:
+            raise EvaluationInputError(f"{where}: 'name' must be one of {sorted(_POINT_NAMES)}, found {name!r}")
+        xy_mm.append(point[:2])
+        probability.append(float(score))
+        is_mitosis.append(name == MITOTIC_FIGURE)
+    return ImagePredictions(
+        np.asarray(xy_mm, dtype=np.float64).reshape(-1, 2),
+        np.asarray(probability, dtype=np.float64),
+        np.asarray(is_mitosis, dtype=bool),
+    )
+
+
+@dataclass
+class PredictionFiles:
+    """Where each image's "Multiple points" file is, by image stem, in the order the evaluation meets them.
+
+    The platform ranks AP detections of equal score in the order its jobs are listed in `predictions.json`, so that
+    order is kept; a plain folder is taken in name order.
+    """
+
+    layout: str
+    paths: dict[str, Path]
+
+
+def _job_image_name(job: dict, where: str) -> str:
+    """The input image's name: the platform's input socket if present, else the only input that is an image."""
+    inputs = job.get("inputs")
+    if not isinstance(inputs, list):
+        raise EvaluationInputError(f"{where}: 'inputs' must be a list")
+    named = [
+        entry
+        for entry in inputs
+        if isinstance(entry, dict)
+        and isinstance(entry.get("image"), dict)
+        and isinstance(entry["image"].get("name"), str)
+    ]
+    preferred = [
+        entry
+        for entry in named
+        if isinstance(entry.get("interface"), dict) and entry["interface"].get("slug") == PLATFORM_INPUT_SLUG
+    ]
+    candidates = preferred or named
+    if len(candidates) != 1:
+        raise EvaluationInputError(f"{where}: expected one input image (inputs[].image.name), found {len(candidates)}")
+    return candidates[0]["image"]["name"]
+
+
+def _job_output_path(job: dict, folder: Path, where: str) -> Path:
+    pk = job.get("pk")
+    if not isinstance(pk, str | int) or isinstance(pk, bool) or not str(pk):
+        raise EvaluationInputError(f"{where}: no 'pk'")
+    outputs = job.get("outputs")
+    if not isinstance(outputs, list):
+        raise EvaluationInputError(f"{where}: 'outputs' must be a list")
+    for entry in outputs:
+        interface = entry.get("interface") if isinstance(entry, dict) else None
+        if isinstance(interface, dict) and interface.get("slug") == PLATFORM_OUTPUT_SLUG:
+            relative_path = interface.get("relative_path")
+            if not isinstance(relative_path, str) or not relative_path:
+                raise EvaluationInputError(f"{where}: output '{PLATFORM_OUTPUT_SLUG}' has no 'relative_path'")
+            path = folder / str(pk) / "output" / relative_path
+            if not path.is_file():
+                raise EvaluationInputError(f"{where}: output file {path} not found")
+            return path
+    raise EvaluationInputError(f"{where}: no output with interface slug '{PLATFORM_OUTPUT_SLUG}'")
+
+
+def find_prediction_files(folder: Path) -> PredictionFiles:
+    """Either prediction layout: the platform's (`predictions.json` holding a list of jobs) or `<image stem>.json`.
+
+    A `predictions.json` holding an object is an ordinary per-image file (of an image named "predictions").
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationInputError(f"--predictions {folder}: not a folder")
+    jobs_path = folder / PLATFORM_JOBS_FILE
+    jobs = None
+    if jobs_path.is_file():
+        try:
+            jobs = json.loads(jobs_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise EvaluationInputError(f"{jobs_path}: not readable JSON ({error})") from None
+    if not isinstance(jobs, list):
+        return PredictionFiles(LAYOUT_FOLDER, {path.stem: path for path in sorted(folder.glob("*.json"))})
+    paths: dict[str, Path] = {}
+    first_job: dict[str, int] = {}
+    for index, job in enumerate(jobs):
+        where = f"{jobs_path}: job [{index}]"
+        if not isinstance(job, dict):
+            raise EvaluationInputError(f"{where} must be an object")
+        image_name = _job_image_name(job, where)
+        stem = _stem(image_name)
+        if stem in paths:
+            raise EvaluationInputError(
+                f"{where}: image {image_name!r} was already predicted by job [{first_job[stem]}]"
+            )
+        paths[stem] = _job_output_path(job, folder, f"{where} (image {image_name!r})")
+        first_job[stem] = index
+    return PredictionFiles(LAYOUT_PLATFORM, paths)
+
+
+def first_integer(file_name: str) -> int | None:
+    """The image id as the MIDOG validators define it: the first integer in the file name."""
+    match = re.search(r"\d+", file_name)
+    return int(match.group()) if match else None
+
+
+def tumour_type_of(file_name: str) -> str:
+    """MIDOG 2022 tumour type from the id ranges; files outside the ranges are 'unknown'."""
+    image_id = first_integer(file_name)
+    for low, high, tumour_type in MIDOG2022_TUMOUR_TYPES:
+        if image_id is not None and low <= image_id <= high:
+            return tumour_type
+    return UNKNOWN_TUMOUR_TYPE
+
+
+def _stem(file_name: str) -> str:
+    return Path(file_name).stem
+
+
+def _read_points_mm(points: object, where: str) -> np.ndarray:
+    if not isinstance(points, list):
+        raise EvaluationInputError(f"{where} must map to a list of [x_mm, y_mm, 0] points")
+    for point in points:
+        if not (isinstance(point, list) and len(point) in (2, 3) and all(is_finite_number(v) for v in point)):
+            raise EvaluationInputError(f"{where}: ground-truth point must be [x_mm, y_mm, 0], found {point!r}")
+        _check_mm(point, where)
+    return np.asarray([point[:2] for point in points], dtype=np.float64).reshape(-1, 2)
+
+
+def _read_container_ground_truth(payload: dict, path: Path) -> dict[str, GroundTruthImage]:
+    images = {}
+    for file_name, points in payload.items():
+        xy_mm = _read_points_mm(points, f"{path}: {file_name!r}")
+        images[_stem(file_name)] = GroundTruthImage(file_name, xy_mm, tumour_type_of(file_name))
+    return images
+
+
+def _read_2025_ground_truth(payload: dict, path: Path) -> dict[str, GroundTruthImage]:
+    """MIDOG 2025 container file: points under "annotations", plus the image's "tumor domain" and "roi type"."""
+    images = {}
+    for file_name, entry in payload.items():
+        where = f"{path}: {file_name!r}"
+        if "annotations" not in entry:
+            raise EvaluationInputError(f"{where}: no 'annotations' (MIDOG 2025 ground truth)")
+        xy_mm = _read_points_mm(entry["annotations"], where)
+        domain = entry.get("tumor domain")
+        if not (isinstance(domain, int | str) and not isinstance(domain, bool)):
+            raise EvaluationInputError(f"{where}: 'tumor domain' must be an integer or a string, found {domain!r}")
+        roi_type = entry.get("roi type")
+        if roi_type not in ROI_TYPES:
+            raise EvaluationInputError(f"{where}: 'roi type' must be one of {list(ROI_TYPES)}, found {roi_type!r}")
+        images[_stem(file_name)] = GroundTruthImage(file_name, xy_mm, str(domain), roi_type)
+    return images
+
+
+def _spacing_mm_for(file_name: str, spacing_um: float, images_dir: Path | None) -> tuple[float, float]:
+    if images_dir is None:
+        return spacing_um / 1000.0, spacing_um / 1000.0
+    from model.image_io import read_spacing_mm  # tifffile is only needed with --images
+
+    image_path = Path(images_dir) / file_name
+    if not image_path.is_file():
+        raise EvaluationInputError(f"--images {images_dir}: {file_name} not found (needed for its pixel spacing)")
+    try:
+        return read_spacing_mm(image_path)
+    except Exception as error:  # any tifffile failure is a bad image for the user, not a crash
+        raise EvaluationInputError(f"{image_path}: cannot read resolution tags ({error})") from None
+
+
+def _read_midog_ground_truth(
+    payload: dict, path: Path, spacing_um: float, images_dir: Path | None
+) -> tuple[dict[str, GroundTruthImage], list[str]]:
+    """MIDOG annotation JSON -> per-image mitotic-figure centres in mm; also the skipped unlabelled images."""
+    images, skipped = {}, []
+    if not isinstance(payload["images"], list) or not isinstance(payload["annotations"], list):
+        raise EvaluationInputError(f"{path}: 'images' and 'annotations' must be lists")
+    by_id: dict[object, tuple[dict, list]] = {}
+    for image in payload["images"]:
+        if not (isinstance(image, dict) and isinstance(image.get("file_name"), str) and "id" in image):
+            raise EvaluationInputError(f"{path}: every image needs 'file_name' and 'id', found {image!r}")
+        by_id[image["id"]] = (image, [])
+    for annotation in payload["annotations"]:
+        if not isinstance(annotation, dict) or annotation.get("image_id") not in by_id:
+            raise EvaluationInputError(f"{path}: annotation without a known 'image_id': {annotation!r}")
+        if annotation.get("category_id") != MIDOG_MITOTIC_CATEGORY_ID:
+            continue  # imposters (category 2) are not ground truth for the challenge
+        bbox = annotation.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
+            raise EvaluationInputError(f"{path}: annotation bbox must be [x1, y1, x2, y2] pixels, found {bbox!r}")
+        by_id[annotation["image_id"]][1].append(((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0))
+    for image, centres_px in by_id.values():
+        file_name = image["file_name"]
+        has_tumour_type = "tumor_type" in image
+        image_id = first_integer(file_name)
+        low, high = UNLABELLED_ID_RANGE
+        if not has_tumour_type and not centres_px and image_id is not None and low <= image_id <= high:
+            skipped.append(file_name)
+            continue
+        spacing_mm = _spacing_mm_for(file_name, spacing_um, images_dir)
+        xy_mm = np.asarray(centres_px, dtype=np.float64).reshape(-1, 2) * np.asarray(spacing_mm[:2])
+        tumour_type = str(image["tumor_type"]) if has_tumour_type else tumour_type_of(file_name)
+        images[_stem(file_name)] = GroundTruthImage(file_name, xy_mm, tumour_type)
+    return images, skipped
+
+
+@dataclass
+class GroundTruth:
+    """Ground-truth images by stem, unlabelled images skipped, and which format it came in (which rules apply)."""
+
+    images: dict[str, GroundTruthImage]
+    skipped_unlabelled: list[str]
+    format: str
+
+    @property
+    def rules_2025(self) -> bool:
+        """2025 ground truth is scored by the 2025 evaluation, whose input checks are stricter."""
+        return self.format == GROUND_TRUTH_CONTAINER_2025
+
+
+def load_ground_truth(
+    path: Path, spacing_um: float = DEFAULT_SPACING_UM, images_dir: Path | None = None
+) -> GroundTruth:
+    """Any of the three ground-truth formats, detected from its structure."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationInputError(f"ground truth {path}: not readable JSON ({error})") from None
+    if isinstance(payload, dict) and "images" in payload and "annotations" in payload:
+        images, skipped = _read_midog_ground_truth(payload, path, spacing_um, images_dir)
+        return GroundTruth(images, skipped, GROUND_TRUTH_MIDOG_JSON)
+    if isinstance(payload, dict) and all(isinstance(value, list) for value in payload.values()):
+        return GroundTruth(_read_container_ground_truth(payload, path), [], GROUND_TRUTH_CONTAINER_2022)
+    if isinstance(payload, dict) and all(isinstance(value, dict) for value in payload.values()):
+        return GroundTruth(_read_2025_ground_truth(payload, path), [], GROUND_TRUTH_CONTAINER_2025)
+    raise EvaluationInputError(
+        f"ground truth {path}: neither a MIDOG annotation JSON (images/annotations) "
+        'nor an evaluation-container file ({"007.tiff": [[x_mm, y_mm, 0], ...]} or, 2025, '
+        '{"007.tiff": {"annotations": [...], "tumor domain": 0, "roi type": "hotspot"}})'
+    )
+
+
+def read_ground_truth(
+    path: Path, spacing_um: float = DEFAULT_SPACING_UM, images_dir: Path | None = None
+) -> tuple[dict[str, GroundTruthImage], list[str]]:
+    """Any ground-truth format, detected from its structure; returns images by stem and skipped unlabelled files."""
+    ground_truth = load_ground_truth(path, spacing_um, images_dir)
+    return ground_truth.images, ground_truth.skipped_unlabelled

@@ -1,0 +1,283 @@
+"""The challenges' metrics on points in mm: F1 by greedy matching, COCO-style AP on point boxes, MIDOG 2025's FROC.
+
+- F1 (the ranking metric): points matched greedily within 7.5 um exactly as `evalutils.scorers.score_detection`;
+  TP/FP/FN are summed over images before F1.
+- AP: each point (ground truth too) becomes a +/-11.25 um square and AP is COCO's 101-point interpolated AP at IoU
+  0.5 over all images (what torchmetrics' MeanAveragePrecision with a huge detection limit computes for one class,
+  float32 tensors included), re-implemented with numpy so that evaluation needs neither torch nor pycocotools.
+- FROC (MIDOG 2025): 40 probability thresholds from the lowest to the highest probability, recall and mean false
+  positives per image at each (same greedy matching), recall interpolated at 50 false-positive rates in [0, 8] and
+  integrated (0..8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.matching import MATCH_RADIUS_UM, greedy_match
+
+MATCH_RADIUS_MM: float = MATCH_RADIUS_UM / 1000.0
+AP_BOX_HALF_SIZE_MM: float = 0.01125
+"""The challenge turns each point into a 22.5 um square (+/- 11.25 um: 90 px at 0.25 um/px) to compute AP with a box
+metric."""
+AP_IOU_THRESHOLD: float = 0.5
+
+FROC_THRESHOLDS: int = 40
+"""MIDOG 2025: probability thresholds evenly spaced from the lowest to the highest probability of all points."""
+FROC_MAX_FP_PER_IMAGE: float = 8.0
+"""Upper end of the false-positives-per-image axis (as in the JAMA CAMELYON16 FROC the challenge cites)."""
+FROC_SAMPLES: int = 50
+"""Points in [0, FROC_MAX_FP_PER_IMAGE] at which recall is interpolated before the trapezoidal area."""
+PLATFORM_EPSILON: float = 1e-6
+"""The platform adds 1e-6 to every precision / recall / F1 denominator (and F1 numerator) and to the FROC recall."""
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    @property
+    def precision(self) -> float | None:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
+
+    @property
+    def f1(self) -> float | None:
+        """2TP / (2TP + FP + FN): the challenge's formula; undefined (None) when there is nothing to count."""
+        denominator = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / denominator if denominator else None
+
+    def as_dict(self) -> dict:
+        """tp, fp, fn, precision, recall, f1: how every report writes counts."""
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+        }
+
+
+def detection_counts(targets_xy_mm: np.ndarray, predictions_xy_mm: np.ndarray) -> Counts:
+    """TP/FP/FN of one image exactly as `evalutils.scorers.score_detection(radius=7.5e-3)`."""
+    tp = len(greedy_match(targets_xy_mm, predictions_xy_mm, MATCH_RADIUS_MM))
+    return Counts(tp, len(predictions_xy_mm) - tp, len(targets_xy_mm) - tp)
+
+
+def _boxes(xy_mm: np.ndarray) -> np.ndarray:
+    """COCO [x, y, w, h] boxes as the challenge hands them to COCOeval: the corners become a float32 tensor
+    (`torch.Tensor`), width and height are subtracted in float32 (xyxy -> xywh), COCOeval then works in float64."""
+    xy_mm = np.asarray(xy_mm, dtype=np.float64).reshape(-1, 2)
+    low = (xy_mm - AP_BOX_HALF_SIZE_MM).astype(np.float32)
+    high = (xy_mm + AP_BOX_HALF_SIZE_MM).astype(np.float32)
+    return np.concatenate([low, high - low], axis=1).astype(np.float64)
+
+
+def _box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU of xywh boxes with pycocotools' arithmetic (maskApi `bbIou`), `boxes_a` being the detections."""
+    width = np.minimum(boxes_a[:, None, 2] + boxes_a[:, None, 0], boxes_b[None, :, 2] + boxes_b[None, :, 0])
+    width = width - np.maximum(boxes_a[:, None, 0], boxes_b[None, :, 0])
+    height = np.minimum(boxes_a[:, None, 3] + boxes_a[:, None, 1], boxes_b[None, :, 3] + boxes_b[None, :, 1])
+    height = height - np.maximum(boxes_a[:, None, 1], boxes_b[None, :, 1])
+    overlapping = (width > 0) & (height > 0)
+    intersection = np.where(overlapping, width * height, 0.0)
+    area_a = boxes_a[:, 2] * boxes_a[:, 3]
+    area_b = boxes_b[:, 2] * boxes_b[:, 3]
+    union = area_a[:, None] + area_b[None, :] - intersection
+    return np.where(overlapping, intersection / np.where(overlapping, union, 1.0), 0.0)
+
+
+def _platform_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores as the challenge ranks them: torchmetrics holds them in a float32 tensor, so nearer ones tie."""
+    return np.asarray(scores, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def _match_by_score(targets_xy_mm: np.ndarray, predictions_xy_mm: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """COCO matching of one image: predictions by decreasing score (stable), each takes the unmatched ground truth
+    with the highest IoU >= 0.5 (equal IoU: the later ground truth, as pycocotools' `<` comparison does).
+    Returns whether each prediction (in input order) is a true positive."""
+    is_tp = np.zeros(len(scores), dtype=bool)
+    if len(targets_xy_mm) == 0 or len(scores) == 0:
+        return is_tp
+    iou = _box_iou(_boxes(predictions_xy_mm), _boxes(targets_xy_mm))
+    taken = np.zeros(len(targets_xy_mm), dtype=bool)
+    for prediction in np.argsort(-scores, kind="mergesort"):
+        candidates = np.where(taken, -1.0, iou[prediction])
+        best_iou = candidates.max()
+        if best_iou < min(AP_IOU_THRESHOLD, 1 - 1e-10):
+            continue
+        best = len(candidates) - 1 - int(np.argmax(candidates[::-1]))  # last of the maxima
+        taken[best] = True
+        is_tp[prediction] = True
+    return is_tp
+
+
+@dataclass
+class PrecisionRecall:
+    """AP and the curve behind it; `ap` is None when there is no ground truth (torchmetrics would say -1)."""
+
+    ap: float | None
+    recall: np.ndarray
+    precision: np.ndarray
+    recall_thresholds: np.ndarray
+    interpolated_precision: np.ndarray
+
+
+def average_precision(
+    targets_xy_mm: Sequence[np.ndarray], predictions_xy_mm: Sequence[np.ndarray], scores: Sequence[np.ndarray]
+) -> PrecisionRecall:
+    """COCO AP at IoU 0.5 over several images (one class, no detection limit), as the challenge reports it.
+
+    Matching is per image; detections of all images are then ranked together by score (stable: image order, then
+    score order within the image), precision is made monotone from the right, and sampled at 101 recall points.
+    Scores and boxes go through float32 first, as the challenge's torch tensors do, so that ties and IoU = 0.5
+    borders fall as on the leaderboard.
+    """
+    recall_thresholds = np.linspace(0.0, 1.0, 101)
+    all_scores, all_tp = [], []
+    for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True):
+        image_scores = _platform_scores(image_scores)
+        order = np.argsort(-image_scores, kind="mergesort")
+        all_scores.append(image_scores[order])
+        all_tp.append(_match_by_score(np.asarray(targets), np.asarray(predictions), image_scores)[order])
+    n_targets = sum(len(np.asarray(targets).reshape(-1, 2)) for targets in targets_xy_mm)
+    if n_targets == 0:
+        empty = np.zeros(0)
+        return PrecisionRecall(None, empty, empty, recall_thresholds, np.zeros_like(recall_thresholds))
+    merged_scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
+    merged_tp = np.concatenate(all_tp) if all_tp else np.zeros(0, dtype=bool)
+    order = np.argsort(-merged_scores, kind="mergesort")
+    tp_cumulative = np.cumsum(merged_tp[order]).astype(np.float64)
+    fp_cumulative = np.cumsum(~merged_tp[order]).astype(np.float64)
+    recall = tp_cumulative / n_targets
+    precision = tp_cumulative / (tp_cumulative + fp_cumulative + np.spacing(1))
+    if len(precision) == 0:  # ground truth but no detections anywhere: AP 0
+        return PrecisionRecall(0.0, recall, precision, recall_thresholds, np.zeros_like(recall_thresholds))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    indices = np.searchsorted(recall, recall_thresholds, side="left")
+    interpolated = np.where(indices < len(envelope), envelope[np.minimum(indices, len(envelope) - 1)], 0.0)
+    return PrecisionRecall(float(np.mean(interpolated)), recall, precision, recall_thresholds, interpolated)
+
+
+@dataclass
+class FrocCurve:
+    """The MIDOG 2025 FROC score and the curve behind it.
+
+    `thresholds` ascend; `recall` and `fp_per_image` belong to them; `fp_grid` / `recall_on_grid` are the sampled curve
+    whose trapezoidal area is `score` (0 to FROC_MAX_FP_PER_IMAGE).
+    """
+
+    score: float
+    thresholds: np.ndarray
+    recall: np.ndarray
+    fp_per_image: np.ndarray
+    fp_grid: np.ndarray
+    recall_on_grid: np.ndarray
+
+
+def froc(
+    targets_xy_mm: Sequence[np.ndarray], predictions_xy_mm: Sequence[np.ndarray], scores: Sequence[np.ndarray]
+) -> FrocCurve | None:
+    """FROC score of several images as the MIDOG 2025 evaluation computes it; None where it says NaN (no point).
+
+    Every point counts, whatever its name. Thresholds: 40 evenly spaced from the lowest to the highest probability of
+    all points (one if they are all equal); at each, points with probability >= threshold are matched per image
+    (greedy, 7.5 um), recall = TP / (TP + FN + 1e-6) over all images and false positives are averaged over images.
+    The (FP per image, recall) pairs are ordered by `np.argsort` of the FP rates, listed by ascending threshold, as
+    the platform orders them: that sort is not stable, and among equal FP rates np.interp uses the last one, so
+    there the result is whatever numpy's sort gives (identical for the same numpy on the same CPU). Recall is then
+    interpolated at 50 FP rates evenly spaced in [0, 8] (0 left of the data, the last recall right of it) and
+    integrated with the trapezoidal rule.
+    """
+    scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
+    predictions_xy_mm = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in predictions_xy_mm]
+    nonempty = [s for s in scores if len(s)]
+    if not nonempty:
+        return None
+    every_score = np.concatenate(nonempty)
+    low, high = float(every_score.min()), float(every_score.max())
+    # the platform keys its results by threshold value: equal values from linspace count once, in first position
+    thresholds = np.asarray(
+        list(dict.fromkeys(np.linspace(low, high, FROC_THRESHOLDS).tolist())) if low != high else [low]
+    )
+    recall, fp_per_image = [], []
+    for threshold in thresholds:
+        total, false_positives = Counts(), []
+        for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True):
+            counts = detection_counts(targets, predictions[image_scores >= threshold])
+            total = total + counts
+            false_positives.append(counts.fp)
+        recall.append(total.tp / (total.tp + total.fn + PLATFORM_EPSILON))
+        fp_per_image.append(float(np.mean(false_positives)))
+    recall_array, fp_array = np.asarray(recall), np.asarray(fp_per_image)
+    order = np.argsort(fp_array)  # default kind on purpose: the platform's tie order, see above
+    fp_grid = np.linspace(0.0, FROC_MAX_FP_PER_IMAGE, FROC_SAMPLES)
+    recall_on_grid = np.interp(fp_grid, fp_array[order], recall_array[order], left=0.0, right=recall_array[order][-1])
+    score = float(np.trapezoid(recall_on_grid, fp_grid))
+    return FrocCurve(score, thresholds, recall_array, fp_array, fp_grid, recall_on_grid)
+
+
+def _platform_ratio(numerator: float, denominator: float) -> float:
+    return numerator / (denominator + PLATFORM_EPSILON)
+
+
+def platform_group_metrics(counts: Counts, ap: float | None, froc_score: float | None, prefix: str) -> dict:
+    """One group's numbers under the 2025 platform's names and with its arithmetic, quirks included.
+
+    Its ratios carry a 1e-6 guard (so an empty group has precision 0, recall 0 and F1 1), AP is a float32 and -1
+    without ground truth (torchmetrics), FROC is NaN without any point: null here, JSON has no NaN. The overall F1 is
+    `f1_score`, a group's is `<prefix>f1`.
+    """
+    return {
+        f"{prefix}precision": _platform_ratio(counts.tp, counts.tp + counts.fp),
+        f"{prefix}recall": _platform_ratio(counts.tp, counts.tp + counts.fn),
+        f"{prefix}f1" if prefix else "f1_score": (2 * counts.tp + PLATFORM_EPSILON)
+        / (2 * counts.tp + counts.fp + counts.fn + PLATFORM_EPSILON),
+        f"{prefix}AP": -1.0 if ap is None else float(np.float32(ap)),
+        f"{prefix}froc_auc": froc_score,
+    }
+
+
+def f1_by_threshold(
+    targets_xy_mm: Sequence[np.ndarray], predictions_xy_mm: Sequence[np.ndarray], scores: Sequence[np.ndarray]
+) -> tuple[np.ndarray, list[Counts]]:
+    """Micro counts if only mitotic-figure points with probability >= t were kept, for every distinct t.
+
+    Greedy matching is not monotone in the kept set, so each image is re-matched at each of its own probabilities;
+    an image's counts only change there, so the union of thresholds is covered by looking up each image's last
+    change (cost: sum over images of points squared, not images x thresholds).
+    """
+    nonempty = [np.asarray(s, dtype=np.float64) for s in scores if len(s)]
+    thresholds = np.unique(np.concatenate(nonempty)) if nonempty else np.zeros(0)
+    totals = np.zeros((len(thresholds), 3), dtype=np.int64)
+    for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True):
+        image_scores = np.asarray(image_scores, dtype=np.float64)
+        own = np.unique(image_scores)
+        own_counts = []
+        for threshold in own:
+            counts = detection_counts(targets, np.asarray(predictions).reshape(-1, 2)[image_scores >= threshold])
+            own_counts.append((counts.tp, counts.fp, counts.fn))
+        own_counts.append((0, 0, len(targets)))  # above the image's highest probability: nothing kept
+        totals += np.asarray(own_counts, dtype=np.int64)[np.searchsorted(own, thresholds, side="left")]
+    return thresholds, [Counts(*map(int, row)) for row in totals]
+
+
+def best_threshold(thresholds: np.ndarray, counts: list[Counts]) -> dict | None:
+    """The probability threshold (keep >= t) with the highest micro F1; ties go to the lowest threshold."""
+    f1 = [c.f1 if c.f1 is not None else -1.0 for c in counts]
+    if not f1 or max(f1) < 0:
+        return None
+    index = int(np.argmax(f1))
+    return {"threshold": float(thresholds[index]), **counts[index].as_dict()}
