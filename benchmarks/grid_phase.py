@@ -30,7 +30,7 @@ from model.dense import probability_map  # noqa: E402
 from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX  # noqa: E402
 from model.inference import Detector, cascade_points  # noqa: E402
 from model.spacing import mm_from_px  # noqa: E402
-from training import real_data  # noqa: E402
+from training.data import real_data  # noqa: E402
 from training.field_validation import held_out_fields  # noqa: E402
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from training.config import load_config
+from training.data.sources import load_training_data
 from training.pipeline import drop_suspects, final_negatives, load_enrichment
-from training.sources import load_training_data
 from training.train import train_model
 
 

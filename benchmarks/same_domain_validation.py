@@ -2,10 +2,10 @@
 
 Why: the detector's real positives (MIDOG 2021, TUPAC16, MIDOG++ crops) and negatives (two mitosis-free canine tiles)
 come from different sources, so a model can score well by recognising "which dataset" rather than "mitosis". Here
-`training.composite` blends held-out positive crops (slides with `training.sources.validation_fold(group)`) into
-windows of the tiles' held-out columns (x >= 0.8 width; never the MITOS 2012 fields, which hold unannotated
-mitoses), so both classes share one background and every detection away from a pasted figure is a real false
-positive. A shortcut model detects the pastes poorly (they wear the background's stain) or fires on tile tissue.
+`training.data.composite` blends held-out positive crops (slides with `training.data.sources.validation_fold(group)`)
+into windows of the tiles' held-out columns (x >= 0.8 width; never the MITOS 2012 fields, which hold unannotated
+mitoses), so both classes share one background and every detection away from a pasted figure is a real false positive. A
+shortcut model detects the pastes poorly (they wear the background's stain) or fires on tile tissue.
 
 Scoring (`evaluation`, coordinates in mm at 0.25 um/px): F1 / precision / recall of the agreed detections with
 probability >= the bundle threshold (7.5 um greedy matching, micro over images), the best-F1 threshold over agreed
@@ -48,9 +48,9 @@ from model.inference import Detections, Detector
 from model.matching import greedy_match
 from model.output import multiple_points, write_json_atomically
 from model.spacing import DEFAULT_SPACING_MM
-from training.composite import generate_composite, is_held_out_positive
-from training.real_data import load_patches
-from training.synthetic import ANNOTATION_FILE
+from training.data.composite import generate_composite, is_held_out_positive
+from training.data.real_data import load_patches
+from training.data.synthetic import ANNOTATION_FILE
 
 SPACING_MM: tuple[float, float] = (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM)
 """The composite images are written at 0.25 um/px and scored at it."""

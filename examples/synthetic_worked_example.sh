@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-out/worked-example}
-python -m training.synthetic --out "$work/dataset" --images 2 --seed 7 --size 1024 1024
+python -m training.data.synthetic --out "$work/dataset" --images 2 --seed 7 --size 1024 1024
 python process.py --input "$work/dataset" --output-dir "$work/predictions"
 python -m evaluation.evaluate --predictions "$work/predictions" --ground-truth "$work/dataset/MIDOG2022_training.json" \
     --report "$work/report"

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-out/tiny-pipeline}
-python -m training.synthetic --out "$work/dataset" --images 6 --unlabeled 1 --seed 3 --size 768 768 --no-progress
+python -m training.data.synthetic --out "$work/dataset" --images 6 --unlabeled 1 --seed 3 --size 768 768 --no-progress
 python -m training.pipeline --config tiny --data "$work/dataset" --out "$work/run"
 python process.py --input "$work/dataset" --output-dir "$work/predictions" --bundle "$work/run/bundle"
 python -m evaluation.evaluate --predictions "$work/predictions" --ground-truth "$work/dataset/MIDOG2022_training.json"

@@ -12,8 +12,8 @@ from model.cascade import b_reaches_floor, cells_for_model_b, cells_near, truste
 from model.dense import covered_cells
 from model.inference import PART_TILE_CELLS, Detector
 from model.spacing import DEFAULT_SPACING_MM
+from training.data.real_data import read_image
 from training.field_validation import held_out_fields
-from training.real_data import read_image
 
 has_real_data = pytest.mark.skipif(
     not (REAL_DATA / "patches.csv").is_file(), reason="../shared/data/real not available"

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from training.composite import BlendGeometry, blend_patch, generate_composite
-from training.real_data import DEFAULT_ROOT, load_patches, load_unlabeled_fields, read_image, read_patch, tissue_mask
+from training.data.composite import BlendGeometry, blend_patch, generate_composite
+from training.data.real_data import (
+    DEFAULT_ROOT,
+    load_patches,
+    load_unlabeled_fields,
+    read_image,
+    read_patch,
+    tissue_mask,
+)
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_ROOT / "patches.csv").is_file(),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from training.midog_dataset import (
+from training.data.midog_dataset import (
     IMPOSTER,
     MITOTIC_FIGURE,
     DatasetError,

@@ -12,8 +12,8 @@ from scipy.spatial.distance import pdist
 from skimage.color import rgb2hed, rgb_from_hed
 
 from model.spacing import DEFAULT_SPACING_MM, px_from_um
-from training.nuclei import SMOOTHING_UM, hematoxylin_density, nucleus_centres
-from training.real_data import read_image
+from training.data.nuclei import SMOOTHING_UM, hematoxylin_density, nucleus_centres
+from training.data.real_data import read_image
 
 SPACING_MM = DEFAULT_SPACING_MM
 HEMATOXYLIN = rgb_from_hed[0] / np.linalg.norm(rgb_from_hed[0])

@@ -11,8 +11,8 @@ import pytest
 from model.bundle import read_bundle
 from model.inference import Detector
 from training import pipeline
-from training.midog_dataset import read_window
-from training.synthetic import generate_dataset
+from training.data.midog_dataset import read_window
+from training.data.synthetic import generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
     from model.inference import autocast_dtype, window_scorer
     from model.plain import PlainP4ResNet
     from training.augment import centre_windows
-    from training.sources import load_training_data
+    from training.data.sources import load_training_data
 
     out, _ = finished_run
     config = json.loads((out / "config.json").read_text())

@@ -9,7 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 from model.inference import Detector
 from model.plausibility import MAX_ROUGHNESS, looks_like_micrograph, roughness
-from training import real_data
+from training.data import real_data
 
 
 def test_noise_is_rough_and_smooth_images_are_not():

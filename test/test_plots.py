@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from training.augment import POLICIES
+from training.data.real_data import DEFAULT_ROOT
 from training.plots import (
     CURVES_SIZE_PX,
     HNM_SIZE_PX,
@@ -21,7 +22,6 @@ from training.plots import (
     plot_hnm_search,
     plot_training_curves,
 )
-from training.real_data import DEFAULT_ROOT
 
 
 def _png(path) -> np.ndarray:

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from training.real_data import (
+from training.data.real_data import (
     DEFAULT_ROOT,
     load_mitosis_free_tiles,
     load_patches,

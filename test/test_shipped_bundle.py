@@ -13,9 +13,9 @@ from PIL import Image
 
 from model.bundle import DEFAULT_BUNDLE_DIR, load_networks, read_bundle
 from model.inference import Detector
+from training.data.real_data import load_patches
+from training.data.sources import TILE_TRAIN_FRACTION, validation_fold
 from training.field_validation import measure_bundle
-from training.real_data import load_patches
-from training.sources import TILE_TRAIN_FRACTION, validation_fold
 
 FIELD_F1_FLOOR = 0.55
 """Challenge F1 of the agreement ensemble on the 10 held-out MiDeSeC fields must stay above this (measured 0.66 with

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from training.real_data import MIDOGPP_BLOCK, PatchRecord
-from training.sources import (
+from training.data.real_data import MIDOGPP_BLOCK, PatchRecord
+from training.data.sources import (
     MIDESEC_VALIDATION_FIELDS,
     SOURCE_PX,
     NegativeSites,

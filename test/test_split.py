@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.midog_dataset import Annotation, ImageRecord, load_dataset
-from training.split import split_images
+from training.data.midog_dataset import Annotation, ImageRecord, load_dataset
+from training.data.split import split_images
 
 MIDOGPP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "midog-annotations" / "MIDOG++.json"
 

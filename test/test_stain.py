@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2hed, rgb_from_hed
 
-from training.real_data import DEFAULT_ROOT, read_image, tissue_mask
+from training.data.real_data import DEFAULT_ROOT, read_image, tissue_mask
 from training.stain import (
     macenko_stain_matrix,
     optical_density,

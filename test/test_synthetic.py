@@ -9,8 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 import tifffile
 
-from training.midog_dataset import load_dataset, read_window, unlisted_images
-from training.synthetic import ANNOTATION_FILE, DOMAIN_FILE, generate_dataset, main, write_preview
+from training.data.midog_dataset import load_dataset, read_window, unlisted_images
+from training.data.synthetic import ANNOTATION_FILE, DOMAIN_FILE, generate_dataset, main, write_preview
 
 SIZE = (640, 512)  # width, height in pixels: small enough for a fast test, big enough for several cells
 

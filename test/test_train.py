@@ -18,7 +18,7 @@ from model.architecture import architecture
 from model.plain import PlainP4ResNet
 from training import train
 from training.config import load_config
-from training.synthetic import generate_dataset
+from training.data.synthetic import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

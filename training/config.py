@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tomllib
 
-from training.split import VALIDATION_FRACTION
+from training.data.split import VALIDATION_FRACTION
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

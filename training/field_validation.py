@@ -34,8 +34,8 @@ from model.dense import probability_map
 from model.inference import Detector, autocast_dtype, window_scorer
 from model.matching import MATCH_RADIUS_UM, greedy_match
 from model.spacing import mm_from_px, px_from_um
-from training import real_data
-from training.sources import (
+from training.data import real_data
+from training.data.sources import (
     TILE_TRAIN_FRACTION,
     TrainingData,
     ValidationRegion,

@@ -51,9 +51,9 @@ from model.plain import PlainP4ResNet
 from training import stain
 from training.augment import centre_windows
 from training.config import Config, load_config
+from training.data.sources import NegativeSites, TrainingData, load_training_data
 from training.plots import plot_hnm_search
 from training.screen import run_screen_stage
-from training.sources import NegativeSites, TrainingData, load_training_data
 from training.threshold import plot_threshold_curves, summary, tune
 from training.train import BEST_MODEL, predict, train_model
 from training.validation_metrics import patch_metrics

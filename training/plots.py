@@ -236,7 +236,7 @@ def plot_augmentation_grid(
 
 def pick_example_patches(root: str | Path | None = None, count: int = 5, seed: int = 0) -> list:
     """A fixed set of real mitotic figures, one per (dataset, subclass) stratum in turn, so the grid spans sources."""
-    from training.real_data import load_patches
+    from training.data.real_data import load_patches
 
     records = [record for record in load_patches(root, check_files=False) if record.label == 1]
     strata: dict[tuple[bool, str], list] = {}
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "augmentation":
-        from training.real_data import read_patch
+        from training.data.real_data import read_patch
 
         records = pick_example_patches(args.data, args.patches)
         crops = np.stack([read_patch(record) for record in records])

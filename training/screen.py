@@ -47,7 +47,7 @@ from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, s
 from model.spacing import DEFAULT_SPACING_MM
 from training.augment import POLICIES, colour_jitter
 from training.config import ScreenSettings, load_config
-from training.sources import SOURCE_PX, TrainingData, load_training_data
+from training.data.sources import SOURCE_PX, TrainingData, load_training_data
 
 logger = logging.getLogger("training.screen")
 PAGE_PX = 1024

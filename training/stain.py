@@ -196,7 +196,7 @@ def write_unmixing_figure(
     rgb: np.ndarray, out_png: Path, stain_matrix: np.ndarray | None = None, max_circles: int = 10
 ) -> None:
     """RGB | H | E | residual density panels, top residual candidates circled: shows what the enrichment picks."""
-    from training.real_data import tissue_mask
+    from training.data.real_data import tissue_mask
 
     rgb = _check_rgb(rgb)
     if stain_matrix is None:
@@ -237,7 +237,7 @@ def write_unmixing_figure(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: the unmixing figure for one image, cropped around its strongest residual maximum."""
-    from training.real_data import read_image, tissue_mask
+    from training.data.real_data import read_image, tissue_mask
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, required=True, help="RGB image (JPEG / PNG / WebP / TIFF)")

@@ -29,9 +29,9 @@ from evaluation.metrics import average_precision, f1_by_threshold
 from model.inference import Detector
 from model.matching import MATCH_RADIUS_UM
 from model.spacing import mm_from_px, px_from_um
-from training import real_data
+from training.data import real_data
+from training.data.sources import TrainingData
 from training.field_validation import VARIANTS, variant_points
-from training.sources import TrainingData
 from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1
 
 logger = logging.getLogger("training.threshold")

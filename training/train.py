@@ -41,8 +41,8 @@ from model.p4resnet import P4ResNet
 from model.plain import PlainP4ResNet
 from training.augment import POLICIES, augment_batch, centre_windows, with_lab_transfer
 from training.config import Config, TrainSettings, load_config
+from training.data.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
 from training.field_validation import field_metrics, field_points
-from training.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.train")

@@ -9,7 +9,7 @@ Everything takes the data root as a parameter; the default is ``../shared/data/r
 
 Example::
 
-    from training.real_data import load_patches, read_patch
+    from training.data.real_data import load_patches, read_patch
     patches = load_patches()
     crop = read_patch(patches[0])  # 128 x 128 x 3 uint8, mitotic figure at the centre
 """
@@ -43,7 +43,7 @@ __all__ = [
     "tissue_mask",
 ]
 
-DEFAULT_ROOT: Path = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+DEFAULT_ROOT: Path = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 """``../shared/data/real`` relative to the repository root."""
 MITOS2012_SPACING_MM: float = 0.0002456
 """MITOS 2012 high-power fields (Aperio XT): 0.2456 um/px."""

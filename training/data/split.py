@@ -10,7 +10,7 @@ mitotic figures closest to the target. Each domain is then ~80/20 by images *and
 
 Example::
 
-    python -m training.split MIDOG2022_training.json --out runs/split.json --seed 0
+    python -m training.data.split MIDOG2022_training.json --out runs/split.json --seed 0
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.midog_dataset import ImageRecord, load_dataset
+from training.data.midog_dataset import ImageRecord, load_dataset
 
 VALIDATION_FRACTION = 0.2
 """Share of every domain's images (and of the real data's crop groups and MITOS fields) held out for validation."""
@@ -63,7 +63,7 @@ def split_images(
 
     Parameters
     ----------
-    images : records from `training.midog_dataset.load_dataset`; unlabelled images go to ``Split.unlabeled``.
+    images : records from `training.data.midog_dataset.load_dataset`; unlabelled images go to ``Split.unlabeled``.
     validation_fraction : share of each domain's images that go to validation, in (0, 1).
     seed : the same seed and images always give the same split (independent of the input order).
 

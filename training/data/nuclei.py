@@ -32,7 +32,7 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 
 from model.spacing import px_from_um
-from training.real_data import tissue_mask
+from training.data.real_data import tissue_mask
 
 SMOOTHING_UM: float = 2.0
 """Gaussian sigma of the hematoxylin map. It averages out chromatin texture and JPEG noise, so a large nucleus gets

@@ -12,14 +12,14 @@ category-2 imposters) and of the unlabeled MITOS 2012 fields (pastes are kept aw
 those fields hold unannotated mitoses). Every image is tagged 0.25 um/px; the fields are really 0.2456 um/px (2%
 smaller), which is not resampled.
 
-Held-out variant (``held_out_only=True``, with ``patch_filter=is_held_out_positive``): backgrounds only from the
-tiles' held-out columns (x >= 0.8 width, as ``training.sources.from_real`` splits them) and never from the fields, so
+Held-out variant (``held_out_only=True``, with ``patch_filter=is_held_out_positive``): backgrounds only from the tiles'
+held-out columns (x >= 0.8 width, as ``training.data.sources.from_real`` splits them) and never from the fields, so
 every detection away from a pasted figure is a true false positive; ``benchmarks.same_domain_validation`` scores the
 detector there. ``provenance_path`` writes which crop went where and which background window each image is.
 
 Example::
 
-    python -m training.composite --out /tmp/composite --images 8 --seed 0 --preview docs/composite_examples.png
+    python -m training.data.composite --out /tmp/composite --images 8 --seed 0 --preview docs/composite_examples.png
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from training.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
-from training.real_data import (
+from training.data.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
+from training.data.real_data import (
     DEFAULT_ROOT,
     PatchRecord,
     load_mitosis_free_tiles,
@@ -47,8 +47,8 @@ from training.real_data import (
     read_patch,
     tissue_mask,
 )
-from training.sources import TILE_TRAIN_FRACTION, validation_fold
-from training.synthetic import ANNOTATION_FILE, write_tiff
+from training.data.sources import TILE_TRAIN_FRACTION, validation_fold
+from training.data.synthetic import ANNOTATION_FILE, write_tiff
 
 __all__ = [
     "TILE_TRAIN_FRACTION",
@@ -68,7 +68,7 @@ _TUMOUR_TYPES = {"tile": "composite on canine mammary carcinoma tile", "field": 
 
 
 def is_held_out_positive(record: PatchRecord) -> bool:
-    """A mitotic-figure crop of the training pipeline's held-out slides (``training.sources.from_real``)."""
+    """A mitotic-figure crop of the training pipeline's held-out slides (``training.data.sources.from_real``)."""
     return record.label == 1 and validation_fold(record.group)
 
 
@@ -298,7 +298,7 @@ def generate_composite(
     payload = {
         "info": {
             "description": "Composite MIDOG 2022-format set: real mitotic-figure crops in real backgrounds "
-            "(training.composite)",
+            "(training.data.composite)",
             "version": "1.0",
             "year": 2022,
             "seed": seed,

@@ -11,8 +11,8 @@
 - Validation regions: whole image regions with their annotated mitoses, where the detector's threshold is tuned.
 
 Two readers fill the same `TrainingData`:
-- `from_midog` (a participant's MIDOG 2021 / 2022 / MIDOG++ download, or `training.synthetic` output): images split
-  80/20 by `training.split` (stratified by domain); TIFF windows are read lazily, never whole slides at once.
+- `from_midog` (a participant's MIDOG 2021 / 2022 / MIDOG++ download, or `training.data.synthetic` output): images split
+  80/20 by `training.data.split` (stratified by domain); TIFF windows are read lazily, never whole slides at once.
 - `from_real` (../shared/data/real): positives are the 5,696 real crops (validation: ~20% of slides, by hash);
   labelled negatives are the two certified mitosis-free canine tiles (left 80% train, right 20% validation) with their
   look-alikes; the 15 MITOS 2012 fields are unlabeled: the training ones give grid negatives of kind "unlabeled"
@@ -36,10 +36,10 @@ from tqdm import tqdm
 from model.dense import reflect_indices
 from model.geometry import RECEPTIVE_FIELD_PX
 from model.spacing import px_from_um
-from training import real_data
-from training.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
-from training.nuclei import nucleus_centres
-from training.split import VALIDATION_FRACTION, split_images
+from training.data import real_data
+from training.data.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
+from training.data.nuclei import nucleus_centres
+from training.data.split import VALIDATION_FRACTION, split_images
 from training.validation_metrics import calibrated_negative_weight
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class SiteImage:
 
 NEGATIVE_KINDS = ("grid", "nucleus", "imposter", "enrichment")
 """grid: a point of a regular grid on tissue (stroma, background, anything); nucleus: centred on a hematoxylin-dense
-nucleus (`training.nuclei`); imposter: an annotated look-alike; enrichment: a high stain-residual window."""
+nucleus (`training.data.nuclei`); imposter: an annotated look-alike; enrichment: a high stain-residual window."""
 
 
 @dataclass

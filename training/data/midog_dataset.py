@@ -11,11 +11,11 @@ the image, duplicated ids) must be reported in one go (`DatasetError` lists ever
 training run. The reader also works on the annotation file alone (``images_dir=None``) for statistics.
 
 Domains (tumour type and scanner) come from the image's ``tumor_type`` key when present (MIDOG++), else from the
-published id ranges of MIDOG 2021 / 2022; they drive the stratified split in `training.split`.
+published id ranges of MIDOG 2021 / 2022; they drive the stratified split in `training.data.split`.
 
 Example::
 
-    from training.midog_dataset import load_dataset, read_window
+    from training.data.midog_dataset import load_dataset, read_window
     dataset = load_dataset("MIDOG2022_training.json", images_dir="images/")
     window = read_window(dataset.images[0], x0_px=1000, y0_px=2000, width_px=256, height_px=256)
 """

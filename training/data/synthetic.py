@@ -24,7 +24,7 @@ JSON does not list (like MIDOG 2022's melanoma set). Output is byte-identical fo
 
 Example::
 
-    python -m training.synthetic --out /tmp/synthetic --images 8 --seed 0 --size 2048 2048 --unlabeled 2
+    python -m training.data.synthetic --out /tmp/synthetic --images 8 --seed 0 --size 2048 2048 --unlabeled 2
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from model.spacing import DEFAULT_SPACING_MM
-from training.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
+from training.data.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
 
 __all__ = [
     "ANNOTATION_FILE",
@@ -537,10 +537,10 @@ def generate_dataset(
             )
     payload = {
         "info": {
-            "description": "Synthetic MIDOG 2022-format training set (training.synthetic)",
+            "description": "Synthetic MIDOG 2022-format training set (training.data.synthetic)",
             "version": "1.0",
             "year": 2022,
-            "contributor": "training.synthetic",
+            "contributor": "training.data.synthetic",
             "date_created": "synthetic",
             "seed": seed,
         },
