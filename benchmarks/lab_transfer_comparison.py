@@ -20,7 +20,8 @@ import numpy as np
 
 from training.config import load_config
 from training.data.sources import load_training_data
-from training.pipeline import drop_suspects, final_negatives, load_enrichment
+from training.enrichment import load_enrichment
+from training.hnm import drop_suspects, final_negatives
 from training.train import train_model
 
 

@@ -4,6 +4,8 @@ switches matplotlib's global backend at import time."""
 from __future__ import annotations
 
 import ast
+import importlib.util
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -71,3 +73,15 @@ def test_no_matplotlib_backend_switch_at_import_time():
             call = node.value if isinstance(node, ast.Expr) else None
             if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "use":
                 assert getattr(call.func.value, "id", "") != "matplotlib", f"{path.name} sets a backend on import"
+
+
+def test_documented_commands_and_files_exist():
+    """Every `python -m X` and every `training/...py` path the README, the model card and the examples name exists,
+    so that moving a module cannot leave the documentation pointing at nothing."""
+    documents = [REPO / "README.md", REPO / "model" / "weights" / "README.md", *(REPO / "examples").glob("*.sh")]
+    text = "\n".join(path.read_text() for path in documents)
+    modules = set(re.findall(r"python -m ((?:model|training|evaluation|benchmarks)[\w.]*)", text))
+    files = set(re.findall(r"\b((?:model|training|evaluation|benchmarks)/[\w/]+\.py)\b", text))
+    assert "training.pipeline" in modules and "evaluation.evaluate" in modules
+    assert not {name for name in modules if importlib.util.find_spec(name) is None}
+    assert not {name for name in files if not (REPO / name).is_file()}

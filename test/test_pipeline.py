@@ -10,7 +10,7 @@ import pytest
 
 from model.bundle import read_bundle
 from model.inference import Detector
-from training import pipeline
+from training import hnm, pipeline
 from training.data.midog_dataset import read_window
 from training.data.synthetic import generate_dataset
 
@@ -26,7 +26,7 @@ def dataset(tmp_path_factory):
 def finished_run(tmp_path_factory, dataset):
     """A run interrupted in the middle of the search, then rerun with the same command."""
     out = tmp_path_factory.mktemp("run")
-    original, calls = pipeline.train_model, []
+    original, calls = pipeline.train_model, []  # the base model (pipeline) and the search trials (hnm) count
 
     def die_in_the_search(*args, **kwargs):
         calls.append(kwargs.get("description"))
@@ -34,12 +34,12 @@ def finished_run(tmp_path_factory, dataset):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    pipeline.train_model = die_in_the_search
+    pipeline.train_model = hnm.train_model = die_in_the_search
     try:
         with pytest.raises(KeyboardInterrupt):
             pipeline.run_pipeline("tiny", dataset, out)
     finally:
-        pipeline.train_model = original
+        pipeline.train_model = hnm.train_model = original
     assert (out / "base" / "best.json").exists() and not (out / "hnm_search.json").exists()
     base_weights = (out / "base" / "best.safetensors").stat().st_mtime_ns
     bundle_dir = pipeline.run_pipeline("tiny", dataset, out)
@@ -130,7 +130,7 @@ def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
     config = json.loads((out / "config.json").read_text())
     data = load_training_data(config["_data"], config["data"]["grid_step_px"], config["data"]["min_distance_um"])
     sites = data.negatives_train.subset(np.arange(4))
-    scores = pipeline.score_sites(out / "base" / "best.safetensors", "narrow", data, sites)
+    scores = hnm.score_sites(out / "base" / "best.safetensors", "narrow", data, sites)
     net = PlainP4ResNet(architecture("narrow"))
     net.load_state_dict(load_file(str(out / "base" / "best.safetensors")))
     net.eval()
