@@ -13,6 +13,7 @@ from training.stain import (
     optical_density,
     residual_candidates,
     residual_density,
+    rgb_from_optical_density,
     unmix,
     write_montage,
     write_unmixing_figure,
@@ -180,3 +181,8 @@ def test_agrees_with_skimage_rgb2hed_on_real_images(relative, crop, min_r_h, min
     r_e = np.corrcoef(concentrations[..., 1][tissue], hed[..., 1][tissue])[0, 1]
     print(f"{relative}: Pearson r with rgb2hed over tissue: H {r_h:.3f}, E {r_e:.3f}")
     assert r_h > min_r_h and r_e > min_r_e, (r_h, r_e)
+
+
+def test_optical_density_round_trips_every_8_bit_value():
+    rgb = np.stack([np.arange(256, dtype=np.uint8)] * 3, axis=-1)[None]  # (1, 256, 3)
+    assert np.array_equal(rgb_from_optical_density(optical_density(rgb)), rgb)

@@ -49,6 +49,11 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return (-np.log((rgb.astype(np.float32) + 1.0) / 256.0)).astype(np.float32)
 
 
+def rgb_from_optical_density(density: np.ndarray) -> np.ndarray:
+    """The inverse of `optical_density`, rounded to uint8: (..., 3) optical density -> (..., 3) uint8 RGB."""
+    return np.clip(256.0 * np.exp(-density) - 1.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def macenko_stain_matrix(
     rgb: np.ndarray, tissue: np.ndarray | None = None, beta: float = 0.15, alpha_percent: float = 1.0
 ) -> np.ndarray:

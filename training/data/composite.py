@@ -5,7 +5,8 @@ different sources, so a classifier trained on them directly can learn "which dat
 the positives into the negatives' tissue puts both classes in one image with one background. The paste must leave
 no seam or halo, or the detector learns the seam: only a soft-masked central disk of each 128 px crop is used, its
 colour is matched to the local background in optical density (Reinhard-style mean / std matching of the ring around
-the cell, per OD channel), and it is blended with a feathered (raised-cosine) alpha in OD space, where stains add.
+the cell, per OD channel), and it is blended with a feathered (raised-cosine) alpha in OD space, where stains add
+(`training.stain.optical_density`, the one definition).
 
 Backgrounds: windows of the mitosis-free tiles' tissue (their annotated look-alikes inside the window become
 category-2 imposters) and of the unlabeled MITOS 2012 fields (pastes are kept away from dark candidates there, since
@@ -36,7 +37,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from training.data.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
+from training.data.dataset_making import midog_image_entry, spaced_positions, write_midog_json
+from training.data.midog_dataset import BOX_SIZE_PX, IMPOSTER, MITOTIC_FIGURE
 from training.data.real_data import (
     DEFAULT_ROOT,
     PatchRecord,
@@ -49,6 +51,7 @@ from training.data.real_data import (
 )
 from training.data.sources import TILE_TRAIN_FRACTION, validation_fold
 from training.data.synthetic import ANNOTATION_FILE, write_tiff
+from training.stain import optical_density, rgb_from_optical_density
 
 __all__ = [
     "TILE_TRAIN_FRACTION",
@@ -82,15 +85,6 @@ class BlendGeometry:
     ring_px: tuple[float, float] = (26.0, 44.0)
 
 
-def _od(rgb: np.ndarray) -> np.ndarray:
-    """Optical density -log10(I / 255) per channel, float32; +1 avoids log(0)."""
-    return -np.log10((rgb.astype(np.float32) + 1.0) / 256.0)
-
-
-def _rgb(od: np.ndarray) -> np.ndarray:
-    return np.clip(256.0 * np.power(10.0, -od) - 1.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def _radius(size_px: int) -> np.ndarray:
     offsets = np.arange(size_px, dtype=np.float32) - size_px // 2
     return np.hypot(offsets[:, None], offsets[None, :])
@@ -113,14 +107,14 @@ def blend_patch(
     window = (slice(y_px - half, y_px - half + size), slice(x_px - half, x_px - half + size))
     radius = _radius(size)
     ring = (radius >= geometry.ring_px[0]) & (radius < geometry.ring_px[1])
-    od_patch, od_background = _od(patch), _od(background[window])
+    od_patch, od_background = optical_density(patch), optical_density(background[window])
     mean_patch, std_patch = od_patch[ring].mean(0), od_patch[ring].std(0) + 1e-3
     mean_background, std_background = od_background[ring].mean(0), od_background[ring].std(0) + 1e-3
     matched = (od_patch - mean_patch) / std_patch * std_background + mean_background
     ramp = np.clip((geometry.outer_px - radius) / (geometry.outer_px - geometry.inner_px), 0.0, 1.0)
     alpha = (0.5 - 0.5 * np.cos(np.pi * ramp))[..., None]
     out = background.copy()
-    out[window] = _rgb(alpha * matched + (1.0 - alpha) * od_background)
+    out[window] = rgb_from_optical_density(alpha * matched + (1.0 - alpha) * od_background)
     return out
 
 
@@ -139,16 +133,10 @@ def _pick_positions(
     inner = np.zeros_like(allowed)
     inner[margin_px : height - margin_px, margin_px : width - margin_px] = True
     ys, xs = np.nonzero(allowed & inner)
-    positions: list[tuple[int, int]] = []
     if len(xs) == 0:
-        return positions
-    for index in rng.permutation(len(xs))[: count * 50]:
-        x, y = int(xs[index]), int(ys[index])
-        if all((x - px) ** 2 + (y - py) ** 2 >= min_distance_px**2 for px, py in positions):
-            positions.append((x, y))
-        if len(positions) == count:
-            break
-    return positions
+        return []
+    order = rng.permutation(len(xs))[: count * 50]
+    return spaced_positions(((int(xs[i]), int(ys[i])) for i in order), count, min_distance_px)
 
 
 def _background_window(
@@ -201,7 +189,7 @@ def generate_composite(
         fields = []
         if not tiles:
             raise ValueError("held_out_only needs the mitosis-free tiles")
-    images, annotations, provenance = [], [], []
+    images, cells, provenance = [], [], []
     half_box = BOX_SIZE_PX // 2
     cache: dict[Path, np.ndarray] = {}
     for image_id in tqdm(range(1, n_images + 1), desc="composite images", disable=not progress):
@@ -276,40 +264,17 @@ def generate_composite(
             }
         )
         write_tiff(out_dir / file_name, canvas)
-        images.append(
-            {
-                "license": 1,
-                "file_name": file_name,
-                "id": image_id,
-                "width": size_px,
-                "height": size_px,
-                "tumor_type": _TUMOUR_TYPES[kind],
-            }
-        )
-        for x, y, label in image_annotations:
-            annotations.append(
-                {
-                    "bbox": [x - half_box, y - half_box, x + half_box, y + half_box],
-                    "category_id": label,
-                    "image_id": image_id,
-                    "id": len(annotations) + 1,
-                }
-            )
-    payload = {
-        "info": {
-            "description": "Composite MIDOG 2022-format set: real mitotic-figure crops in real backgrounds "
-            "(training.data.composite)",
-            "version": "1.0",
-            "year": 2022,
-            "seed": seed,
-        },
-        "licenses": [{"id": 1, "name": "see data/real/README.md (sources and licences of the real data)", "url": ""}],
-        "images": images,
-        "categories": [{"id": k, "name": name} for k, name in CATEGORY_NAMES.items()],
-        "annotations": annotations,
+        images.append(midog_image_entry(image_id, file_name, size_px, size_px, _TUMOUR_TYPES[kind]))
+        cells.extend((image_id, x, y, label) for x, y, label in image_annotations)
+    info = {
+        "description": "Composite MIDOG 2022-format set: real mitotic-figure crops in real backgrounds "
+        "(training.data.composite)",
+        "version": "1.0",
+        "year": 2022,
+        "seed": seed,
     }
-    path = out_dir / ANNOTATION_FILE
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    licence = {"id": 1, "name": "see data/real/README.md (sources and licences of the real data)", "url": ""}
+    path = write_midog_json(out_dir / ANNOTATION_FILE, info, licence, images, cells)
     if provenance_path is not None:
         sidecar = {
             "seed": seed,

@@ -44,7 +44,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from model.spacing import DEFAULT_SPACING_MM
-from training.data.midog_dataset import BOX_SIZE_PX, CATEGORY_NAMES, IMPOSTER, MITOTIC_FIGURE
+from training.data.dataset_making import midog_image_entry, spaced_positions, write_midog_json
+from training.data.midog_dataset import BOX_SIZE_PX, IMPOSTER, MITOTIC_FIGURE
 
 __all__ = [
     "ANNOTATION_FILE",
@@ -318,24 +319,21 @@ def _pick_sites(
     border_px: int,
     taken: list[tuple[int, int]],
 ) -> list[tuple[int, int]]:
-    """``count`` positions drawn with probability ``weight`` (tissue), at least ``min_distance_px`` from each other
-    and from ``taken``, at least ``border_px`` from the image border."""
+    """``count`` (y, x) positions drawn with probability ``weight`` (tissue), at least ``min_distance_px`` from each
+    other and from ``taken``, at least ``border_px`` from the image border."""
     height, width = weight.shape
     coarse = weight[::8, ::8]
     probability = coarse.ravel() / coarse.sum()
-    sites: list[tuple[int, int]] = []
-    candidates = rng.choice(coarse.size, size=count * 20 + 20, p=probability)
-    for flat in candidates:
-        if len(sites) == count:
-            break
-        y = int(flat // coarse.shape[1]) * 8 + int(rng.integers(0, 8))
-        x = int(flat % coarse.shape[1]) * 8 + int(rng.integers(0, 8))
-        if not (border_px <= y < height - border_px and border_px <= x < width - border_px):
-            continue
-        if any((y - ty) ** 2 + (x - tx) ** 2 < min_distance_px**2 for ty, tx in taken + sites):
-            continue
-        sites.append((y, x))
-    return sites
+    draws = rng.choice(coarse.size, size=count * 20 + 20, p=probability)
+
+    def candidates():  # lazy: the within-cell offsets are drawn only for candidates that are looked at
+        for flat in draws:
+            y = int(flat // coarse.shape[1]) * 8 + int(rng.integers(0, 8))
+            x = int(flat % coarse.shape[1]) * 8 + int(rng.integers(0, 8))
+            if border_px <= y < height - border_px and border_px <= x < width - border_px:
+                yield y, x
+
+    return spaced_positions(candidates(), count, min_distance_px, taken)
 
 
 def _stain_vectors(rng: np.random.Generator, scanner: Scanner) -> tuple[np.ndarray, np.ndarray]:
@@ -502,7 +500,7 @@ def generate_dataset(
         raise ValueError(f"need n_images >= 1 and n_unlabeled >= 0, got {n_images}, {n_unlabeled}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations, domain_rows = [], [], ["Slide;Dataset;Tumor;Scanner;Origin;Species"]
+    images, cells, domain_rows = [], [], ["Slide;Dataset;Tumor;Scanner;Origin;Species"]
     total = n_images + n_unlabeled
     for image_id in tqdm(range(1, total + 1), desc="synthetic images", disable=not progress):
         tumour_type, scanner = _domain_of(image_id, n_images)
@@ -516,41 +514,18 @@ def generate_dataset(
         )
         if not labeled:
             continue
-        images.append(
-            {
-                "license": 1,
-                "file_name": file_name,
-                "id": image_id,
-                "width": width_px,
-                "height": height_px,
-                "tumor_type": tumour_type.name,
-            }
-        )
-        for x, y, label in image.annotations:
-            annotations.append(
-                {
-                    "bbox": [x - _HALF_BOX_PX, y - _HALF_BOX_PX, x + _HALF_BOX_PX, y + _HALF_BOX_PX],
-                    "category_id": label,
-                    "image_id": image_id,
-                    "id": len(annotations) + 1,
-                }
-            )
-    payload = {
-        "info": {
-            "description": "Synthetic MIDOG 2022-format training set (training.data.synthetic)",
-            "version": "1.0",
-            "year": 2022,
-            "contributor": "training.data.synthetic",
-            "date_created": "synthetic",
-            "seed": seed,
-        },
-        "licenses": [{"url": "https://creativecommons.org/publicdomain/zero/1.0/", "id": 1, "name": "CC0"}],
-        "images": images,
-        "categories": [{"id": k, "name": name} for k, name in CATEGORY_NAMES.items()],
-        "annotations": annotations,
+        images.append(midog_image_entry(image_id, file_name, width_px, height_px, tumour_type.name))
+        cells.extend((image_id, x, y, label) for x, y, label in image.annotations)
+    info = {
+        "description": "Synthetic MIDOG 2022-format training set (training.data.synthetic)",
+        "version": "1.0",
+        "year": 2022,
+        "contributor": "training.data.synthetic",
+        "date_created": "synthetic",
+        "seed": seed,
     }
-    annotation_path = out_dir / ANNOTATION_FILE
-    annotation_path.write_text(json.dumps(payload, indent=1) + "\n")
+    licence = {"url": "https://creativecommons.org/publicdomain/zero/1.0/", "id": 1, "name": "CC0"}
+    annotation_path = write_midog_json(out_dir / ANNOTATION_FILE, info, licence, images, cells)
     (out_dir / DOMAIN_FILE).write_text("\n".join(domain_rows) + "\n")
     return annotation_path
 
