@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from model.bundle import read_bundle
 from model.inference import Detector
@@ -58,21 +59,31 @@ def test_search_summary_has_hard_and_random_points_with_seeds(finished_run):
     assert search["k_selected"] in hard_ks
     assert all(0 < point["pixel_fraction"] < 1 for point in search["points"])
     for figure in ("figure2_hnm_search.png", "figure3_enrichment.png", "threshold.png"):
-        assert (out / figure).stat().st_size > 1000
+        with Image.open(out / figure) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+            pixels = np.asarray(image.convert("RGB"))
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, f"{figure} looks blank"
 
 
 def test_bundle_carries_search_enrichment_validation_and_loads(finished_run, dataset):
     out, bundle_dir = finished_run
     bundle = read_bundle(bundle_dir)
     assert bundle.extra["hnm"]["k_selected"] == json.loads((out / "hnm_search.json").read_text())["k_selected"]
-    assert bundle.extra["enrichment"]["n_selected"] >= 0
+    enrichment = np.load(out / "enrichment.npz")
+    assert bundle.extra["enrichment"]["n_selected"] == len(enrichment["image"]) <= int(enrichment["candidates"])
+    assert np.all(enrichment["score"] >= float(enrichment["cutoff"]))  # the hard-negative selection rule
     validation = bundle.extra["validation"]
     for key in ("f1_a", "f1_b", "f1_ensemble", "ap"):
         assert key in validation
     assert validation["method"].startswith("exact")
     assert bundle.threshold == validation["variants"]["ensemble"]["threshold"]
-    detections = Detector(bundle_dir).detect(read_window(dataset / "001.tiff", 0, 0, 256, 256))
-    assert np.all((detections.probability >= 0) & (detections.probability <= 1))
+    window = read_window(dataset / "001.tiff", 0, 0, 256, 256)
+    detector = Detector(bundle_dir)
+    detections, again = detector.detect(window), detector.detect(window)
+    assert np.array_equal(detections.xy_px, again.xy_px) and np.array_equal(detections.probability, again.probability)
+    assert np.all((detections.probability >= bundle.candidate_floor) & (detections.probability <= 1))
+    assert np.all((detections.xy_px >= 0) & (detections.xy_px < 256))
+    assert not np.any(detections.is_mitosis & ~detections.agreed)  # named only where both models agree
 
 
 def test_screen_stage_adds_a_checked_screen_with_its_report(finished_run, dataset):

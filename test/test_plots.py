@@ -35,6 +35,16 @@ def _size(array: np.ndarray) -> tuple[int, int]:
     return array.shape[1], array.shape[0]
 
 
+TAB_RGB = {"C0": (31, 119, 180), "C1": (255, 127, 14), "tab:red": (214, 39, 40), "tab:blue": (31, 119, 180)}
+"""matplotlib's default colours, to tell which series a figure actually drew."""
+
+
+def _pixels_of(array: np.ndarray, colour: str) -> int:
+    """Pixels within a few levels of a named colour (anti-aliased edges aside)."""
+    rgb = array[..., :3].astype(int) if array.ndim == 3 else np.asarray(Image.fromarray(array).convert("RGB"), int)
+    return int((np.abs(rgb - np.array(TAB_RGB[colour])).max(axis=-1) <= 6).sum())
+
+
 def _metrics(path, rows: int, seed: int):
     rng = np.random.default_rng(seed)
     iteration = np.arange(1, rows + 1) * 100
@@ -54,10 +64,17 @@ def _metrics(path, rows: int, seed: int):
 def test_training_curves_several_runs_and_a_single_row(tmp_path):
     runs = [_metrics(tmp_path / "a.csv", 8, 0), _metrics(tmp_path / "b.csv", 5, 1)]
     plot_training_curves(runs, tmp_path / "curves.png", labels=["policy A", "policy B"])
-    assert _size(_png(tmp_path / "curves.png")) == CURVES_SIZE_PX
+    both = _png(tmp_path / "curves.png")
+    assert _size(both) == CURVES_SIZE_PX
+    assert _pixels_of(both, "C0") > 200 and _pixels_of(both, "C1") > 200  # one colour per run, both drawn
+
+    plot_training_curves(runs[0], tmp_path / "first.png")
+    first = _png(tmp_path / "first.png")
+    assert _pixels_of(first, "C0") > 200 and _pixels_of(first, "C1") == 0
 
     plot_training_curves(_metrics(tmp_path / "one.csv", 1, 2), tmp_path / "one.png")
-    assert _size(_png(tmp_path / "one.png")) == CURVES_SIZE_PX
+    one = _png(tmp_path / "one.png")
+    assert _size(one) == CURVES_SIZE_PX and _pixels_of(one, "C0") > 20  # a single row is still visible (markers)
 
 
 def test_training_curves_reject_missing_columns(tmp_path):
@@ -131,7 +148,17 @@ def _search(seeds: int, all_negatives: bool) -> dict:
 def test_hnm_search_from_json_file(tmp_path):
     (tmp_path / "search.json").write_text(json.dumps(_search(seeds=3, all_negatives=True)))
     plot_hnm_search(tmp_path / "search.json", tmp_path / "fig2.png")
-    assert _size(_png(tmp_path / "fig2.png")) == HNM_SIZE_PX
+    figure = _png(tmp_path / "fig2.png")
+    assert _size(figure) == HNM_SIZE_PX
+    assert _pixels_of(figure, "tab:red") > 100 and _pixels_of(figure, "tab:blue") > 100  # hard and random drawn
+
+
+def test_hnm_search_without_random_control_draws_no_random_series(tmp_path):
+    search = _search(seeds=2, all_negatives=True)
+    search["points"] = [point for point in search["points"] if point["selection"] == "hard"]
+    plot_hnm_search(search, tmp_path / "fig2.png")
+    figure = _png(tmp_path / "fig2.png")
+    assert _pixels_of(figure, "tab:red") > 100 and _pixels_of(figure, "tab:blue") == 0
 
 
 def test_hnm_search_one_seed_without_all_negatives(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from model.architecture import architecture
@@ -19,6 +20,7 @@ from model.plain import PlainP4ResNet
 from training import train
 from training.config import load_config
 from training.data.synthetic import generate_dataset
+from training.plots import CURVES_SIZE_PX
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +82,8 @@ def test_trains_exports_and_resumes_after_a_kill(tmp_path, synthetic_dataset, co
     run(tmp_path, synthetic_dataset, config_file)  # the same command again: continues from the checkpoint
     assert "resumed at iteration 2" in caplog.text
     assert iterations_logged(tmp_path) == ["1", "2", "3"]
-    assert (tmp_path / "curves.png").stat().st_size > 0
+    with Image.open(tmp_path / "curves.png") as curves:  # the resumed run still draws its curves
+        assert curves.format == "PNG" and curves.size == CURVES_SIZE_PX
 
     run(tmp_path / "uninterrupted", synthetic_dataset, config_file)
     resumed = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
