@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from model.architecture import ArchitectureConfig
 from model.bundle import Bundle, write_bundle
 from model.plain import PlainP4ResNet
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def assert_drawn_png(path: Path) -> None:
+    """A figure is a PNG with something drawn on it (more than a few colours), not an empty canvas."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        colours = np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)
+    assert len(colours) > 20, f"{Path(path).name} looks blank"
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
 
 

@@ -13,22 +13,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_drawn_png
 from evalutils.scorers import score_detection
-from PIL import Image
 
 from evaluation import evaluate as ev
 from evaluation import metrics
 from model import output
-
-
-def _assert_drawn(path) -> None:
-    """metrics.json parses; a figure is a PNG with something drawn on it (not a blank canvas)."""
-    if path.suffix == ".json":
-        json.loads(path.read_text())
-        return
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 20, f"{path.name} is blank"
 
 
 def reference_coco_ap(images: list[tuple[list, list, list]]) -> float:
@@ -267,8 +257,8 @@ def test_cli_tables_missing_file_and_report(dataset, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "missing prediction files (counted as no detections): 160" in out
     assert "overall (micro)" in out and "best probability threshold" in out
-    for name in ("metrics.json", "precision_recall.png", "f1_threshold.png"):
-        _assert_drawn(report / name)
+    for name in ("precision_recall.png", "f1_threshold.png"):
+        assert_drawn_png(report / name)
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["aggregates"]) >= {"tp", "fp", "fn", "precision", "recall", "f1", "ap"}
     assert metrics["missing_predictions"] == ["160"]

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import assert_drawn_png
 
 from model.bundle import read_bundle
 from model.inference import Detector
@@ -59,10 +59,7 @@ def test_search_summary_has_hard_and_random_points_with_seeds(finished_run):
     assert search["k_selected"] in hard_ks
     assert all(0 < point["pixel_fraction"] < 1 for point in search["points"])
     for figure in ("figure2_hnm_search.png", "figure3_enrichment.png", "threshold.png"):
-        with Image.open(out / figure) as image:
-            assert image.format == "PNG" and min(image.size) > 100
-            pixels = np.asarray(image.convert("RGB"))
-        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, f"{figure} looks blank"
+        assert_drawn_png(out / figure)
 
 
 def test_bundle_carries_search_enrichment_validation_and_loads(finished_run, dataset):
