@@ -71,7 +71,30 @@ class Counts:
 
 
 def detection_counts(targets_xy_mm: np.ndarray, predictions_xy_mm: np.ndarray) -> Counts:
-    """TP/FP/FN of one image exactly as `evalutils.scorers.score_detection(radius=7.5e-3)`."""
+    """Count the true positives, false positives and false negatives of one image.
+
+    Exactly as ``evalutils.scorers.score_detection(radius=7.5e-3)`` in the MIDOG challenges' evaluation [1]_: points
+    are matched with `model.matching.greedy_match` within ``MATCH_RADIUS_MM`` (7.5 um, inclusive); matched
+    predictions are TP, the other predictions FP, the unmatched targets FN.
+
+    Parameters
+    ----------
+    targets_xy_mm : (N, 2) ndarray of float
+        Ground-truth points of the image, in mm, (x, y).
+    predictions_xy_mm : (M, 2) ndarray of float
+        Predicted points, in mm, (x, y) (the caller chooses which: e.g. those above a probability threshold).
+
+    Returns
+    -------
+    counts : Counts
+        ``tp`` = number of matched pairs, ``fp`` = M - tp, ``fn`` = N - tp. Without targets every prediction is a
+        FP; without predictions every target is a FN.
+
+    References
+    ----------
+    .. [1] Aubreville M. et al., "Mitosis domain generalization in histopathology images - The MIDOG challenge",
+           Medical Image Analysis 84, 2023, 102699. :DOI:`10.1016/j.media.2022.102699`
+    """
     tp = len(greedy_match(targets_xy_mm, predictions_xy_mm, MATCH_RADIUS_MM))
     return Counts(tp, len(predictions_xy_mm) - tp, len(targets_xy_mm) - tp)
 
@@ -138,12 +161,45 @@ class PrecisionRecall:
 def average_precision(
     targets_xy_mm: Sequence[np.ndarray], predictions_xy_mm: Sequence[np.ndarray], scores: Sequence[np.ndarray]
 ) -> PrecisionRecall:
-    """COCO AP at IoU 0.5 over several images (one class, no detection limit), as the challenge reports it.
+    """Compute COCO average precision at IoU 0.5 over several images, as the MIDOG challenges report it.
 
-    Matching is per image; detections of all images are then ranked together by score (stable: image order, then
-    score order within the image), precision is made monotone from the right, and sampled at 101 recall points.
-    Scores and boxes go through float32 first, as the challenge's torch tensors do, so that ties and IoU = 0.5
-    borders fall as on the leaderboard.
+    The challenge [1]_ turns each point (ground truth too) into a +/- 11.25 um square (``AP_BOX_HALF_SIZE_MM``) and
+    computes COCO's 101-point interpolated AP [2]_ at IoU 0.5 (one class, no detection limit). Matching is per
+    image (COCO's: detections by decreasing score, each taking the unmatched ground truth with the highest IoU >=
+    0.5); detections of all images are then ranked together by score (stable: image order, then score order within
+    the image), precision is made monotone from the right, and sampled at 101 recall points. Scores and boxes go
+    through float32 first, as the challenge's torch tensors do, so that ties and IoU = 0.5 borders fall as on the
+    leaderboard.
+
+    Parameters
+    ----------
+    targets_xy_mm : sequence of (N_i, 2) ndarray of float
+        Ground-truth points of each image, in mm, (x, y).
+    predictions_xy_mm : sequence of (M_i, 2) ndarray of float
+        Predicted points of each image, in mm, (x, y); the same number of images as `targets_xy_mm`.
+    scores : sequence of (M_i,) ndarray of float
+        Probability of each prediction, in [0, 1] (any real score ranks).
+
+    Returns
+    -------
+    curve : PrecisionRecall
+        ``ap``: the AP in [0, 1]; None when no image has ground truth (torchmetrics would say -1), 0.0 when there is
+        ground truth but no detection anywhere. ``recall`` and ``precision``: (D,) float64 after each of the D ranked
+        detections of all images (empty without ground truth). ``recall_thresholds``: (101,) recall points 0, 0.01,
+        ..., 1. ``interpolated_precision``: (101,) the highest precision at recall >= each point, 0 where that recall
+        is never reached (all 0 without ground truth); ``ap`` is its mean.
+
+    Raises
+    ------
+    ValueError
+        If the three sequences do not have the same length.
+
+    References
+    ----------
+    .. [1] Aubreville M. et al., "Mitosis domain generalization in histopathology images - The MIDOG challenge",
+           Medical Image Analysis 84, 2023, 102699. :DOI:`10.1016/j.media.2022.102699`
+    .. [2] Lin T.-Y. et al., "Microsoft COCO: Common Objects in Context", European Conference on Computer Vision
+           (ECCV), 2014.
     """
     recall_thresholds = np.linspace(0.0, 1.0, 101)
     all_scores, all_tp = [], []
@@ -190,16 +246,50 @@ class FrocCurve:
 def froc(
     targets_xy_mm: Sequence[np.ndarray], predictions_xy_mm: Sequence[np.ndarray], scores: Sequence[np.ndarray]
 ) -> FrocCurve | None:
-    """FROC score of several images as the MIDOG 2025 evaluation computes it; None where it says NaN (no point).
+    """Compute the free-response ROC (FROC) score of several images as the MIDOG 2025 evaluation does.
 
-    Every point counts, whatever its name. Thresholds: 40 evenly spaced from the lowest to the highest probability of
-    all points (one if they are all equal); at each, points with probability >= threshold are matched per image
-    (greedy, 7.5 um), recall = TP / (TP + FN + 1e-6) over all images and false positives are averaged over images.
-    The (FP per image, recall) pairs are ordered by `np.argsort` of the FP rates, listed by ascending threshold, as
-    the platform orders them: that sort is not stable, and among equal FP rates np.interp uses the last one, so
-    there the result is whatever numpy's sort gives (identical for the same numpy on the same CPU). Recall is then
-    interpolated at 50 FP rates evenly spaced in [0, 8] (0 left of the data, the last recall right of it) and
-    integrated with the trapezoidal rule.
+    The FROC, as in the CAMELYON16 evaluation [1]_ that the challenge cites, summarises recall over a range of false
+    positives per image instead of at a single threshold; MIDOG 2025 added it to the metrics of the MIDOG challenges
+    [2]_. Every point counts, whatever its name. Thresholds: 40 (``FROC_THRESHOLDS``) evenly spaced from the lowest to
+    the highest probability of all points (one if they are all equal; equal values from the spacing count once, in first
+    position, as the platform keys its results by threshold); at each, points with probability >= threshold are matched
+    per image (greedy, 7.5 um, as `detection_counts`), recall = TP / (TP + FN + 1e-6) over all images and false
+    positives are averaged over images. The (FP per image, recall) pairs are ordered by `np.argsort` of the FP rates,
+    listed by ascending threshold, as the platform orders them: that sort is not stable, and among equal FP rates
+    np.interp uses the last one, so there the result is whatever numpy's sort gives (identical for the same numpy on the
+    same CPU). Recall is then interpolated at 50 (``FROC_SAMPLES``) FP rates evenly spaced in [0, 8]
+    (``FROC_MAX_FP_PER_IMAGE``; 0 left of the data, the last recall right of it) and integrated with the trapezoidal
+    rule.
+
+    Parameters
+    ----------
+    targets_xy_mm : sequence of (N_i, 2) ndarray of float
+        Ground-truth points of each image, in mm, (x, y).
+    predictions_xy_mm : sequence of (M_i, 2) array_like of float
+        Predicted points of each image, in mm, (x, y); the same number of images as `targets_xy_mm`.
+    scores : sequence of (M_i,) array_like of float
+        Probability of each prediction, in [0, 1].
+
+    Returns
+    -------
+    curve : FrocCurve or None
+        ``score``: the area under recall over FP per image from 0 to 8, so in [0, 8] (not divided by 8);
+        ``thresholds``: (T,) ascending probability thresholds, T <= 40; ``recall`` and ``fp_per_image``: (T,) float64
+        at each threshold; ``fp_grid``: (50,) FP rates 0..8; ``recall_on_grid``: (50,) interpolated recall. None
+        where the platform says NaN: no prediction in any image (no point), also with no images at all.
+
+    Raises
+    ------
+    ValueError
+        If the three sequences do not have the same length (checked only when there is a prediction).
+
+    References
+    ----------
+    .. [1] Ehteshami Bejnordi B. et al., "Diagnostic assessment of deep learning algorithms for detection of lymph
+           node metastases in women with breast cancer", JAMA 318(22), 2017, pp. 2199-2210.
+           :DOI:`10.1001/jama.2017.14585`
+    .. [2] Aubreville M. et al., "Mitosis domain generalization in histopathology images - The MIDOG challenge",
+           Medical Image Analysis 84, 2023, 102699. :DOI:`10.1016/j.media.2022.102699`
     """
     scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
     predictions_xy_mm = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in predictions_xy_mm]
@@ -234,11 +324,35 @@ def _platform_ratio(numerator: float, denominator: float) -> float:
 
 
 def platform_group_metrics(counts: Counts, ap: float | None, froc_score: float | None, prefix: str) -> dict:
-    """One group's numbers under the 2025 platform's names and with its arithmetic, quirks included.
+    """Report one group's numbers under the MIDOG 2025 platform's names and with its arithmetic, quirks included.
 
-    Its ratios carry a 1e-6 guard (so an empty group has precision 0, recall 0 and F1 1), AP is a float32 and -1
-    without ground truth (torchmetrics), FROC is NaN without any point: null here, JSON has no NaN. The overall F1 is
-    `f1_score`, a group's is `<prefix>f1`.
+    The platform's numbers [1]_ are reproduced exactly so that ours can be compared with the leaderboard's. Its ratios
+    carry a 1e-6 guard (``PLATFORM_EPSILON``, so an empty group has precision 0, recall 0 and F1 1), AP is a float32
+    and -1 without ground truth (torchmetrics), FROC is NaN without any point: null here, JSON has no NaN. The
+    overall F1 is `f1_score`, a group's is `<prefix>f1`.
+
+    Parameters
+    ----------
+    counts : Counts
+        The group's micro TP / FP / FN (summed over its images).
+    ap : float or None
+        The group's AP (`average_precision`), None without ground truth.
+    froc_score : float or None
+        The group's FROC score (`froc`), None without any point.
+    prefix : str
+        Key prefix naming the group; "" for the overall numbers.
+
+    Returns
+    -------
+    metrics : dict
+        ``<prefix>precision`` = TP / (TP + FP + 1e-6), ``<prefix>recall`` = TP / (TP + FN + 1e-6), ``<prefix>f1``
+        (``f1_score`` for the empty prefix) = (2 TP + 1e-6) / (2 TP + FP + FN + 1e-6), ``<prefix>AP`` = `ap` rounded
+        to float32 (returned as a Python float) or -1.0, ``<prefix>froc_auc`` = `froc_score` (None stays None).
+
+    References
+    ----------
+    .. [1] Aubreville M. et al., "Mitosis domain generalization in histopathology images - The MIDOG challenge",
+           Medical Image Analysis 84, 2023, 102699. :DOI:`10.1016/j.media.2022.102699`
     """
     return {
         f"{prefix}precision": _platform_ratio(counts.tp, counts.tp + counts.fp),
@@ -253,11 +367,41 @@ def platform_group_metrics(counts: Counts, ap: float | None, froc_score: float |
 def f1_by_threshold(
     targets_xy_mm: Sequence[np.ndarray], predictions_xy_mm: Sequence[np.ndarray], scores: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, list[Counts]]:
-    """Micro counts if only mitotic-figure points with probability >= t were kept, for every distinct t.
+    """Compute micro counts if only mitotic-figure points with probability >= t were kept, for every distinct t.
 
-    Greedy matching is not monotone in the kept set, so each image is re-matched at each of its own probabilities;
-    an image's counts only change there, so the union of thresholds is covered by looking up each image's last
-    change (cost: sum over images of points squared, not images x thresholds).
+    This is what choosing the F1 threshold needs (`best_threshold`): the challenge's F1 [1]_ counts only the points
+    named "mitotic figure", so the caller passes those. Greedy matching is not monotone in the kept set, so each image
+    is re-matched at each of its own probabilities; an image's counts only change there, so the union of thresholds
+    is covered by looking up each image's last change (cost: sum over images of points squared, not images x
+    thresholds).
+
+    Parameters
+    ----------
+    targets_xy_mm : sequence of (N_i, 2) ndarray of float
+        Ground-truth points of each image, in mm, (x, y).
+    predictions_xy_mm : sequence of (M_i, 2) array_like of float
+        Mitotic-figure points of each image, in mm, (x, y); the same number of images as `targets_xy_mm`.
+    scores : sequence of (M_i,) array_like of float
+        Probability of each point, in [0, 1].
+
+    Returns
+    -------
+    thresholds : (T,) ndarray of float64
+        Every distinct probability of all images, ascending. Empty when there is no point at all.
+    counts : list of Counts
+        T micro counts (TP / FP / FN summed over all images, matched as `detection_counts`): ``counts[i]`` keeps the
+        points with probability >= ``thresholds[i]``. An image with no point above a threshold counts all its
+        targets as FN there.
+
+    Raises
+    ------
+    ValueError
+        If the three sequences do not have the same length.
+
+    References
+    ----------
+    .. [1] Aubreville M. et al., "Mitosis domain generalization in histopathology images - The MIDOG challenge",
+           Medical Image Analysis 84, 2023, 102699. :DOI:`10.1016/j.media.2022.102699`
     """
     nonempty = [np.asarray(s, dtype=np.float64) for s in scores if len(s)]
     thresholds = np.unique(np.concatenate(nonempty)) if nonempty else np.zeros(0)
@@ -275,7 +419,22 @@ def f1_by_threshold(
 
 
 def best_threshold(thresholds: np.ndarray, counts: list[Counts]) -> dict | None:
-    """The probability threshold (keep >= t) with the highest micro F1; ties go to the lowest threshold."""
+    """Choose the probability threshold (keep >= t) with the highest micro F1; ties go to the lowest threshold.
+
+    Parameters
+    ----------
+    thresholds : (T,) ndarray of float
+        Ascending probability thresholds, as `f1_by_threshold` returns them.
+    counts : list of Counts
+        The T micro counts at those thresholds (`f1_by_threshold`).
+
+    Returns
+    -------
+    best : dict or None
+        ``threshold`` (float) and the counts there as `Counts.as_dict` writes them (tp, fp, fn, precision, recall,
+        f1, F1 = 2TP / (2TP + FP + FN)). Ties go to the first, i.e. lowest, threshold. None when `counts` is empty or
+        F1 is undefined at every threshold (no target and no point).
+    """
     f1 = [c.f1 if c.f1 is not None else -1.0 for c in counts]
     if not f1 or max(f1) < 0:
         return None

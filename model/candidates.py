@@ -17,7 +17,21 @@ from model.matching import greedy_match
 
 
 def ensemble_probability(probability_a: np.ndarray, probability_b: np.ndarray) -> np.ndarray:
-    """Agreement score of the two policy models: the lower of the two, so score >= t means both say >= t."""
+    """Combine the two policy models' probabilities into one agreement score: the lower of the two.
+
+    Taking the minimum makes a threshold mean agreement: score >= t exactly when both models say >= t.
+
+    Parameters
+    ----------
+    probability_a, probability_b : array_like of float
+        Mitosis probabilities in [0, 1] of models A and B; arrays of broadcastable shapes, or scalars.
+
+    Returns
+    -------
+    probability : ndarray or numpy scalar
+        Element-wise ``minimum(probability_a, probability_b)``, in [0, 1], of the broadcast shape (a numpy scalar
+        for two scalars).
+    """
     return np.minimum(probability_a, probability_b)
 
 
@@ -35,18 +49,54 @@ class Candidates:
 
 
 def min_distance_cells(min_distance_px: float) -> int:
-    """The candidate spacing in map cells: a peak is the maximum of the (2 n + 1)^2 cells around it."""
+    """Convert the candidate spacing from pixels to cells of the probability map.
+
+    A peak is the maximum of the (2 n + 1)^2 cells around it (``skimage.feature.peak_local_max``'s `min_distance`),
+    and neighbouring cells are ``OUTPUT_STRIDE_PX`` (8) px apart.
+
+    Parameters
+    ----------
+    min_distance_px : float
+        Minimum distance between two candidates, in input-image px.
+
+    Returns
+    -------
+    n : int
+        ``min_distance_px / OUTPUT_STRIDE_PX`` rounded to the nearest integer (Python's `round`: halves go to the
+        even neighbour), at least 1.
+    """
     return max(1, int(round(min_distance_px / OUTPUT_STRIDE_PX)))
 
 
 def local_maxima(
     probability: np.ndarray, min_distance_px: float, floor: float, trusted: np.ndarray | None = None
 ) -> Candidates:
-    """Peaks of a map at least `min_distance_px` apart (converted to cells) and at least `floor`.
+    """Find the peaks of a probability map, at least `min_distance_px` apart and above `floor`.
 
     `trusted` (boolean, map-shaped) keeps only peaks in those cells: where a map was computed in part
     (`model.cascade`), a cell is a peak of the true map only if its whole neighbourhood was computed.
-    Sorted by decreasing probability with a stable tie order (row-major), so output is deterministic.
+
+    Parameters
+    ----------
+    probability : (rows, cols) ndarray of float
+        Dense mitosis probability map in [0, 1], one cell per ``OUTPUT_STRIDE_PX`` (8) input px.
+    min_distance_px : float
+        Minimum distance between two peaks, in input-image px; converted to cells with `min_distance_cells`, so a
+        peak is the maximum of the (2 n + 1)^2 cells around it (Chebyshev distance on the map).
+    floor : float
+        Probability a peak must exceed: peaks lie strictly above it (``skimage.feature.peak_local_max``'s
+        `threshold_abs`).
+    trusted : (rows, cols) ndarray of bool, optional
+        Cells where a peak may be kept; None keeps peaks everywhere. Peaks on the map's border are kept.
+
+    Returns
+    -------
+    candidates : Candidates
+        ``cells``: (N, 2) int64 (row, col) map indices; ``xy_px``: (N, 2) float64 (x, y) continuous pixel
+        coordinates of the window centres in the unpadded image (`model.geometry.pixel_from_map_index`, pixel ``i``
+        covering [i - 0.5, i + 0.5]); ``probability``: (N,) float64 map values at the peaks. Sorted by decreasing
+        probability with a stable tie order (row-major), so output is deterministic. Empty (N = 0, arrays of shape
+        (0, 2), (0, 2) and (0,)) when no cell is a peak above `floor`, as for a constant map.
     """
     cells = peak_local_max(
         probability, min_distance=min_distance_cells(min_distance_px), threshold_abs=floor, exclude_border=False
@@ -74,12 +124,35 @@ def agree(
     map_b: np.ndarray,
     agreement_radius_px: float,
 ) -> EnsembleDetections:
-    """Model A's candidates, each confirmed by model B: an agreed pair becomes one point at the midpoint.
+    """Confirm model A's candidates with model B: an agreed pair becomes one point at the midpoint.
 
-    A candidate of A without a partner keeps its position and is scored with B's map at its cell, so its ensemble
-    probability still says how much both models believe in it. A peak of B with no peak of A within the radius is
-    not a point: it could never be named (naming needs agreement), and leaving it out is what lets B be scored only
-    around A's candidates (`model.cascade`).
+    The paper's submission keeps a detection when both policy models detect it. Candidates are paired with
+    `model.matching.greedy_match` (A's candidates in their order, each taking B's nearest unused candidate within
+    `agreement_radius_px`), the rule the challenge uses to match points. A candidate of A without a partner keeps its
+    position and is scored with B's map at its cell, so its ensemble probability still says how much both models
+    believe in it. A peak of B with no peak of A within the radius is not a point: it could never be named (naming
+    needs agreement), and leaving it out is what lets B be scored only around A's candidates (`model.cascade`).
+
+    Parameters
+    ----------
+    candidates_a : Candidates
+        Model A's peaks, as `local_maxima` returns them (strongest first, so stronger candidates pick first).
+    candidates_b : Candidates
+        Model B's peaks.
+    map_b : (rows, cols) ndarray of float
+        Model B's probability map on the same grid as A's map: A's unpaired candidates read it at their (row, col)
+        cell.
+    agreement_radius_px : float
+        Largest distance, in input-image px (inclusive), between two candidates that agree.
+
+    Returns
+    -------
+    detections : EnsembleDetections
+        One point per candidate of A. ``xy_px``: (N, 2) float64 (x, y) pixel coordinates, the midpoint of an agreed
+        pair or A's own position; ``probability``: (N,) float64 `ensemble_probability` of the two peaks, or of A's
+        peak and ``map_b`` at its cell; ``agreed``: (N,) bool, whether B had a candidate within the radius. Sorted by
+        decreasing probability (stable: agreed pairs in A's order, then A's unpaired candidates in their order).
+        Empty (arrays of shape (0, 2), (0,) and (0,)) when A has no candidate.
     """
     pairs = greedy_match(candidates_a.xy_px, candidates_b.xy_px, agreement_radius_px)
     matched_a = {a for a, _ in pairs}

@@ -16,9 +16,33 @@ MATCH_RADIUS_UM: float = 7.5
 
 
 def greedy_match(targets_xy: np.ndarray, predictions_xy: np.ndarray, radius: float) -> list[tuple[int, int]]:
-    """Pairs (target index, prediction index): each target in order takes its nearest unused prediction in radius.
+    """Match points greedily: each target in order takes its nearest unused prediction within `radius`.
 
-    Coordinates and radius share one unit (mm, um or px). Returns pairs in target order.
+    This is the matching of the MIDOG challenges' evaluation, ``evalutils.scorers.score_detection`` [1]_: each
+    ground-truth point in turn (file order) takes its nearest not-yet-used prediction within the radius, ties by
+    distance going to the lower prediction index. It is greedy, not an optimal assignment: an earlier target may take
+    the prediction a later one needed. The ensemble uses the same rule for two-model agreement.
+
+    Parameters
+    ----------
+    targets_xy : (N, 2) array_like of float
+        Target (ground-truth) points, in the order in which they choose.
+    predictions_xy : (M, 2) array_like of float
+        Predicted points. Both point sets use the same axis order ((x, y) by convention) and the same unit.
+    radius : float
+        Largest matching distance (Euclidean, inclusive), in the unit of the coordinates: coordinates and radius share
+        one unit (mm, um or px), e.g. ``MATCH_RADIUS_UM`` (7.5 um) for the challenge.
+
+    Returns
+    -------
+    pairs : list of (int, int)
+        (target index, prediction index) pairs in target order; every target and every prediction is in at most one
+        pair. Empty when there are no targets or no predictions (either may have shape (0, 2) or be empty).
+
+    References
+    ----------
+    .. [1] evalutils (Grand Challenge), ``evalutils.scorers.score_detection``.
+           https://github.com/comic/evalutils
     """
     targets_xy = np.asarray(targets_xy, dtype=np.float64).reshape(-1, 2)
     predictions_xy = np.asarray(predictions_xy, dtype=np.float64).reshape(-1, 2)

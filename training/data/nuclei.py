@@ -78,7 +78,45 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def hematoxylin_density(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) float32 equal to ``skimage.color.rgb2hed(rgb)[..., 0]`` (up to float32 rounding) for uint8 RGB."""
+    """Compute the hematoxylin optical density of a uint8 RGB image by colour deconvolution.
+
+    The result equals ``skimage.color.rgb2hed(rgb)[..., 0]`` (up to float32 rounding): Ruifrok & Johnston's colour
+    deconvolution [1]_ with skimage's HED matrix (``skimage.color.hed_from_rgb``). It is computed from a 256-entry
+    lookup table per channel, in float32 and in blocks of rows, so that a whole slide tile needs a fraction of the
+    memory of rgb2hed's float64 copies.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) ndarray of uint8
+        RGB image.
+
+    Returns
+    -------
+    density : (H, W) ndarray of float32
+        Hematoxylin density in rgb2hed's units: optical density ``-log(max(I / 255, 1e-6))`` divided by
+        ``-log(1e-6)`` (so a decadic OD / 6), combined over the channels with the HED matrix. Negative densities are
+        clipped to 0, as rgb2hed does; black (0, 0, 0) gives about 1.21. An image with no pixels (H or W = 0) gives
+        an empty array of shape (H, W).
+
+    Raises
+    ------
+    ValueError
+        If `rgb` is not of shape (H, W, 3) or not uint8.
+
+    See Also
+    --------
+    skimage.color.rgb2hed : The float64 computation this reproduces.
+
+    Notes
+    -----
+    The scale differs from ``training.stain.optical_density`` (natural logarithm of (I + 1) / 256): thresholds in
+    this module (``MIN_HEMATOXYLIN``) are in rgb2hed's units.
+
+    References
+    ----------
+    .. [1] Ruifrok A. C. and Johnston D. A., "Quantification of histochemical staining by color deconvolution",
+           Analytical and Quantitative Cytology and Histology 23(4), 2001, pp. 291-299.
+    """
     rgb = _check_rgb(rgb)
     out = np.empty(rgb.shape[:2], dtype=np.float32)
     for start in range(0, rgb.shape[0], _ROWS_PER_CHUNK):
@@ -91,10 +129,43 @@ def hematoxylin_density(rgb: np.ndarray) -> np.ndarray:
 
 
 def nucleus_centres(rgb: np.ndarray, spacing_mm: float, min_distance_um: float = 4.0) -> np.ndarray:
-    """(N, 2) int64 (row, col) centres of hematoxylin-dense nuclei in an (H, W, 3) uint8 H&E image.
+    """Find the centres of hematoxylin-dense nuclei in an H&E image.
 
-    ``spacing_mm`` is the pixel size in mm (0.00025 at 0.25 um/px). Centres are at least ``min_distance_um`` apart
-    and sorted strongest first. The result is deterministic. Blank glass and uniform images give no centres.
+    The centres serve as negative training sites that sit on nuclei, so that the classifier learns "nucleus, but not
+    mitosis" rather than "dark blob versus stroma" (see the module docstring). The hematoxylin density
+    (`hematoxylin_density`, colour deconvolution [1]_) is smoothed with a gaussian of sigma ``SMOOTHING_UM``; a centre
+    is a maximum of its ``PEAK_RADIUS_UM`` square neighbourhood that exceeds ``max(OTSU_FACTOR * Otsu threshold of the
+    smoothed density over the tissue, MIN_HEMATOXYLIN)`` (tissue share and Otsu threshold from every k-th row and
+    column, k = max(1, isqrt(H * W // 2^21))), so the threshold adapts to strong and pale staining alike. The maxima
+    are then thinned to `min_distance_um`, strongest first. Mitotic figures are hematoxylin-dense too and get centres
+    here as well: callers drop the centres near annotated mitoses.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) ndarray of uint8
+        H&E image.
+    spacing_mm : float
+        Pixel size in mm (0.00025 at 0.25 um/px), the same along rows and columns.
+    min_distance_um : float, optional
+        Minimum (Euclidean) distance between two centres, in um; converted to px and rounded up, at least 1 px.
+
+    Returns
+    -------
+    centres : (N, 2) ndarray of int64
+        (row, col) pixel coordinates of the centres, at least `min_distance_um` apart and sorted strongest first
+        (by decreasing smoothed hematoxylin density). The result is deterministic. Centres may lie on the image
+        border. Empty, of shape (0, 2), for an image with no pixels, for blank glass (a tissue share below
+        ``MIN_TISSUE_FRACTION``), for a uniform image, and when no maximum exceeds the threshold.
+
+    Raises
+    ------
+    ValueError
+        If `rgb` is not of shape (H, W, 3) or not uint8.
+
+    References
+    ----------
+    .. [1] Ruifrok A. C. and Johnston D. A., "Quantification of histochemical staining by color deconvolution",
+           Analytical and Quantitative Cytology and Histology 23(4), 2001, pp. 291-299.
     """
     rgb = _check_rgb(rgb)
     spacing = (float(spacing_mm), float(spacing_mm))
