@@ -260,10 +260,11 @@ def format_tables(evaluation: Evaluation) -> str:
 
 def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
     """metrics.json (atomic), the precision-recall curve, F1 against the probability threshold and the FROC curve."""
-    import matplotlib
+    from matplotlib.figure import Figure  # object API: no pyplot state, no global backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def new_axes(width_in: float, height_in: float):
+        figure = Figure(figsize=(width_in, height_in))
+        return figure, figure.subplots()
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +272,7 @@ def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
     write_json_atomically(evaluation.to_json(), metrics_path)
 
     curve = evaluation.curve
-    figure, axes = plt.subplots(figsize=(5, 5))
+    figure, axes = new_axes(5, 5)
     axes.plot(curve.recall, curve.precision, lw=1, alpha=0.6, label="raw")
     axes.plot(curve.recall_thresholds, curve.interpolated_precision, lw=1.5, label="101-point interpolated")
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
@@ -279,9 +280,8 @@ def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
     axes.legend(loc="lower left")
     pr_path = report_dir / "precision_recall.png"
     figure.savefig(pr_path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
 
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = new_axes(6, 4)
     # keep-if-p>=t: the counts at threshold t_i hold on (t_(i-1), t_i], hence "steps-pre"
     for metric in ("f1", "precision", "recall"):
         values = [getattr(c, metric) for c in evaluation.threshold_counts]
@@ -295,12 +295,11 @@ def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
     axes.legend(loc="lower left")
     f1_path = report_dir / "f1_threshold.png"
     figure.savefig(f1_path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
     paths = [metrics_path, pr_path, f1_path]
 
     froc_curve = evaluation.froc_curve
     if froc_curve is not None:  # no point at all: the platform's FROC is NaN, there is no curve to draw
-        figure, axes = plt.subplots(figsize=(6, 4))
+        figure, axes = new_axes(6, 4)
         order = np.argsort(froc_curve.fp_per_image, kind="stable")
         axes.plot(froc_curve.fp_per_image[order], froc_curve.recall[order], "o", ms=3, label="thresholds")
         axes.plot(froc_curve.fp_grid, froc_curve.recall_on_grid, lw=1.5, label="interpolated")
@@ -309,7 +308,6 @@ def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
         axes.legend(loc="lower right")
         froc_path = report_dir / "froc.png"
         figure.savefig(froc_path, dpi=100, bbox_inches="tight")
-        plt.close(figure)
         paths.append(froc_path)
     return paths
 

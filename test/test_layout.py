@@ -66,13 +66,16 @@ def test_offline_evaluation_imports_nothing_from_training():
     assert not {name for module in evaluation for name in imports[module] if name.startswith("training")}
 
 
-def test_no_matplotlib_backend_switch_at_import_time():
+def test_no_matplotlib_global_state():
+    """Figures use matplotlib's object API: no module switches the global backend (at import or in a function, where
+    it would change it for the caller too) or goes through pyplot's figure registry."""
     for path in project_modules().values():
-        tree = ast.parse(path.read_text())
-        for node in tree.body:  # module level only; inside a function it is the caller's choice
-            call = node.value if isinstance(node, ast.Expr) else None
-            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "use":
-                assert getattr(call.func.value, "id", "") != "matplotlib", f"{path.name} sets a backend on import"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "use":
+                assert getattr(node.func.value, "id", "") != "matplotlib", f"{path.name} sets matplotlib's backend"
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] + [alias.name for alias in node.names]
+                assert not any("pyplot" in name for name in names), f"{path.name} imports pyplot"
 
 
 def test_documented_commands_and_files_exist():
