@@ -74,7 +74,7 @@ def test_no_matplotlib_global_state():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "use":
                 assert getattr(node.func.value, "id", "") != "matplotlib", f"{path.name} sets matplotlib's backend"
             if isinstance(node, ast.ImportFrom | ast.Import):
-                names = [node.module or ""] + [alias.name for alias in node.names]
+                names = [getattr(node, "module", None) or ""] + [alias.name for alias in node.names]
                 assert not any("pyplot" in name for name in names), f"{path.name} imports pyplot"
 
 
