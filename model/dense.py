@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from scipy import ndimage
 from tqdm import tqdm
 
 from model.geometry import BORDER_PAD_PX, P4_GRID, Grid
@@ -80,20 +81,64 @@ def input_window_of_tile(row0: int, col0: int, rows: int, cols: int, grid: Grid 
     )
 
 
-def tiles_holding(cells: np.ndarray | None, map_shape: tuple[int, int], tile_cells: int) -> list[tuple[int, ...]]:
-    """The tiles of `tile_grid` that hold at least one cell of the boolean mask `cells` (all tiles when None)."""
-    tiles = list(tile_grid(*map_shape, tile_cells))
+def tiles_holding(
+    cells: np.ndarray | None, map_shape: tuple[int, int], tile_cells: int, fitted: bool = False
+) -> list[tuple[int, ...]]:
+    """Tiles (row0, col0, rows, cols) that score every cell of the boolean mask `cells` (all of `tile_grid` when None).
+
+    Fixed grid (default): the tiles of `tile_grid` that hold a wanted cell. `fitted`: each 8-connected group of
+    wanted cells gets its own grid of tiles laid from the group's top-left corner, and each of its tiles that holds a
+    cell of the group shrinks to those cells (sides rounded up, `_fitted_tile`). A tile's input is its side plus the
+    receptive field, so the fixed grid, which cuts small groups in up to four pieces and scores whole tiles around a
+    few cells, scores far more (model B's squares around A's candidates on the benchmark's MIDOG tile: 11.9% of the
+    windows with the fixed grid, 6.4% fitted, `benchmarks/process_speed.py`).
+    Fitted tiles of different groups may overlap; a cell's value does not depend on the tile that scores it (up to
+    floating-point summation order).
+    """
     if cells is None:
-        return tiles
+        return list(tile_grid(*map_shape, tile_cells))
     if cells.shape != tuple(map_shape):
         raise ValueError(f"cell mask of shape {cells.shape} does not match the map's {tuple(map_shape)}")
-    return [(r, c, h, w) for r, c, h, w in tiles if cells[r : r + h, c : c + w].any()]
+    if not fitted:
+        return [(r, c, h, w) for r, c, h, w in tile_grid(*map_shape, tile_cells) if cells[r : r + h, c : c + w].any()]
+    groups, _ = ndimage.label(cells, structure=np.ones((3, 3), dtype=bool))
+    tiles = []
+    for label, (rows, cols) in enumerate(ndimage.find_objects(groups), start=1):
+        group = groups[rows, cols] == label
+        for row0, col0, height, width in tile_grid(*group.shape, tile_cells):
+            part = group[row0 : row0 + height, col0 : col0 + width]
+            held_rows, held_cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+            if len(held_rows):
+                top, left = rows.start + row0 + int(held_rows[0]), cols.start + col0 + int(held_cols[0])
+                height_held = int(held_rows[-1] - held_rows[0]) + 1
+                width_held = int(held_cols[-1] - held_cols[0]) + 1
+                tiles.append(_fitted_tile(top, height_held, left, width_held, map_shape, tile_cells))
+    return tiles
 
 
-def covered_cells(cells: np.ndarray, tile_cells: int) -> np.ndarray:
-    """Cells `probability_map(..., cells=cells, tile_cells=tile_cells)` computes: every cell of a tile it scores."""
+TILE_SIDE_STEP_CELLS = 8
+"""Fitted tiles' sides are rounded up to a multiple of this (or to the tile size): every new input shape costs
+oneDNN a new set of convolution kernels, and free-form sides made the fitted tiles slower than the fixed grid."""
+
+
+def _fitted_tile(
+    row0: int, rows: int, col0: int, cols: int, map_shape: tuple[int, int], tile_cells: int
+) -> tuple[int, int, int, int]:
+    """The tile (row0, col0, rows, cols) holding the given box, its sides rounded up to `TILE_SIDE_STEP_CELLS`
+    (at most `tile_cells`, at most the map) and moved back inside the map where it would stick out."""
+    placed = []
+    for start, length, size in ((row0, rows, map_shape[0]), (col0, cols, map_shape[1])):
+        side = min(-(-length // TILE_SIDE_STEP_CELLS) * TILE_SIDE_STEP_CELLS, tile_cells, size)
+        placed.append((min(start, size - side), side))
+    (row0, rows), (col0, cols) = placed
+    return row0, col0, rows, cols
+
+
+def covered_cells(cells: np.ndarray, tile_cells: int, fitted: bool = False) -> np.ndarray:
+    """Cells `probability_map(..., cells=cells, tile_cells=tile_cells, fitted=fitted)` computes: every cell of a tile
+    it scores."""
     covered = np.zeros(cells.shape, dtype=bool)
-    for row0, col0, rows, cols in tiles_holding(cells, cells.shape, tile_cells):
+    for row0, col0, rows, cols in tiles_holding(cells, cells.shape, tile_cells, fitted):
         covered[row0 : row0 + rows, col0 : col0 + cols] = True
     return covered
 
@@ -116,19 +161,20 @@ def probability_map(
     cells: np.ndarray | None = None,
     grid: Grid = P4_GRID,
     batch_tiles: int = 1,
+    fitted: bool = False,
 ) -> np.ndarray:
     """Dense probability (float32, one cell per stride) of a uint8 (H, W, 3) image mirrored by `pad_px`.
 
     `score_fn` maps an (N, 3, h, w) float tensor to (N, h', w') probabilities (see `model.inference`). With a boolean
-    `cells` mask, only the tiles holding one of its cells are scored (`covered_cells`), `batch_tiles` of the same
-    shape per call; every other cell is 0.
+    `cells` mask, only the tiles holding one of its cells are scored (`covered_cells`; `fitted`: tiles fitted to
+    the mask, `tiles_holding`), `batch_tiles` of the same shape per call; every other cell is 0.
     """
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image_rgb.shape}")
     padded = MirroredImage(image_rgb, pad_px) if pad_px else image_rgb
     map_height, map_width = grid.map_shape(*padded.shape[:2])
     result = np.zeros((map_height, map_width), dtype=np.float32)
-    tiles = tiles_holding(cells, (map_height, map_width), tile_cells)
+    tiles = tiles_holding(cells, (map_height, map_width), tile_cells, fitted)
     batches = [tiles[i : i + 1] for i in range(len(tiles))]
     if batch_tiles > 1:  # tiles of one shape share a forward call (the last row/column of tiles may be smaller)
         by_shape: dict[tuple[int, int], list] = {}

@@ -81,6 +81,12 @@ PART_TILE_CELLS = {"A": 24, "B": 12}
 (262 px tiles), B's are scattered squares around A's candidates (166 px tiles). Measured on the 7215x5412 benchmark
 tile, 2-core AMD EPYC: A 5.4 s with 24-cell tiles against 6.2-8.0 s with 16, 12 or 8; B 2.9 s with 12-cell tiles
 against 4.0 s with 24."""
+PART_FITTED_TILES = {"A": False, "B": True}
+"""Tiles fitted to the wanted cells (`model.dense.tiles_holding`) or the fixed grid's tiles holding them. B's
+output is exact whatever B scores beyond its wanted cells (`model.cascade`), so B takes the cheaper fitted tiles.
+A keeps the fixed grid: which of A's candidates are trusted depends on every cell A scored, and the screen's
+threshold keeps 99.5% of the points with the grid's cells (tiles fitted to the same mask kept only 98.0% at that
+threshold and needed 0.19 instead of 0.26, which made A slower overall: 19.1 against 15.3 s end to end)."""
 PART_BATCH_TILES = {"A": 4, "B": 16}
 """Tiles of that size scored per forward call (16 per call on a GPU)."""
 CUDA_TILE_CELLS = 128
@@ -169,16 +175,16 @@ class Detector:
 
     def _map_of(self, role: str, network: PlainP4ResNet, image_rgb: np.ndarray, progress: bool) -> MapOf:
         """`MapOf` for one P4 model (`role` "A" or "B" in the cascade) on one image."""
-        tile_cells, batch_tiles = PART_TILE_CELLS[role], self.part_batch_tiles[role]
+        tile_cells, batch_tiles, fitted = PART_TILE_CELLS[role], self.part_batch_tiles[role], PART_FITTED_TILES[role]
 
         def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
             score = self._score_fn(network)
             if cells is None:
                 return probability_map(image_rgb, score, self.device, self.tile_cells, progress), None
             values = probability_map(
-                image_rgb, score, self.device, tile_cells, progress, cells=cells, batch_tiles=batch_tiles
+                image_rgb, score, self.device, tile_cells, progress, cells=cells, batch_tiles=batch_tiles, fitted=fitted
             )
-            return values, covered_cells(cells, tile_cells)
+            return values, covered_cells(cells, tile_cells, fitted)
 
         return map_of
 

@@ -108,7 +108,7 @@ def screen_map(
     """The screen's probability map of an image (mirrored like the P4 maps); only glass is skipped (0 there)."""
     scorer = screen_scorer(network, device, dtype)
     cells = screen_cells_off_glass(image_rgb)
-    return probability_map(image_rgb, scorer, device, SCREEN_TILE_CELLS, grid=SCREEN_GRID, cells=cells)
+    return probability_map(image_rgb, scorer, device, SCREEN_TILE_CELLS, grid=SCREEN_GRID, cells=cells, fitted=True)
 
 
 def _owner_index(p4_cells: int, screen_cells: int) -> np.ndarray:

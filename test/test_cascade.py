@@ -10,7 +10,7 @@ from conftest import REAL_DATA
 from model.bundle import DEFAULT_BUNDLE_DIR
 from model.cascade import b_reaches_floor, cells_for_model_b, cells_near, trusted_cells
 from model.dense import covered_cells
-from model.inference import PART_TILE_CELLS, Detector
+from model.inference import PART_FITTED_TILES, PART_TILE_CELLS, Detector
 from model.spacing import DEFAULT_SPACING_MM
 from training.data.real_data import read_image
 from training.field_validation import held_out_fields
@@ -76,6 +76,8 @@ def test_model_b_on_part_of_the_image_changes_nothing_on_real_fields():
         assert (named == named_fast).all() or np.abs(exact_p[order_exact][named != named_fast] - threshold).max() < 2e-3
         candidates_a = detector.candidates(rgb, SPACING_MM)[0]
         scored_b.append(
-            covered_cells(cells_for_model_b(candidates_a.cells, (127, 127), 30.0, 3), PART_TILE_CELLS["B"]).mean()
+            covered_cells(
+                cells_for_model_b(candidates_a.cells, (127, 127), 30.0, 3), PART_TILE_CELLS["B"], PART_FITTED_TILES["B"]
+            ).mean()
         )
     assert min(scored_b) < 1.0, "B was needed everywhere: the test did not exercise a partial map"

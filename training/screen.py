@@ -41,7 +41,7 @@ from model.bundle import DEFAULT_BUNDLE_DIR, read_bundle, write_screen
 from model.candidates import EnsembleDetections, ensemble_probability
 from model.dense import MirroredImage, covered_cells, probability_map
 from model.geometry import OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
-from model.inference import PART_TILE_CELLS, Detector, cascade_points
+from model.inference import PART_FITTED_TILES, PART_TILE_CELLS, Detector, cascade_points
 from model.output import write_json_atomically
 from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_map_shape, screen_targets
 from model.spacing import DEFAULT_SPACING_MM
@@ -216,7 +216,8 @@ def replay(detector: Detector, rgb: np.ndarray, screen_probability: np.ndarray, 
         def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
             if cells is None:
                 return full[index], None
-            covered = covered_cells(cells, PART_TILE_CELLS["AB"[index]])
+            role = "AB"[index]
+            covered = covered_cells(cells, PART_TILE_CELLS[role], PART_FITTED_TILES[role])
             return np.where(covered, full[index], 0.0).astype(np.float32), covered
 
         return map_of
