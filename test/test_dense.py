@@ -10,7 +10,7 @@ from conftest import random_plain_state
 
 from model import geometry
 from model.architecture import ArchitectureConfig
-from model.dense import MirroredImage, covered_cells, probability_map, tile_grid
+from model.dense import MirroredImage, covered_cells, probability_map, tile_grid, tiles_holding
 from model.plain import PlainP4ResNet
 
 
@@ -82,3 +82,17 @@ def test_image_too_small_to_mirror_is_rejected(score_fn):
         probability_map(np.zeros((geometry.BORDER_PAD_PX, 200, 3), np.uint8), score_fn, torch.device("cpu"))
     with pytest.raises(ValueError, match="receptive field"):
         probability_map(np.zeros((77, 200, 3), np.uint8), score_fn, torch.device("cpu"), pad_px=0)
+
+
+def test_fitted_tiles_score_every_wanted_cell_exactly_and_fewer_others(score_fn):
+    image = np.random.default_rng(4).integers(0, 256, size=(420, 470, 3), dtype=np.uint8)
+    full = probability_map(image, score_fn, torch.device("cpu"))
+    wanted = np.zeros(full.shape, dtype=bool)
+    wanted[1:4, 2:5] = wanted[30:33, 40:42] = wanted[10, 50] = True  # small groups astride the fixed grid's lines
+    part = probability_map(image, score_fn, torch.device("cpu"), tile_cells=16, cells=wanted, fitted=True)
+    covered = covered_cells(wanted, 16, fitted=True)
+    assert covered[wanted].all() and covered.sum() < covered_cells(wanted, 16).sum()
+    assert np.abs(part[covered] - full[covered]).max() < 1e-5 and (part[~covered] == 0).all()
+    for row0, col0, rows, cols in tiles_holding(wanted, wanted.shape, 16, fitted=True):
+        assert rows in (8, 16) and cols in (8, 16)  # few distinct input shapes: oneDNN reuses its kernels
+        assert 0 <= row0 and row0 + rows <= wanted.shape[0] and 0 <= col0 and col0 + cols <= wanted.shape[1]
