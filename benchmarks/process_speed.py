@@ -364,7 +364,8 @@ def measure_stages(
 
 
 def window_fractions(stages: dict[str, Any]) -> dict[str, float]:
-    """Share of the exact dense map's windows each P4 network scored, and overall."""
+    """Share of the exact dense map's windows each P4 network scored, and overall (a window scored twice, by
+    overlapping fitted tiles, counts twice)."""
     total = stages["windows_per_map"]
     scored = stages["windows_scored"]
     fractions = {name: count / total for name, count in scored.items()}
