@@ -3,7 +3,7 @@
 SimpleITK reads the header (size, components, the TIFF's resolution tags as spacing in mm), as grand-challenge does.
 Only the header is read to validate a file, so a bad image fails fast and the pixels are read once per case.
 The pixels of plain 8-bit RGB(A) TIFFs, uncompressed or deflate, like MIDOG's, are decoded by tifffile on several
-threads (`read_tiff_rgb`): identical pixels (a test compares both readers), 0.2 s instead of SimpleITK's 0.8-1.2 s
+threads (`read_tiff_rgb`): identical pixels (a test compares both readers), 0.2-0.26 s instead of SimpleITK's 0.7-1.2 s
 for a 39 MP image, and no RGBA copy of the whole image (`benchmarks/process_speed.py`). Any other file (.mha,
 JPEG or LZW tiles, a pyramid, an unusual orientation) and any TIFF tifffile cannot decode cleanly is read by
 SimpleITK, which then also says what is wrong with it.
