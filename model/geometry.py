@@ -37,6 +37,21 @@ BORDER_PAD_PX: int = (RECEPTIVE_FIELD_PX // 2) // OUTPUT_STRIDE_PX * OUTPUT_STRI
 centred up to 6.5 px from every edge, and every window of the unpadded image keeps its place on the stride grid (the
 models are sensitive to the grid's phase: see `model/weights/README.md`, "Limits")."""
 
+BORDER_STRIP_PX: int = RECEPTIVE_FIELD_PX // 2
+"""Width of the image's border strip: a window centred closer than this (39 px) to an edge reaches past it and sees
+mirrored pixels. A half nucleus cut by the edge and mirrored looks like a whole, round, dark nucleus centred in the
+window; training therefore draws negatives in this strip cut the same way (`training.data.sources`, kind "border"),
+and validation reports false positives per mm2 in the strip and in the interior separately."""
+
+NEAREST_CENTRE_PX: float = WINDOW_CENTRE_PX - BORDER_PAD_PX
+"""Distance from the image's first pixel to the nearest window centre of the dense map (6.5 px)."""
+
+
+def distance_to_border_px(xy_px: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
+    """Distance (px) of points (x, y) to the nearest image edge (pixel centres 0 .. size - 1)."""
+    xy = np.asarray(xy_px, dtype=np.float64).reshape(-1, 2)
+    return np.minimum.reduce([xy[:, 0], xy[:, 1], width_px - 1 - xy[:, 0], height_px - 1 - xy[:, 1]])
+
 
 @dataclass(frozen=True)
 class Grid:

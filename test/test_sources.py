@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import REAL_DATA
 
+from model.geometry import BORDER_STRIP_PX, NEAREST_CENTRE_PX, distance_to_border_px
 from training.data.real_data import MIDOGPP_BLOCK, PatchRecord
 from training.data.sources import (
     MIDESEC_VALIDATION_FIELDS,
@@ -16,9 +18,12 @@ from training.data.sources import (
     SiteImage,
     TrainingData,
     ValidationRegion,
+    border_grid,
+    from_real,
     midesec_validation_names,
     negative_sampler,
     positive_sampler,
+    tissue_grid,
 )
 
 
@@ -107,3 +112,26 @@ def test_field_regions_are_exhaustive_regions_of_groups_with_mitoses():
 def test_unknown_negative_kind_is_refused(kind):
     with pytest.raises(ValueError, match="unknown negative kind"):
         NegativeSites.build(0, np.zeros((1, 2)), kind, "s")
+
+
+def test_border_sites_cover_the_strip_dense_inference_mirrors_and_grid_sites_stay_out_of_it():
+    """Windows centred in the border strip reach past the edge and see mirrored pixels at inference; training must
+    see such windows as negatives (kind "border"), while grid sites keep their windows whole."""
+    rgb = np.random.default_rng(1).normal((190, 110, 170), 20, (400, 360, 3)).clip(0, 255).astype(np.uint8)
+    border = border_grid(rgb, 32)
+    grid = tissue_grid(rgb, 32)
+    assert len(border) > 0 and len(grid) > 0
+    border_distance = distance_to_border_px(border[:, ::-1], *rgb.shape[:2])
+    assert border_distance.max() < BORDER_STRIP_PX
+    assert border_distance.min() >= np.floor(NEAREST_CENTRE_PX)  # no closer than any window centre of the map
+    assert distance_to_border_px(grid[:, ::-1], *rgb.shape[:2]).min() >= BORDER_STRIP_PX
+    assert {int(d) for d in border_distance} >= {7, 23}  # the whole strip, every 16 px, not just its inner edge
+    glass = np.full_like(rgb, 245)
+    assert len(border_grid(glass, 32)) == 0  # on tissue only
+
+
+def test_held_out_fields_must_be_midesec_fields():
+    if not (REAL_DATA / "patches.csv").is_file():
+        pytest.skip("needs ../shared/data/real")
+    with pytest.raises(ValueError, match="not among the MiDeSeC fields"):
+        from_real(REAL_DATA, 32, held_out_fields={"no-such-field.webp"})

@@ -40,6 +40,7 @@ class TrainSettings:
     threads: int = 0  # torch CPU threads; 0 = torch's choice
     architecture: str = "paper"  # "paper" (70 layers) or "narrow" (the same 70 layers, fewer fields: for CI only)
     lab_transfer_p: float = 0.0  # LAB colour transfer (Reinhard) added to the policy with this probability
+    snapshots: bool = False  # export every evaluated iteration and keep the last (the caller chooses out of fold)
 
 
 @dataclass(frozen=True)

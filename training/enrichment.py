@@ -21,7 +21,6 @@ from training.hnm import score_sites
 logger = logging.getLogger("training.enrichment")
 
 
-
 def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> NegativeSites:
     """Stage 4: high-residual windows of unlabeled training images whose base score reaches `cutoff`."""
     found = NegativeSites.empty()

@@ -116,6 +116,11 @@ BEST_MODEL = "best_model.pt"
 """The e2cnn state dict of the best weights: what fine-tuning starts from (not the run's last checkpoint)."""
 
 
+def snapshot_path(out_dir: Path, iteration: int) -> Path:
+    """Exported weights of one evaluated iteration (runs with `TrainSettings.snapshots`)."""
+    return out_dir / f"iteration_{iteration:06d}.safetensors"
+
+
 def is_better(candidate: dict, best: dict) -> bool:
     """Validation-field AP decides when the data has validation fields (ties: lower loss); else validation loss."""
     if candidate.get("field_ap") is not None:
@@ -287,9 +292,12 @@ def train_model(
             val_loss = F.cross_entropy(logits, val_labels).item()
             probability = torch.softmax(logits, 1)[:, 1].numpy()
             metrics = patch_metrics(val_labels.numpy(), probability, val_weights)
-            metrics |= field_validation(net, data, device)
+            if settings.snapshots:  # the field cross-validation measures and chooses; no choice on fields here
+                save_file({k: v.cpu() for k, v in net.export_state_dict().items()}, str(snapshot_path(out_dir, done)))
+            else:
+                metrics |= field_validation(net, data, device)
             candidate = {"iteration": done, "val_loss": val_loss, **metrics}
-            if is_better(candidate, best):
+            if settings.snapshots or is_better(candidate, best):
                 best = candidate
                 save_file({k: v.cpu() for k, v in net.export_state_dict().items()}, str(out_dir / "best.safetensors"))
                 save_atomically({"model": net.state_dict()}, out_dir / BEST_MODEL)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from model.dense import reflect_indices
-from model.geometry import RECEPTIVE_FIELD_PX
+from model.geometry import BORDER_STRIP_PX, NEAREST_CENTRE_PX, RECEPTIVE_FIELD_PX, distance_to_border_px
 from model.spacing import px_from_um
 from training.data import real_data
 from training.data.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
@@ -84,9 +85,11 @@ class SiteImage:
         return read_window(self.path, x0, 0, x1 - x0, self.height_px)
 
 
-NEGATIVE_KINDS = ("grid", "nucleus", "imposter", "enrichment")
+NEGATIVE_KINDS = ("grid", "nucleus", "border", "imposter", "enrichment")
 """grid: a point of a regular grid on tissue (stroma, background, anything); nucleus: centred on a hematoxylin-dense
-nucleus (`training.data.nuclei`); imposter: an annotated look-alike; enrichment: a high stain-residual window."""
+nucleus (`training.data.nuclei`); border: a grid point on tissue in the image's border strip, where the window is cut
+mirrored exactly as dense inference pads (`model.geometry.BORDER_STRIP_PX`); imposter: an annotated look-alike;
+enrichment: a high stain-residual window."""
 
 
 @dataclass
@@ -262,19 +265,34 @@ def validation_fold(key: str, fraction: float = VALIDATION_FRACTION) -> bool:
 
 
 def tissue_grid(
-    rgb: np.ndarray, step_px: int, x_range: tuple[int, int] | None = None, mask_step_px: int = 4
+    rgb: np.ndarray,
+    step_px: int,
+    x_range: tuple[int, int] | None = None,
+    mask_step_px: int = 4,
+    margin_px: int = BORDER_STRIP_PX,
 ) -> np.ndarray:
-    """(N, 2) (row, col) grid points on tissue, at least half a window from the border, inside `x_range`."""
+    """(N, 2) (row, col) grid points on tissue, at least `margin_px` from the border (default: half a window, so the
+    window holds no mirrored pixel), inside `x_range`."""
     mask = real_data.tissue_mask(rgb[::mask_step_px, ::mask_step_px])
     # a window is 'on tissue' when a fair share of its neighbourhood is: isolated specks do not count
     mask = ndimage.uniform_filter(mask.astype(np.float32), size=max(3, RECEPTIVE_FIELD_PX // mask_step_px)) > 0.25
-    half = RECEPTIVE_FIELD_PX // 2
     x0, x1 = x_range or (0, rgb.shape[1])
-    rows = np.arange(half, rgb.shape[0] - half, step_px)
-    cols = np.arange(max(half, x0 + step_px // 2), min(rgb.shape[1] - half, x1), step_px)
+    rows = np.arange(margin_px, rgb.shape[0] - margin_px, step_px)
+    cols = np.arange(max(margin_px, x0 + step_px // 2), min(rgb.shape[1] - margin_px, x1), step_px)
     grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
     keep = mask[grid[:, 0] // mask_step_px, grid[:, 1] // mask_step_px]
     return grid[keep]
+
+
+def border_grid(rgb: np.ndarray, step_px: int, x_range: tuple[int, int] | None = None) -> np.ndarray:
+    """(N, 2) (row, col) points on tissue in the border strip, every `step_px // 2` px from the nearest window centre
+    dense inference has (`model.geometry.NEAREST_CENTRE_PX`) inward: the windows that see mirrored pixels. Without
+    them no negative of training ever reached past an edge, while dense inference mirrors every image's border:
+    half nuclei cut by the edge, doubled by the mirror, were named mitoses."""
+    step = max(1, step_px // 2)
+    grid = tissue_grid(rgb, step, x_range, margin_px=int(np.ceil(NEAREST_CENTRE_PX)))
+    xy = grid[:, ::-1]
+    return grid[distance_to_border_px(xy, *rgb.shape[:2]) < BORDER_STRIP_PX]
 
 
 def away_from(centres_rc: np.ndarray, mitoses_rc: np.ndarray, min_distance_px: float) -> np.ndarray:
@@ -301,11 +319,14 @@ def _site_sets(
     """Grid and nucleus-centred negatives of one image (or one column range), away from its mitoses. `nuclei_rc`:
     the image's `nucleus_centres`, found once per image even when its columns are split into parts."""
     grid = away_from(tissue_grid(rgb, grid_step_px, x_range), mitoses_rc, min_distance_px)
+    border = away_from(border_grid(rgb, grid_step_px, x_range), mitoses_rc, min_distance_px)
     nuclei = away_from(nuclei_rc, mitoses_rc, min_distance_px)
     if x_range is not None:
         nuclei = nuclei[(nuclei[:, 1] >= x_range[0]) & (nuclei[:, 1] < x_range[1])]
-    return NegativeSites.build(index, grid, "grid", source).concatenate(
-        NegativeSites.build(index, nuclei, "nucleus", source)
+    return (
+        NegativeSites.build(index, grid, "grid", source)
+        .concatenate(NegativeSites.build(index, nuclei, "nucleus", source))
+        .concatenate(NegativeSites.build(index, border, "border", source))
     )
 
 
@@ -414,9 +435,21 @@ def midesec_validation_names(names: list[str], count: int = MIDESEC_VALIDATION_F
 
 
 def from_real(
-    root: Path, grid_step_px: int, min_distance_um: float = 16.0, train_fraction: float = TILE_TRAIN_FRACTION
+    root: Path,
+    grid_step_px: int,
+    min_distance_um: float = 16.0,
+    train_fraction: float = TILE_TRAIN_FRACTION,
+    held_out_fields: Collection[str] | None = None,
 ) -> TrainingData:
-    """Training data of ../shared/data/real; see the module docstring for what plays which role."""
+    """Training data of ../shared/data/real; see the module docstring for what plays which role.
+
+    `held_out_fields`: file names of the MiDeSeC fields to validate on (default: `midesec_validation_names`); the
+    field cross-validation (`training.field_cv`) passes one fold's fields, and an empty set trains on all 35."""
+    fields = real_data.load_midesec_fields(root)
+    all_names = [f.path.name for f in fields]
+    validation_names = midesec_validation_names(all_names) if held_out_fields is None else set(held_out_fields)
+    if not validation_names <= set(all_names):
+        raise ValueError(f"held-out fields not among the MiDeSeC fields: {sorted(validation_names - set(all_names))}")
     patches = [p for p in real_data.load_patches(root) if p.label == 1]
     is_val = np.array([validation_fold(p.group) for p in patches])
     crops = np.empty((len(patches), SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
@@ -435,8 +468,6 @@ def from_real(
         images.append(SiteImage(path.name, *rgb.shape[:2], spacing_mm, rgb=rgb))
         return len(images) - 1, rgb
 
-    fields = real_data.load_midesec_fields(root)
-    validation_names = midesec_validation_names([f.path.name for f in fields])
     for annotated in tqdm(fields, desc="MiDeSeC fields", unit="field"):
         index, rgb = add_image(annotated.path, annotated.spacing_mm)
         mitoses_rc = np.round(annotated.mitoses_xy_px[:, ::-1]).astype(np.int64)
