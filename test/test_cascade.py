@@ -58,9 +58,12 @@ def _points(merged, floor: float) -> tuple[np.ndarray, ...]:
 
 @has_real_data
 def test_model_b_on_part_of_the_image_changes_nothing_on_real_fields():
-    detector = Detector(DEFAULT_BUNDLE_DIR, use_screen=False)
+    """In fp32, where exactness is a property of the cascade and not of the CPU: under bf16 autocast, tiles of other
+    shapes round differently, by CPU kind (0.0026 with Intel AMX, less with AMD AVX512-BF16), which says nothing about
+    which cells the cascade scores."""
+    detector = Detector(DEFAULT_BUNDLE_DIR, use_screen=False, precision="fp32")
     floor, threshold = detector.bundle.candidate_floor, detector.bundle.threshold
-    fields = held_out_fields(REAL_DATA)[:4]
+    fields = held_out_fields(REAL_DATA)[:3]
     scored_b = []
     for field in fields:
         rgb = read_image(field.path)
@@ -70,10 +73,10 @@ def test_model_b_on_part_of_the_image_changes_nothing_on_real_fields():
         order_exact, order_fast = np.lexsort(exact_xy.T), np.lexsort(fast_xy.T)
         np.testing.assert_array_equal(fast_xy[order_fast], exact_xy[order_exact])
         np.testing.assert_array_equal(fast_agreed[order_fast], exact_agreed[order_exact])
-        np.testing.assert_allclose(fast_p[order_fast], exact_p[order_exact], atol=2e-3)  # tile sizes: autocast noise
+        np.testing.assert_allclose(fast_p[order_fast], exact_p[order_exact], atol=1e-4)  # fp32 sums in another order
         named = exact_agreed[order_exact] & (exact_p[order_exact] >= threshold)
         named_fast = fast_agreed[order_fast] & (fast_p[order_fast] >= threshold)
-        assert (named == named_fast).all() or np.abs(exact_p[order_exact][named != named_fast] - threshold).max() < 2e-3
+        assert (named == named_fast).all() or np.abs(exact_p[order_exact][named != named_fast] - threshold).max() < 1e-4
         candidates_a = detector.candidates(rgb, SPACING_MM)[0]
         scored_b.append(
             covered_cells(
