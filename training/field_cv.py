@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model.architecture import architecture
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, read_bundle, write_bundle
+from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle, write_bundle
 from model.candidates import agree, local_maxima
 from model.dense import probability_map
 from model.inference import autocast_dtype, window_scorer
@@ -54,11 +54,18 @@ from model.plain import PlainP4ResNet
 from model.spacing import px_from_um
 from training.augment import centre_windows
 from training.config import TrainSettings
-from training.cv_report import OutOfFoldField, cross_validated, subset_report
+from training.cv_report import OutOfFoldField, cross_validated, iterations_of, subset_report
 from training.data import real_data
 from training.data.sources import NegativeSites, TrainingData, from_real, midesec_validation_names
 from training.hnm import score_sites
-from training.train import predict, snapshot_path, train_model
+from training.mined_positives import (
+    MinedPositive,
+    add_mined_positives,
+    load_models,
+    mine_positives,
+    without_sites_near,
+)
+from training.train import BEST_MODEL, predict, snapshot_path, train_model
 
 logger = logging.getLogger("training.field_cv")
 
@@ -81,6 +88,17 @@ class CvSettings:
     architecture: str = "paper"
     bootstrap: int = 2000
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class MiningSettings:
+    """Seed 003's stage, measured as two arms from the same fold models: `iterations` more without (off) and with (on)
+    the mitoses mined from the fold's unlabeled images (`training.mined_positives`)."""
+
+    threshold: float = 0.95  # lowest probability over both models and all 8 views
+    iterations: int = 200
+    weight: float = 1.0  # factor on the mined group's square-root sampling weight
+    min_distance_px: float = 64.0  # negative sites this close to a mined mitosis are dropped
 
 
 def split_folds(names: Sequence[str], folds: int) -> list[list[str]]:
@@ -186,15 +204,32 @@ def train_fold(
     data: TrainingData, settings: CvSettings, folder: Path, start: dict[str, Path], cache: Path
 ) -> dict[str, Path]:
     """Steps 2-3 for one fold (or for all fields); returns each policy's run folder."""
+    negatives = training_negatives(data, settings, start, cache)
+    return train_pair(data, settings, negatives, folder, start, settings.iterations, settings.snapshot_every)
+
+
+def training_negatives(data: TrainingData, settings: CvSettings, start: dict[str, Path], cache: Path) -> NegativeSites:
     scores = cached_scores(data, start["A"], settings.architecture, cache)
     cut = suspect_cut(data, start["A"], settings.architecture, settings.suspect_positive_quantile)
-    negatives = fold_negatives(data, scores, settings.k, cut)
+    return fold_negatives(data, scores, settings.k, cut)
+
+
+def train_pair(
+    data: TrainingData,
+    settings: CvSettings,
+    negatives: NegativeSites,
+    folder: Path,
+    init: dict[str, Path],
+    iterations: int,
+    snapshot_every: int,
+) -> dict[str, Path]:
+    """A and B fine-tuned from `init` with a snapshot every `snapshot_every` iterations; returns their run folders."""
     train = TrainSettings(
-        iterations=settings.iterations,
-        cycle=settings.iterations,
+        iterations=iterations,
+        cycle=iterations,
         batch_size=settings.batch_size,
         lr=settings.lr,
-        eval_every=settings.snapshot_every,
+        eval_every=snapshot_every,
         val_negatives=4000,
         architecture=settings.architecture,
         snapshots=True,
@@ -203,7 +238,7 @@ def train_fold(
     for policy in POLICIES:
         runs[policy] = folder / policy
         train_model(
-            data, train, runs[policy], policy, settings.seed, negatives, start[policy], f"{folder.name} {policy}"
+            data, train, runs[policy], policy, settings.seed, negatives, init[policy], f"{folder.name} {policy}"
         )
     return runs
 
@@ -226,11 +261,20 @@ def run_fold(
     checkpoints = {0: start} | {
         it: {p: snapshot_path(runs[p], it) for p in POLICIES} for it in snapshot_iterations(settings)
     }
+    fields = held_out_points(data, fold, checkpoints, settings.architecture)
+    write_json_atomically([f.to_json() for f in fields], result)
+    return fields
+
+
+def held_out_points(
+    data: TrainingData, fold: int, checkpoints: dict[int, dict[str, Path]], arch: str
+) -> list[OutOfFoldField]:
+    """Step 4: the agreed points of every checkpoint on every held-out field."""
     fields = []
     for region in tqdm(data.field_regions, desc=f"fold {fold}: held-out fields", unit="field"):
         image = data.images[region.image]
         rgb = image.read()
-        points = {it: ensemble_points(w, settings.architecture, rgb, image.spacing_mm) for it, w in checkpoints.items()}
+        points = {it: ensemble_points(w, arch, rgb, image.spacing_mm) for it, w in checkpoints.items()}
         fields.append(
             OutOfFoldField(
                 name=image.name,
@@ -241,8 +285,84 @@ def run_fold(
                 points=points,
             )
         )
-    write_json_atomically([f.to_json() for f in fields], result)
     return fields
+
+
+def mined_arm_data(
+    data: TrainingData, settings: CvSettings, mining: MiningSettings, folder: Path, negatives: NegativeSites
+) -> tuple[NegativeSites, int]:
+    """Mine the unlabeled images with the pair trained in `folder` (its last snapshot) and add the mitoses to `data`
+    (in place); returns the negatives less the sites near them, and how many were mined (kept in mined.json)."""
+    weights = {p: snapshot_path(folder / p, settings.iterations) for p in POLICIES}
+    record = folder / "mined.json"
+    if record.is_file():
+        mined = [MinedPositive(**m) for m in json.loads(record.read_text())]
+    else:
+        mined = mine_positives(data, data.unlabeled, load_models(weights, settings.architecture), mining.threshold)
+        write_json_atomically([asdict(m) for m in mined], record)
+    add_mined_positives(data, mined, mining.weight, mining.min_distance_px)
+    return without_sites_near(negatives, mined, mining.min_distance_px), len(mined)
+
+
+def run_mining_arms(
+    fold: int,
+    names: list[str],
+    root: Path,
+    settings: CvSettings,
+    mining: MiningSettings,
+    out: Path,
+    start: dict[str, Path],
+) -> dict:
+    """Both arms of one fold -> fold_<k>/mining_arms.json: {"off": fields, "on": fields, "mined": count}."""
+    folder = out / f"fold_{fold}"
+    result = folder / "mining_arms.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    data = from_real(root, settings.grid_step_px, settings.min_distance_um, held_out_fields=names)
+    negatives = training_negatives(data, settings, start, out / "start_scores.npz")
+    init = {p: folder / p / BEST_MODEL for p in POLICIES}  # snapshot runs keep their last weights as "best"
+    off = train_pair(data, settings, negatives, folder / "mining_off", init, mining.iterations, mining.iterations)
+    negatives_on, count = mined_arm_data(data, settings, mining, folder, negatives)
+    on = train_pair(data, settings, negatives_on, folder / "mining_on", init, mining.iterations, mining.iterations)
+    arms = {"mined": count}
+    for arm, runs in (("off", off), ("on", on)):
+        checkpoints = {0: {p: snapshot_path(runs[p], mining.iterations) for p in POLICIES}}
+        arms[arm] = [f.to_json() for f in held_out_points(data, fold, checkpoints, settings.architecture)]
+    write_json_atomically(arms, result)
+    return arms
+
+
+def mining_report(arms_by_fold: list[dict], resamples: int, seed: int) -> dict:
+    """Cross-validated field F1 of each arm (nested threshold), and whether the stage stays on."""
+    report = {"mined_per_fold": [a["mined"] for a in arms_by_fold]}
+    for arm in ("off", "on"):
+        fields = [OutOfFoldField.from_json(f) for a in arms_by_fold for f in a[arm]]
+        report[arm] = cross_validated(fields, resamples, seed)["nested"]
+    report["keep_on"] = report["on"]["f1"] > report["off"]["f1"]
+    return report
+
+
+def bundle_weights(bundle_dir: Path) -> dict[str, Path]:
+    """A bundle's A and B weights as start weights (checksums verified)."""
+    bundle = read_bundle(bundle_dir)
+    load_networks(bundle, bundle_dir)  # raises on a checksum mismatch
+    return {m.policy: bundle_dir / m.file for m in bundle.models}
+
+
+def shipped_split(names: list[str], root: Path, settings: CvSettings, out: Path, start: dict[str, Path]) -> dict:
+    """The 10 fields the shipped bundle never saw, held out; everything else trains. Each checkpoint (iteration 0 is
+    the start weights themselves) is measured with its threshold chosen on the other half of the 10 fields."""
+    held_out = sorted(midesec_validation_names(names))
+    fields = run_fold(0, held_out, root, settings, out, start)
+    halves = {name: half for half, part in enumerate(split_folds(held_out, 2)) for name in part}
+    fields = [replace(f, fold=halves[f.name]) for f in fields]
+    per_checkpoint = {
+        str(it): cross_validated(
+            [replace(f, points={it: f.points[it]}) for f in fields], settings.bootstrap, settings.seed
+        )["nested"]
+        for it in iterations_of(fields)
+    }
+    return {"held_out": held_out, "per_checkpoint": per_checkpoint, "all": cross_validated(fields)}
 
 
 def most_chosen_iteration(choice: dict[str, dict]) -> int:
@@ -297,6 +417,26 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--architecture", default=CvSettings.architecture, help="paper, or narrow (CI only)")
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (no report)")
     parser.add_argument("--final", action="store_true", help="after the report, train on all fields and bundle")
+    parser.add_argument(
+        "--mined-positives",
+        action="store_true",
+        help="also measure seed 003's stage per fold (off vs on, same start and iterations) -> mining_report.json",
+    )
+    parser.add_argument("--mining-threshold", type=float, default=MiningSettings.threshold)
+    parser.add_argument("--mining-iterations", type=int, default=MiningSettings.iterations)
+    parser.add_argument(
+        "--start-bundle",
+        type=Path,
+        help="start from this bundle's weights instead of commit 74eb21b's (they rank the hard negatives too)",
+    )
+    parser.add_argument(
+        "--shipped-split",
+        action="store_true",
+        help="one fold only: hold out the 10 fields the shipped bundle never saw (with --start-bundle model/weights:\n"
+        "the shipped models fine-tuned on the fields they were trained on, compared with themselves, iteration 0, on\n"
+        "fields neither saw; checkpoint and threshold chosen by 2-fold nested choice among the 10)\n"
+        "-> shipped_split.json",
+    )
     parser.add_argument("--screen-from", type=Path, default=DEFAULT_BUNDLE_DIR, help="bundle whose screen is reused")
     return parser
 
@@ -320,14 +460,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [f.path.name for f in real_data.load_midesec_fields(args.data)]
     folds = split_folds(names, settings.folds)
     write_json_atomically({str(k): v for k, v in enumerate(folds)}, args.out / "folds.json")
-    start = start_weights(args.out)
+    start = start_weights(args.out) if args.start_bundle is None else bundle_weights(args.start_bundle)
+    if args.shipped_split:
+        report = shipped_split(names, args.data, settings, args.out, start) | {"start": str(args.start_bundle)}
+        write_json_atomically(report, args.out / "shipped_split.json")
+        for iteration, nested in report["per_checkpoint"].items():
+            print(
+                f"iteration {iteration}: F1 {nested['f1']:.3f} (95% CI {nested['f1_ci95'][0]:.3f}-"
+                f"{nested['f1_ci95'][1]:.3f}), FP/mm2 strip {nested['fp_per_mm2_strip']:.1f} vs interior "
+                f"{nested['fp_per_mm2_interior']:.1f}"
+            )
+        return 0
     fields = []
     for fold, held_out in enumerate(folds):
         if args.only_folds and fold not in args.only_folds:
             continue
         logger.info("fold %d/%d: %s", fold + 1, len(folds), held_out)
         fields += run_fold(fold, held_out, args.data, settings, args.out, start)
+    mining = MiningSettings(threshold=args.mining_threshold, iterations=args.mining_iterations)
     if args.only_folds:
+        if args.mined_positives:
+            for fold in args.only_folds:
+                run_mining_arms(fold, folds[fold], args.data, settings, mining, args.out, start)
         return 0
     report = cross_validated(fields, settings.bootstrap, settings.seed)
     report["never_seen_by_shipped_bundle"] = subset_report(report, sorted(midesec_validation_names(names)))
@@ -340,6 +494,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" precision {nested['precision']:.3f}, recall {nested['recall']:.3f}; FP/mm2 strip "
         f"{nested['fp_per_mm2_strip']:.1f} vs interior {nested['fp_per_mm2_interior']:.1f}"
     )
+    if args.mined_positives:
+        arms = [
+            run_mining_arms(fold, held_out, args.data, settings, mining, args.out, start)
+            for fold, held_out in enumerate(folds)
+        ]
+        mined = mining_report(arms, settings.bootstrap, settings.seed) | {"settings": asdict(mining)}
+        write_json_atomically(mined, args.out / "mining_report.json")
+        print(
+            f"seed 003 mining: field F1 off {mined['off']['f1']:.3f}, on {mined['on']['f1']:.3f} "
+            f"({sum(mined['mined_per_fold'])} mitoses mined over the folds): "
+            f"stage {'on' if mined['keep_on'] else 'off'}"
+        )
     if args.final:
         print(f"bundle: {final_bundle(args.data, settings, args.out, start, report, args.screen_from)}")
     return 0

@@ -192,7 +192,10 @@ def train_model(
         net.to(device)
     elif init is not None:
         net.load_state_dict(torch.load(init, map_location=device, weights_only=True)["model"])
-    draw_negatives, draw_positives = negative_sampler(negatives), positive_sampler(data.positive_train_groups)
+    draw_negatives, draw_positives = (
+        negative_sampler(negatives),
+        positive_sampler(data.positive_train_groups, data.positive_scale),
+    )
     optimizer = torch.optim.SGD(
         net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )

@@ -180,11 +180,15 @@ def negative_sampler(sites: NegativeSites) -> GroupSampler:
     return GroupSampler(keys, weights)
 
 
-def positive_sampler(datasets: np.ndarray) -> GroupSampler:
+def positive_sampler(datasets: np.ndarray, scale: dict[str, float] | None = None) -> GroupSampler:
     """Positive datasets weighted by the square root of their size: a small same-domain set (the MiDeSeC training
-    fields' mitoses) is not drowned by thousands of crops from elsewhere, nor memorised by plain balancing."""
+    fields' mitoses) is not drowned by thousands of crops from elsewhere, nor memorised by plain balancing. `scale`
+    multiplies a group's weight (mined positives: `training.mined_positives`)."""
     names, counts = np.unique(np.asarray(datasets).astype(str), return_counts=True)
-    return GroupSampler(datasets, {n: float(np.sqrt(c)) for n, c in zip(names, counts, strict=True)})
+    scale = scale or {}
+    return GroupSampler(
+        datasets, {n: float(np.sqrt(c)) * scale.get(str(n), 1.0) for n, c in zip(names, counts, strict=True)}
+    )
 
 
 @dataclass
@@ -216,6 +220,7 @@ class TrainingData:
     training_pixels: int
     grid_step_px: int
     notes: dict = field(default_factory=dict)
+    positive_scale: dict[str, float] = field(default_factory=dict)  # group -> weight factor (`positive_sampler`)
 
     def area_mm2(self, sites: NegativeSites) -> float:
         """Tissue the grid sites among `sites` stand for (one grid cell each; imposters add none)."""
