@@ -22,6 +22,8 @@ def assert_drawn_png(path: Path) -> None:
         assert image.format == "PNG"
         colours = np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)
     assert len(colours) > 20, f"{Path(path).name} looks blank"
+
+
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
 
 

@@ -23,7 +23,6 @@ from evaluation import inputs, metrics
 MF, NMF = "mitotic figure", "non-mitotic figure"
 
 
-
 def reference_froc(images: list[tuple[list, list, list]]) -> float | None:
     """images = [(gt_xy, pred_xy, pred_scores), ...]; None where the platform says NaN (no point at all)."""
     every_score = [score for _, _, scores in images for score in scores]

@@ -31,9 +31,11 @@ from evaluation.metrics import Counts, average_precision, best_threshold, detect
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle
 from model.candidates import local_maxima
 from model.dense import probability_map
+from model.geometry import BORDER_STRIP_PX
 from model.inference import Detector, autocast_dtype, window_scorer
 from model.matching import MATCH_RADIUS_UM, greedy_match
 from model.spacing import mm_from_px, px_from_um
+from training.cv_report import OutOfFoldField, field_counts, summarise
 from training.data import real_data
 from training.data.sources import (
     TILE_TRAIN_FRACTION,
@@ -47,6 +49,7 @@ VARIANTS = ("A", "B", "ensemble")
 SCREENED = "screened"
 """The ensemble through the bundle's screen (the default path of `process.py`); the others are exact dense maps."""
 NOISE_SIDE_PX = 1000
+STRIP_KEYS = ("fp_per_mm2_strip", "fp_per_mm2_interior", "fp_strip", "fp_interior", "mitoses_strip", "tp_strip")
 
 
 @dataclass(frozen=True)
@@ -180,10 +183,20 @@ def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negati
     detector = Detector(bundle_dir)
     thresholds = variant_thresholds(detector.bundle)
     per_variant: dict[str, dict] = {}
+    strip_rows = []
     for field in tqdm(held_out_fields(root), desc="held-out fields", unit="field"):
         rgb = real_data.read_image(field.path)
         spacing = (field.spacing_mm, field.spacing_mm)
         points = variant_points(detector, rgb, spacing)
+        strip_rows.append(
+            field_counts(
+                OutOfFoldField(
+                    field.path.name, 0, rgb.shape[:2], field.spacing_mm, field.mitoses_xy_px, {0: points["ensemble"]}
+                ),
+                0,
+                thresholds["ensemble"],
+            )
+        )
         for name, (xy_px, probability) in points.items():
             per_variant.setdefault(name, {"targets": [], "xy": [], "p": []})
             per_variant[name]["targets"].append(mm_from_px(field.mitoses_xy_px, spacing))
@@ -207,6 +220,8 @@ def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negati
             **counts.as_dict(),
             "ap": ap,
         }
+    strip = summarise(strip_rows)
+    report["border_strip"] = {key: strip[key] for key in STRIP_KEYS}
     if negatives:
         report["false_positives_per_mm2"] = negative_report(detector, root, thresholds)
         noise = np.random.default_rng(0).integers(0, 256, (NOISE_SIDE_PX, NOISE_SIDE_PX, 3), dtype=np.uint8)
@@ -247,6 +262,13 @@ def format_report(report: dict) -> str:
     for group, entry in report.get("false_positives_per_mm2", {}).items():
         rates = " / ".join(f"{name} {rate}" for name, rate in entry.items() if name != "tissue_mm2")
         lines.append(f"points named per mm2, {group} ({entry['tissue_mm2']} mm2): {rates}")
+    if "border_strip" in report:
+        s = report["border_strip"]
+        lines.append(
+            f"ensemble false positives per mm2: border strip ({BORDER_STRIP_PX} px) {s['fp_per_mm2_strip']:.1f} "
+            f"({s['fp_strip']}), interior {s['fp_per_mm2_interior']:.1f} ({s['fp_interior']}); mitoses in the strip "
+            f"found {s['tp_strip']} of {s['mitoses_strip']}"
+        )
     if "noise_image_mitotic_figures" in report:
         count = report["noise_image_mitotic_figures"]
         lines.append(f"{NOISE_SIDE_PX}x{NOISE_SIDE_PX} uniform noise: {count} mitotic figure(s)")
