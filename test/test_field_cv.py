@@ -110,3 +110,37 @@ def test_out_of_fold_fields_round_trip_through_json():
     assert again.name == "a" and again.fold == 3 and again.shape_px == (1000, 1000)
     assert again.points[0][0].shape == (0, 2)
     np.testing.assert_array_equal(again.points[200][0], [[3, 4]])
+
+
+def test_hard_negatives_are_the_top_k_without_suspects_plus_the_border_strip():
+    from training.data.sources import NegativeSites, TrainingData
+    from training.field_cv import fold_negatives
+
+    sites = (
+        NegativeSites.build(0, np.array([[100, 100], [100, 200], [100, 300]]), "nucleus", "MiDeSeC")
+        .concatenate(NegativeSites.build(1, np.array([[50, 50], [60, 60]]), "grid", "MITOS 2012"))
+        .concatenate(NegativeSites.build(0, np.array([[7, 100]]), "border", "MiDeSeC"))
+    )
+    data = TrainingData(
+        source="test",
+        images=[],
+        positives_train=np.zeros((0, 128, 128, 3), np.uint8),
+        positive_train_groups=np.array([]),
+        positives_val=np.zeros((0, 128, 128, 3), np.uint8),
+        positive_val_groups=[],
+        negatives_train=sites,
+        negatives_val=NegativeSites.empty(),
+        unlabeled=[1],
+        validation_regions=[],
+        training_pixels=0,
+        grid_step_px=32,
+    )
+    scores = np.array([0.5, 0.9, 0.1, 0.99, 0.7, 0.05])  # site 3: an unlabeled image's likely mitosis
+    chosen = fold_negatives(data, scores, k=2, cut=0.95)
+    found = zip(chosen.image.tolist(), chosen.row_px.tolist(), chosen.col_px.tolist(), strict=True)
+    assert sorted(found) == [
+        (0, 7, 100),  # the border site, whatever its score
+        (0, 100, 200),  # 0.9
+        (1, 60, 60),  # 0.7 (0.99 is a suspect)
+    ]
+    assert len(fold_negatives(data, scores, k=2, cut=0.95, border=False)) == 2

@@ -86,6 +86,7 @@ class CvSettings:
     grid_step_px: int = 32
     min_distance_um: float = 16.0
     architecture: str = "paper"
+    border_negatives: bool = True  # every border-strip site joins the hard negatives
     bootstrap: int = 2000
     seed: int = 0
 
@@ -163,14 +164,14 @@ def suspect_cut(data: TrainingData, weights: Path, arch: str, quantile: float) -
     return float(np.quantile(probability.numpy(), quantile))
 
 
-def fold_negatives(data: TrainingData, scores: np.ndarray, k: int, cut: float) -> NegativeSites:
-    """The K highest-scoring training sites (unlabeled images' sites at or above `cut` removed first) and every
-    border-strip site."""
+def fold_negatives(data: TrainingData, scores: np.ndarray, k: int, cut: float, border: bool = True) -> NegativeSites:
+    """The K highest-scoring training sites (unlabeled images' sites at or above `cut` removed first) and, with
+    `border`, every border-strip site."""
     sites = data.negatives_train
     suspect = np.isin(sites.image, data.unlabeled) & (scores >= cut)
     eligible = np.flatnonzero(~suspect)
     hard = eligible[np.argsort(-scores[eligible], kind="stable")[:k]]
-    keep = np.union1d(hard, np.flatnonzero(sites.kind == "border"))
+    keep = np.union1d(hard, np.flatnonzero(sites.kind == "border")) if border else np.sort(hard)
     logger.info(
         "negatives: %d hardest (cut-off %.3f) + border strip = %d; %d suspected unannotated mitoses dropped",
         len(hard),
@@ -211,7 +212,7 @@ def train_fold(
 def training_negatives(data: TrainingData, settings: CvSettings, start: dict[str, Path], cache: Path) -> NegativeSites:
     scores = cached_scores(data, start["A"], settings.architecture, cache)
     cut = suspect_cut(data, start["A"], settings.architecture, settings.suspect_positive_quantile)
-    return fold_negatives(data, scores, settings.k, cut)
+    return fold_negatives(data, scores, settings.k, cut, settings.border_negatives)
 
 
 def train_pair(
@@ -415,6 +416,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--snapshot-every", type=int, default=CvSettings.snapshot_every)
     parser.add_argument("--k", type=int, default=CvSettings.k, help="hard negatives kept")
     parser.add_argument("--architecture", default=CvSettings.architecture, help="paper, or narrow (CI only)")
+    parser.add_argument(
+        "--no-border-negatives", action="store_true", help="hard negatives only (the ablation of the border sites)"
+    )
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (no report)")
     parser.add_argument("--final", action="store_true", help="after the report, train on all fields and bundle")
     parser.add_argument(
@@ -450,10 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         snapshot_every=args.snapshot_every,
         k=args.k,
         architecture=args.architecture,
+        border_negatives=not args.no_border_negatives,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "settings.json"
-    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(settings))):
+    defaults = asdict(CvSettings())  # settings added since a run started take their default
+    if saved.is_file() and defaults | json.loads(saved.read_text()) != json.loads(json.dumps(asdict(settings))):
         raise SystemExit(f"error: {args.out} was made with other settings ({saved}); use a new --out")
     saved.write_text(json.dumps(asdict(settings), indent=2))
     started = time.time()
