@@ -184,3 +184,21 @@ def test_example_patches_are_fixed_and_span_the_datasets():
     assert [record.path for record in first] == [record.path for record in again]
     assert len(first) == 5 and all(record.label == 1 for record in first)
     assert {record.dataset for record in first} == {"MIDOG21", "MIDOG++", "TUPAC16"}
+
+
+@pytest.mark.skipif(not (DEFAULT_ROOT / "patches.csv").is_file(), reason="real data not available")
+def test_mined_positives_sheet_shows_each_mined_point(tmp_path):
+    from conftest import assert_drawn_png
+
+    from training.data.real_data import load_unlabeled_fields
+    from training.plots import plot_mined_positives
+
+    name = load_unlabeled_fields(DEFAULT_ROOT)[0].path.name
+    mined = [
+        {"image": 0, "row_px": 500, "col_px": 700, "probability": 0.97, "image_name": name},
+        {"image": 0, "row_px": 3, "col_px": 2080, "probability": 0.99, "image_name": name},  # at a corner
+    ]
+    (tmp_path / "mined.json").write_text(json.dumps(mined))
+    assert plot_mined_positives(tmp_path / "mined.json", DEFAULT_ROOT, tmp_path / "sheet.png", columns=2) == 2
+    assert_drawn_png(tmp_path / "sheet.png")
+    assert Image.open(tmp_path / "sheet.png").size == (260, 130)

@@ -297,10 +297,12 @@ def mined_arm_data(
     weights = {p: snapshot_path(folder / p, settings.iterations) for p in POLICIES}
     record = folder / "mined.json"
     if record.is_file():
-        mined = [MinedPositive(**m) for m in json.loads(record.read_text())]
+        keys = MinedPositive.__dataclass_fields__
+        mined = [MinedPositive(**{k: v for k, v in m.items() if k in keys}) for m in json.loads(record.read_text())]
     else:
         mined = mine_positives(data, data.unlabeled, load_models(weights, settings.architecture), mining.threshold)
-        write_json_atomically([asdict(m) for m in mined], record)
+        names = [data.images[m.image].name for m in mined]  # for `python -m training.plots mined`
+        write_json_atomically([asdict(m) | {"image_name": n} for m, n in zip(mined, names, strict=True)], record)
     add_mined_positives(data, mined, mining.weight, mining.min_distance_px)
     return without_sites_near(negatives, mined, mining.min_distance_px), len(mined)
 

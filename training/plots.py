@@ -342,6 +342,33 @@ def plot_hnm_search(search_json: Path | dict, out_png: Path) -> None:
 # ---------------------------------------------------------------- command line
 
 
+def plot_mined_positives(mined_json: Path, data_root: Path, out_image: Path, columns: int = 10) -> int:
+    """A contact sheet of the mitoses seed 003's stage mined (`training.field_cv` -> fold_<k>/mined.json), strongest
+    first, each 24 um wide with its lowest probability over the 16 views: what would join training as positives.
+    Returns how many were drawn."""
+    from PIL import Image, ImageDraw
+
+    from training.data import real_data
+
+    mined = sorted(json.loads(Path(mined_json).read_text()), key=lambda m: -m["probability"])
+    paths = {f.path.name: f.path for f in real_data.load_unlabeled_fields(data_root)}
+    images: dict[str, np.ndarray] = {}
+    side, cell = 96, 130
+    rows = max(1, -(-len(mined) // columns))
+    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
+    for slot, m in enumerate(mined):
+        name = m["image_name"]
+        if name not in images:
+            images[name] = np.pad(real_data.read_image(paths[name]), ((side, side), (side, side), (0, 0)), "reflect")
+        top, left = m["row_px"] + side // 2, m["col_px"] + side // 2
+        crop = Image.fromarray(images[name][top : top + side, left : left + side]).resize((cell - 2, cell - 2))
+        ImageDraw.Draw(crop).text((3, 2), f"{m['probability']:.2f}", fill=(255, 255, 0))
+        sheet.paste(crop, ((slot % columns) * cell, (slot // columns) * cell))
+    out_image.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_image, quality=85)
+    return len(mined)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Report figures: augmentation examples, training curves, "
@@ -365,6 +392,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     curves.add_argument("--metrics", type=Path, nargs="+", required=True, help="metrics CSV(s), one per run")
     curves.add_argument("--labels", nargs="+", default=None, help="legend labels (default: from the file names)")
     curves.add_argument("--out", type=Path, required=True, help="output PNG")
+    mined = commands.add_parser("mined", help="contact sheet of the mitoses mined by seed 003's stage")
+    mined.add_argument("--mined", type=Path, required=True, help="fold_<k>/mined.json of a training.field_cv run")
+    mined.add_argument("--data", type=Path, required=True, help="the real offline folder")
+    mined.add_argument("--out", type=Path, required=True, help="output picture (.jpg or .png)")
     hnm = commands.add_parser("hnm", help="hard-negative-mining search figure (paper Figure 2)")
     hnm.add_argument("--search", type=Path, required=True, help="search results JSON")
     hnm.add_argument("--out", type=Path, required=True, help="output PNG")
@@ -389,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "curves":
         plot_training_curves(args.metrics, args.out, args.labels)
         logger.info("wrote %s", args.out)
+    elif args.command == "mined":
+        print(f"{plot_mined_positives(args.mined, args.data, args.out)} mined mitoses -> {args.out}")
     elif args.command == "hnm":
         plot_hnm_search(args.search, args.out)
         logger.info("wrote %s", args.out)
