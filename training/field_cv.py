@@ -46,12 +46,8 @@ from tqdm import tqdm
 
 from model.architecture import architecture
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle, write_bundle
-from model.candidates import agree, local_maxima
-from model.dense import probability_map
-from model.inference import autocast_dtype, window_scorer
+from model.inference import autocast_dtype
 from model.output import write_json_atomically
-from model.plain import PlainP4ResNet
-from model.spacing import px_from_um
 from training.augment import centre_windows
 from training.config import TrainSettings
 from training.cv_report import OutOfFoldField, cross_validated, iterations_of, subset_report
@@ -61,6 +57,7 @@ from training.hnm import score_sites
 from training.mined_positives import (
     MinedPositive,
     add_mined_positives,
+    agreed_candidates,
     load_models,
     mine_positives,
     without_sites_near,
@@ -157,8 +154,7 @@ def cached_scores(data: TrainingData, weights: Path, arch: str, cache: Path) -> 
 def suspect_cut(data: TrainingData, weights: Path, arch: str, quantile: float) -> float:
     """Score above which a site of an unlabeled image may be an unannotated mitosis: the start model's `quantile` of
     the validation positives."""
-    net = PlainP4ResNet(architecture(arch))
-    net.load_state_dict(load_file(str(weights)))
+    net = load_models({"A": weights}, arch)["A"]
     dtype = autocast_dtype(torch.device("cpu"))
     probability = torch.softmax(predict(net, centre_windows(torch.from_numpy(data.positives_val)), dtype), 1)[:, 1]
     return float(np.quantile(probability.numpy(), quantile))
@@ -180,25 +176,6 @@ def fold_negatives(data: TrainingData, scores: np.ndarray, k: int, cut: float, b
         int(suspect.sum()),
     )
     return sites.subset(keep)
-
-
-@torch.no_grad()
-def ensemble_points(weights: dict[str, Path], arch: str, rgb: np.ndarray, spacing_mm: float) -> tuple:
-    """(xy_px, probability) of the agreed candidates of A and B on one image, exactly as the bundle's dense path."""
-    device = torch.device("cpu")
-    dtype = autocast_dtype(device)
-    maps, candidates = {}, {}
-    spacing = (spacing_mm, spacing_mm)
-    for policy in POLICIES:
-        net = PlainP4ResNet(architecture(arch))
-        net.load_state_dict(load_file(str(weights[policy])))
-        maps[policy] = probability_map(rgb, window_scorer(net.eval(), device, dtype), device)
-        candidates[policy] = local_maxima(
-            maps[policy], px_from_um(Bundle.candidate_min_distance_um, spacing), Bundle.candidate_floor
-        )
-    merged = agree(candidates["A"], candidates["B"], maps["B"], px_from_um(Bundle.agreement_radius_um, spacing))
-    keep = merged.agreed & (merged.probability >= Bundle.candidate_floor)
-    return merged.xy_px[keep], merged.probability[keep]
 
 
 def train_fold(
@@ -271,11 +248,16 @@ def held_out_points(
     data: TrainingData, fold: int, checkpoints: dict[int, dict[str, Path]], arch: str
 ) -> list[OutOfFoldField]:
     """Step 4: the agreed points of every checkpoint on every held-out field."""
+    models = {it: load_models(weights, arch) for it, weights in checkpoints.items()}  # once, not per field
     fields = []
     for region in tqdm(data.field_regions, desc=f"fold {fold}: held-out fields", unit="field"):
         image = data.images[region.image]
         rgb = image.read()
-        points = {it: ensemble_points(w, arch, rgb, image.spacing_mm) for it, w in checkpoints.items()}
+        points = {}
+        for it, pair in models.items():  # the agreed points process.py writes (at or above the candidate floor)
+            xy, probability = agreed_candidates(pair, rgb, image.spacing_mm)
+            keep = probability >= Bundle.candidate_floor
+            points[it] = (xy[keep], probability[keep])
         fields.append(
             OutOfFoldField(
                 name=image.name,

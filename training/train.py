@@ -295,14 +295,17 @@ def train_model(
             val_loss = F.cross_entropy(logits, val_labels).item()
             probability = torch.softmax(logits, 1)[:, 1].numpy()
             metrics = patch_metrics(val_labels.numpy(), probability, val_weights)
+            exported = None
             if settings.snapshots:  # the field cross-validation measures and chooses; no choice on fields here
-                save_file({k: v.cpu() for k, v in net.export_state_dict().items()}, str(snapshot_path(out_dir, done)))
+                exported = {k: v.cpu() for k, v in net.export_state_dict().items()}
+                save_file(exported, str(snapshot_path(out_dir, done)))
             else:
                 metrics |= field_validation(net, data, device)
             candidate = {"iteration": done, "val_loss": val_loss, **metrics}
             if settings.snapshots or is_better(candidate, best):
                 best = candidate
-                save_file({k: v.cpu() for k, v in net.export_state_dict().items()}, str(out_dir / "best.safetensors"))
+                exported = exported or {k: v.cpu() for k, v in net.export_state_dict().items()}
+                save_file(exported, str(out_dir / "best.safetensors"))
                 save_atomically({"model": net.state_dict()}, out_dir / BEST_MODEL)
                 np.savez(
                     out_dir / "best_validation.npz",
