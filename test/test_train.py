@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from model.architecture import architecture
 from model.plain import PlainP4ResNet
-from training import train
+from model.precision import autocast_dtype
+from training import checkpoint, train
 from training.config import load_config
 from training.data.synthetic import generate_dataset
 from training.plots import CURVES_SIZE_PX
@@ -62,7 +63,7 @@ def test_smoke_config_is_small_and_uses_the_narrow_twin():
 
 def test_trains_exports_and_resumes_after_a_kill(tmp_path, synthetic_dataset, config_file, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="training.train")
-    original_save, saves = train.save_atomically, []
+    original_save, saves = checkpoint.save_atomically, []
 
     def save_then_die_after_second_checkpoint(obj, path):
         original_save(obj, path)
@@ -71,10 +72,10 @@ def test_trains_exports_and_resumes_after_a_kill(tmp_path, synthetic_dataset, co
         if len(saves) == 2:
             raise KeyboardInterrupt  # as if the process were killed right after iteration 2
 
-    monkeypatch.setattr(train, "save_atomically", save_then_die_after_second_checkpoint)
+    monkeypatch.setattr(checkpoint, "save_atomically", save_then_die_after_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, synthetic_dataset, config_file)
-    monkeypatch.setattr(train, "save_atomically", original_save)
+    monkeypatch.setattr(checkpoint, "save_atomically", original_save)
     assert iterations_logged(tmp_path) == ["1", "2"]
     plain = PlainP4ResNet(architecture("narrow"))
     plain.load_state_dict(load_file(str(tmp_path / "best.safetensors")), strict=True)  # exported, loadable
@@ -124,3 +125,31 @@ def test_torchrun_data_parallel_matches_one_process(tmp_path, synthetic_dataset,
     losses, two = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp2")
     assert len(losses) == len(two) == 3
     assert max(abs(a - b) for a, b in zip(losses, two, strict=True)) < 0.02, (losses, two)
+
+
+def test_fp16_on_a_cpu_is_refused_before_the_data_loads(tmp_path, config_file):
+    config = tmp_path / "fp16.toml"
+    config.write_text(config_file.read_text().replace('precision = "fp32"', 'precision = "fp16"'))
+    missing_data = tmp_path / "no-such-dataset"  # reading it would raise another error
+    with pytest.raises(ValueError, match='train.precision = "fp16" needs a CUDA GPU'):
+        train.main(["--config", str(config), "--data", str(missing_data), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_autocasts_as_inference_does():
+    """One rule for both (`model.precision`): what is validated and tuned is what ships."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for precision in ("auto", "bf16", "fp32"):
+        assert train.training_autocast_dtype(cpu, precision) == autocast_dtype(cpu, precision)
+    for precision in ("auto", "bf16", "fp16", "fp32"):
+        assert train.training_autocast_dtype(cuda, precision) == autocast_dtype(cuda, precision)
+    assert train.training_autocast_dtype(cuda, "auto") == torch.float16
+
+
+def test_batches_interleave_positives_and_negatives_for_every_rank():
+    """Each rank's slice of the global batch is half positives (batch-norm statistics are per rank)."""
+    order = train.interleaved_order(positive_count=4, negative_count=4)
+    labels = torch.cat([torch.ones(4), torch.zeros(4)])[order]
+    assert sorted(order.tolist()) == list(range(8))
+    for rank_slice in (slice(0, 4), slice(4, 8)):
+        assert labels[rank_slice].sum().item() == 2

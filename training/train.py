@@ -7,8 +7,13 @@ Recipe (paper): cross-entropy, SGD momentum 0.9, lr 0.03 with a cyclic (cosine, 
 iterations, weight decay 1e-4, batch 128 half positives (oversampled) half negatives, 78 px windows. Every
 `eval_every` iterations: validation loss and AP; the lowest-validation-loss weights are exported to plain torch
 (`best.safetensors`). A checkpoint written atomically at each validation makes a rerun of the same command continue
-where it stopped (`checkpoint.pt`: model, optimizer, gradient scaler, iteration, settings and every random
-generator's state; the learning rate is a function of the iteration, so no scheduler state is needed).
+where it stopped (`training.checkpoint`: model, optimizer, gradient scaler, iteration, settings and every random
+generator's state; the learning rate is a function of the iteration, so no scheduler state is needed). Precision is
+`model.precision`'s rule, the one inference runs with (fp16 on CUDA with a gradient scaler, bf16 on a CPU that runs
+it natively, else fp32); `train.precision = "fp16"` on a CPU is refused before anything is loaded.
+
+The loop reads as torchvision's reference scripts: `BatchDrawer.draw` -> `train_one_step` every iteration, and every
+`eval_every` iterations `evaluate` -> `save_best` -> `MetricsLog.append` -> `Checkpoint.save`.
 
 Data parallel (torchrun / DDP): every rank draws the same global batch (same generators) and trains on its slice;
 gradients are averaged, so W processes with batch B/W follow the trajectory of one process with batch B (up to
@@ -18,7 +23,6 @@ batch-norm statistics, which are per rank on CPU and synchronised on CUDA). Rank
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
@@ -28,6 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,45 +44,76 @@ from tqdm import tqdm
 from model.architecture import architecture
 from model.p4resnet import P4ResNet
 from model.plain import PlainP4ResNet
+from model.precision import autocast, autocast_dtype
 from training.augment import POLICIES, augment_batch, centre_windows, with_lab_transfer
+from training.checkpoint import CHECKPOINT_FILE, Checkpoint, save_atomically
 from training.config import Config, TrainSettings, load_config
 from training.data.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
 from training.field_validation import field_metrics, field_points
+from training.metrics_log import METRICS_FILE, MetricsLog
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.train")
+
+BEST_MODEL = "best_model.pt"
+"""The e2cnn state dict of the best weights: what fine-tuning starts from (not the run's last checkpoint)."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where one run keeps each of its files: the names are defined here and nowhere else."""
+
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def run_record(self) -> Path:
+        """How the run was started (policy, seed, settings, ...): `run.json`."""
+        return self.path / "run.json"
+
+    @property
+    def best_weights(self) -> Path:
+        """The best weights exported to plain torch: what a bundle ships."""
+        return self.path / "best.safetensors"
+
+    @property
+    def best_model(self) -> Path:
+        return self.path / BEST_MODEL
+
+    @property
+    def best_record(self) -> Path:
+        """The best validation record (`best.json`): what `train_model` returns, also for a finished run."""
+        return self.path / "best.json"
+
+    @property
+    def best_validation(self) -> Path:
+        """The best weights' validation probabilities, labels and weights (threshold tuning reads them)."""
+        return self.path / "best_validation.npz"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    def snapshot(self, iteration: int) -> Path:
+        """Exported weights of one evaluated iteration (runs with `TrainSettings.snapshots`)."""
+        return self.path / f"iteration_{iteration:06d}.safetensors"
+
+
+def snapshot_path(out_dir: Path, iteration: int) -> Path:
+    """Exported weights of one evaluated iteration (runs with `TrainSettings.snapshots`)."""
+    return RunFolder(out_dir).snapshot(iteration)
 
 
 def cyclic_lr(iteration: int, base_lr: float, cycle: int) -> float:
     """Cosine annealing with warm restarts (Loshchilov & Hutter), the paper's cyclic schedule."""
     return 0.5 * base_lr * (1 + math.cos(math.pi * (iteration % cycle) / cycle))
-
-
-def save_atomically(obj, path: Path) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """fp16 on CUDA (with a gradient scaler), bf16 on CPU; None = fp32."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.bfloat16
-
-
-@torch.no_grad()
-def predict(net: torch.nn.Module, windows: torch.Tensor, dtype: torch.dtype | None, batch: int = 256) -> torch.Tensor:
-    """Logits (N, 2) of 78 px windows, in eval mode."""
-    net.eval()
-    device = next(net.parameters()).device
-    outputs = []
-    for start in range(0, len(windows), batch):
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            outputs.append(net(windows[start : start + batch].to(device)).float().flatten(1).cpu())
-    return torch.cat(outputs)
 
 
 @dataclass
@@ -100,9 +136,50 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def device(self) -> torch.device:
+        """This rank's GPU (ranks share the GPUs round robin), else the CPU."""
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{self.rank % torch.cuda.device_count()}")
+        return torch.device("cpu")
+
+    def mean(self, value: torch.Tensor) -> float:
+        """`value` averaged over the ranks (the loss every rank logs is the global batch's)."""
+        if self.world > 1:
+            value = value.detach().clone()
+            dist.all_reduce(value, op=dist.ReduceOp.AVG)
+        return value.item()
+
+
+def training_autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """`model.precision.autocast_dtype`: training validates in the precision that inference ships with.
+
+    Raises ValueError for ``precision = "fp16"`` off CUDA, with the setting's name, so that a config meant for a GPU
+    fails before the data is loaded rather than at the first batch."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f'train.precision = "fp16" needs a CUDA GPU, this run is on {device.type}: use "auto", "bf16" or "fp32"'
+        )
+    return autocast_dtype(device, precision)
+
+
+@torch.no_grad()
+def predict(
+    net: torch.nn.Module, windows: torch.Tensor, dtype: torch.dtype | None, batch_size: int = 256
+) -> torch.Tensor:
+    """Logits (N, 2) of (N, 3, 78, 78) windows, in eval mode and `dtype` autocast (None: fp32), on the CPU."""
+    net.eval()
+    device = next(net.parameters()).device
+    outputs = []
+    for start in range(0, len(windows), batch_size):
+        with autocast(device, dtype):
+            outputs.append(net(windows[start : start + batch_size].to(device)).float().flatten(1).cpu())
+    return torch.cat(outputs)
+
 
 @dataclass
 class TrainResult:
+    """A run's best validation record (`best.json`) and where its exported weights are."""
+
     best_iteration: int
     val_loss: float
     val_ap: float
@@ -111,14 +188,23 @@ class TrainResult:
     field_ap: float | None = None  # challenge AP on the whole validation fields (None: the data has none)
     field_f1: float | None = None  # best challenge F1 over thresholds on them
 
-
-BEST_MODEL = "best_model.pt"
-"""The e2cnn state dict of the best weights: what fine-tuning starts from (not the run's last checkpoint)."""
-
-
-def snapshot_path(out_dir: Path, iteration: int) -> Path:
-    """Exported weights of one evaluated iteration (runs with `TrainSettings.snapshots`)."""
-    return out_dir / f"iteration_{iteration:06d}.safetensors"
+    @classmethod
+    def read(cls, folder: RunFolder) -> TrainResult:
+        """The record of a run that validated at least once; FileNotFoundError otherwise."""
+        if not folder.best_record.exists():
+            raise FileNotFoundError(
+                f"{folder.path}: no best.json (was the run interrupted before its first validation?)"
+            )
+        record = json.loads(folder.best_record.read_text())
+        return cls(
+            record["iteration"],
+            record["val_loss"],
+            record["val_ap"],
+            record["val_ap_calibrated"],
+            folder.best_weights,
+            record.get("field_ap"),
+            record.get("field_f1"),
+        )
 
 
 def is_better(candidate: dict, best: dict) -> bool:
@@ -128,19 +214,32 @@ def is_better(candidate: dict, best: dict) -> bool:
     return candidate["val_loss"] < best["val_loss"]
 
 
-def field_validation(net: P4ResNet, data: TrainingData, device: torch.device) -> dict:
-    """Field AP / best F1 of the current weights, through the plain export that inference runs."""
+def exported_weights(net: P4ResNet) -> dict[str, torch.Tensor]:
+    """The plain-torch weights inference runs (`PlainP4ResNet`), on the CPU; leaves `net` in eval mode."""
+    return {name: tensor.cpu() for name, tensor in net.export_state_dict().items()}
+
+
+def field_validation(net: P4ResNet, data: TrainingData, device: torch.device, exported: dict | None = None) -> dict:
+    """Field AP / best F1 of the current weights, through the plain export that inference runs ({}: no fields).
+
+    `exported`: `exported_weights(net)` when the caller has them already (they are not computed twice)."""
     if not data.field_regions:
         return {}
     plain = PlainP4ResNet(net.config).to(device)
-    plain.load_state_dict(net.export_state_dict())
+    plain.load_state_dict(exported if exported is not None else net.export_state_dict())
     return field_metrics(field_points(plain, data, data.field_regions, device))
 
 
-def validation_set(
-    data: TrainingData, settings: TrainSettings, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Fixed validation windows, labels and per-sample weights (negatives weighted to a realistic density)."""
+class ValidationSet(NamedTuple):
+    """Fixed validation windows with their labels and per-sample weights (for the calibrated AP)."""
+
+    windows: torch.Tensor  # (N, 3, 78, 78) float in [0, 1]
+    labels: torch.Tensor  # (N,) long, 1 = mitotic figure
+    weights: np.ndarray  # (N,) 1 for positives, the realistic-density weight for negatives
+
+
+def validation_set(data: TrainingData, settings: TrainSettings, seed: int) -> ValidationSet:
+    """Every validation positive and at most `settings.val_negatives` negative sites (a fixed random subset)."""
     sites = data.negatives_val
     if len(sites) > settings.val_negatives:
         sites = sites.subset(np.sort(np.random.default_rng(seed).choice(len(sites), settings.val_negatives, False)))
@@ -150,7 +249,175 @@ def validation_set(
     )
     labels = torch.cat([torch.ones(len(data.positives_val)), torch.zeros(len(negatives))]).long()
     weights = np.concatenate([np.ones(len(data.positives_val)), np.full(len(negatives), data.negative_weight(sites))])
-    return windows, labels, weights
+    return ValidationSet(windows, labels, weights)
+
+
+def interleaved_order(positive_count: int, negative_count: int) -> torch.Tensor:
+    """Indices that reorder [positives..., negatives...] to alternate them (p, n, p, n, ...; the surplus at the end),
+    so that any contiguous slice of the batch, as one rank trains on, is balanced."""
+    order = np.r_[np.arange(positive_count) * 2, np.arange(negative_count) * 2 + 1]
+    return torch.from_numpy(np.argsort(order))
+
+
+class BatchDrawer:
+    """Draws each iteration's augmented batch: half positives, half negatives, and this rank's slice of it.
+
+    Every rank draws the same global batch (the same generators, restored by the checkpoint in place) and keeps its
+    slice, so W ranks of batch B/W see what one process of batch B sees. Positives and negatives are interleaved so
+    that every slice is balanced (batch-norm statistics are per rank)."""
+
+    def __init__(
+        self,
+        data: TrainingData,
+        negatives: NegativeSites,
+        policy: str,
+        settings: TrainSettings,
+        distributed: Distributed,
+        numpy_rng: np.random.Generator,
+        torch_rng: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        if settings.batch_size % distributed.world:
+            raise ValueError(f"batch size {settings.batch_size} is not divisible by {distributed.world} processes")
+        self.data, self.negatives = data, negatives
+        self.numpy_rng, self.torch_rng, self.device = numpy_rng, torch_rng, device
+        self.draw_positives = positive_sampler(data.positive_train_groups, data.positive_scale)
+        self.draw_negatives = negative_sampler(negatives)
+        self.augmentation = POLICIES[policy]
+        if settings.lab_transfer_p > 0:
+            self.augmentation = with_lab_transfer(self.augmentation, settings.lab_transfer_p)
+        self.positive_count = settings.batch_size // 2
+        self.negative_count = settings.batch_size - self.positive_count
+        per_rank = settings.batch_size // distributed.world
+        self.rank_slice = slice(distributed.rank * per_rank, (distributed.rank + 1) * per_rank)
+        self.interleave = interleaved_order(self.positive_count, self.negative_count)
+        labels = torch.cat([torch.ones(self.positive_count), torch.zeros(self.negative_count)]).long()
+        self.labels = labels[self.interleave][self.rank_slice].to(device)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this rank's windows on the device, their labels)."""
+        positives = self.data.positives_train[self.draw_positives.draw(self.numpy_rng, self.positive_count)]
+        negatives = self.data.crops(self.negatives, self.draw_negatives.draw(self.numpy_rng, self.negative_count))
+        crops = torch.from_numpy(np.concatenate([positives, negatives]))
+        batch = augment_batch(crops, self.augmentation, self.torch_rng)
+        return batch[self.interleave][self.rank_slice].to(self.device), self.labels
+
+
+def train_one_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    grad_scaler: torch.amp.GradScaler,
+    windows: torch.Tensor,
+    labels: torch.Tensor,
+    dtype: torch.dtype | None,
+    iteration: int,
+) -> torch.Tensor:
+    """One SGD step on a batch; returns its (detached) cross-entropy loss.
+
+    Raises FloatingPointError on a non-finite loss before the weights are touched: a diverged run stops with its
+    last checkpoint intact instead of training on NaNs."""
+    model.train()
+    with autocast(windows.device, dtype):
+        logits = model(windows).float().flatten(1)
+    loss = F.cross_entropy(logits, labels)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss at iteration {iteration}")
+    optimizer.zero_grad(set_to_none=True)
+    grad_scaler.scale(loss).backward()
+    grad_scaler.step(optimizer)
+    grad_scaler.update()
+    return loss.detach()
+
+
+def evaluate(net: torch.nn.Module, validation: ValidationSet, dtype: torch.dtype | None) -> tuple[dict, np.ndarray]:
+    """({"val_loss", "val_ap", "val_ap_calibrated"}, each window's mitosis probability) of the current weights."""
+    logits = predict(net, validation.windows, dtype)
+    probability = torch.softmax(logits, 1)[:, 1].numpy()
+    record = {"val_loss": F.cross_entropy(logits, validation.labels).item()}
+    return record | patch_metrics(validation.labels.numpy(), probability, validation.weights), probability
+
+
+def save_best(
+    folder: RunFolder,
+    net: P4ResNet,
+    exported: dict[str, torch.Tensor],
+    record: dict,
+    validation: ValidationSet,
+    probability: np.ndarray,
+) -> None:
+    """Write the best weights (exported and e2cnn), their validation scores and `record` as `best.json`."""
+    save_file(exported, str(folder.best_weights))
+    save_atomically({"model": net.state_dict()}, folder.best_model)
+    np.savez(
+        folder.best_validation, probability=probability, labels=validation.labels.numpy(), weights=validation.weights
+    )
+    folder.best_record.write_text(json.dumps(record, indent=2))
+
+
+def build_network(architecture_name: str, init: Path | None, device: torch.device) -> P4ResNet:
+    """A fresh network, or one started from `init`: exported `.safetensors` (a shipped bundle's) or any file with
+    a "model" state dict (a run's `best_model.pt`)."""
+    net = P4ResNet(architecture(architecture_name)).to(device)
+    if init is not None and Path(init).suffix == ".safetensors":
+        net.load_exported_state_dict(load_file(str(init)))
+        net.to(device)
+    elif init is not None:
+        net.load_state_dict(torch.load(init, map_location=device, weights_only=True)["model"])
+    return net
+
+
+def data_parallel(net: torch.nn.Module, device: torch.device, distributed: Distributed) -> torch.nn.Module:
+    """`net` wrapped for DDP (batch norm synchronised on CUDA) when there are several ranks; else `net` itself."""
+    if distributed.world == 1:
+        return net
+    if device.type == "cuda":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return torch.nn.parallel.DistributedDataParallel(net)
+
+
+def fresh_checkpoint(
+    settings: TrainSettings, seed: int, init: Path | None, device: torch.device, dtype: torch.dtype | None
+) -> Checkpoint:
+    """The state of a run at iteration 0: network (from `init` or seeded), SGD, gradient scaler, seeded generators."""
+    torch.manual_seed(seed)  # before the network: its initial weights
+    numpy_rng, torch_rng = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    net = build_network(settings.architecture, init, device)
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    grad_scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # fp16 only: bf16 has fp32's range
+    return Checkpoint(net, optimizer, grad_scaler, numpy_rng, torch_rng, settings)
+
+
+def validate(
+    net: P4ResNet,
+    validation: ValidationSet,
+    data: TrainingData,
+    settings: TrainSettings,
+    folder: RunFolder,
+    iteration: int,
+    best: dict,
+    dtype: torch.dtype | None,
+    identity: dict,
+) -> tuple[dict, dict]:
+    """Evaluate the weights after `iteration` iterations; save them when they are the best so far.
+
+    Returns (this validation's record, the best record). With `settings.snapshots` every evaluated iteration is
+    exported and counts as the best (the field cross-validation measures and chooses out of fold; no choice on fields
+    here); otherwise the validation fields are measured too and `is_better` decides. `identity` (policy, seed) is
+    added to `best.json`."""
+    record, probability = evaluate(net, validation, dtype)
+    exported = exported_weights(net) if settings.snapshots or data.field_regions else None
+    if settings.snapshots:
+        save_file(exported, str(folder.snapshot(iteration)))
+    else:
+        record |= field_validation(net, data, next(net.parameters()).device, exported)
+    record = {"iteration": iteration} | record
+    if settings.snapshots or is_better(record, best):
+        best = record
+        exported = exported_weights(net) if exported is None else exported
+        save_best(folder, net, exported, best | identity, validation, probability)
+    return record, best
 
 
 def train_model(
@@ -167,212 +434,79 @@ def train_model(
     """Train (or continue training) one model in `out_dir`; return its best validation record.
 
     `negatives` defaults to every training negative site (drawn balanced by source and kind); `init` starts from
-    another run's weights (its `best_model.pt`, any file with a "model" state dict, or exported `.safetensors` such
-    as a shipped bundle's `policy_a.safetensors`). When `out_dir` holds a
-    finished run, nothing is trained and its record is returned.
+    another run's weights (see `build_network`). When `out_dir` holds a finished run, nothing is trained and its
+    record is returned.
     """
-    distributed = distributed or Distributed()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    distributed, folder = distributed or Distributed(), RunFolder(out_dir)
     negatives = data.negatives_train if negatives is None else negatives
     if len(negatives) == 0:
         raise ValueError("no negative sites to train on")
-    device = torch.device(
-        f"cuda:{distributed.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    )
-    dtype = autocast_dtype(settings.precision, device)
+    device = distributed.device()
+    dtype = training_autocast_dtype(device, settings.precision)
     if settings.threads and device.type == "cpu":
         torch.set_num_threads(settings.threads)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = fresh_checkpoint(settings, seed, init, device, dtype)
+    if folder.checkpoint.exists():
+        checkpoint.load(folder.checkpoint)
+        if checkpoint.iteration < settings.iterations:
+            logger.info("%s: resumed at iteration %d", out_dir, checkpoint.iteration)
+    if checkpoint.iteration >= settings.iterations:
+        return TrainResult.read(folder)
 
-    net = P4ResNet(architecture(settings.architecture)).to(device)
-    if init is not None and Path(init).suffix == ".safetensors":  # exported weights, e.g. a shipped bundle's
-        net.load_exported_state_dict(load_file(str(init)))
-        net.to(device)
-    elif init is not None:
-        net.load_state_dict(torch.load(init, map_location=device, weights_only=True)["model"])
-    draw_negatives, draw_positives = (
-        negative_sampler(negatives),
-        positive_sampler(data.positive_train_groups, data.positive_scale),
+    net, optimizer, grad_scaler = checkpoint.model, checkpoint.optimizer, checkpoint.grad_scaler
+    model = data_parallel(net, device, distributed)
+    batches = BatchDrawer(
+        data, negatives, policy, settings, distributed, checkpoint.numpy_rng, checkpoint.torch_rng, device
     )
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    checkpoint_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
-    start, best = 0, {"iteration": 0, "val_loss": float("inf"), "val_ap": 0.0, "val_ap_calibrated": 0.0}
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # own file (RNG states stay on CPU)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if "grad_scaler" in state:  # checkpoints before the scaler was saved resume with a fresh one
-            scaler.load_state_dict(state["grad_scaler"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        changed = {
-            k: (v, getattr(settings, k)) for k, v in state.get("settings", {}).items() if getattr(settings, k, v) != v
-        }
-        if changed:
-            logger.warning("%s: resumed with other settings than it started with: %s", out_dir, changed)
-        start, best = state["iteration"], state["best"]
-        rng.bit_generator.state = state["numpy_rng"]
-        generator.set_state(state["torch_rng"])
-        torch.set_rng_state(state["torch_global_rng"])
-        if start < settings.iterations:
-            logger.info("%s: resumed at iteration %d", out_dir, start)
-    model = net
-    if distributed.world > 1:
-        if device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    if distributed.is_main and start < settings.iterations:
-        (out_dir / "run.json").write_text(
-            json.dumps(
-                {
-                    "policy": policy,
-                    "seed": seed,
-                    "negatives": len(negatives),
-                    "init": str(init) if init else None,
-                    "world_size": distributed.world,
-                    "description": description,
-                    "settings": settings.__dict__,
-                },
-                indent=2,
-            )
-        )
-
-    val_windows = val_labels = val_weights = None
-    if distributed.is_main and start < settings.iterations:
-        val_windows, val_labels, val_weights = validation_set(data, settings, seed=1000 + seed)
-    augmentation = POLICIES[policy]
-    if settings.lab_transfer_p > 0:
-        augmentation = with_lab_transfer(augmentation, settings.lab_transfer_p)
-    half = settings.batch_size // 2
-    if settings.batch_size % distributed.world:
-        raise ValueError(f"batch size {settings.batch_size} is not divisible by {distributed.world} processes")
-    per_rank = settings.batch_size // distributed.world
-    mine = slice(distributed.rank * per_rank, (distributed.rank + 1) * per_rank)
-    # interleave positives and negatives so that every rank's slice is balanced (batch-norm statistics per rank)
-    interleave = torch.from_numpy(np.argsort(np.r_[np.arange(half) * 2, np.arange(settings.batch_size - half) * 2 + 1]))
-    labels = torch.cat([torch.ones(half), torch.zeros(settings.batch_size - half)]).long()[interleave][mine].to(device)
+    identity = {"policy": policy, "seed": seed}
+    validation, metrics_log = None, None  # rank 0 validates and writes files
+    if distributed.is_main:
+        run = identity | {"negatives": len(negatives), "init": str(init) if init else None}
+        run |= {"world_size": distributed.world, "description": description, "settings": dataclasses.asdict(settings)}
+        folder.run_record.write_text(json.dumps(run, indent=2))
+        validation, metrics_log = validation_set(data, settings, seed=1000 + seed), MetricsLog(folder.metrics)
     progress = tqdm(
-        range(start, settings.iterations),
-        initial=start,
+        range(checkpoint.iteration, settings.iterations),
+        initial=checkpoint.iteration,
         total=settings.iterations,
         desc=f"{description or out_dir.name} ({policy})",
         disable=not distributed.is_main,
         leave=False,
     )
-    running, started = [], time.time()
+    losses, started_s = [], time.time()
     for iteration in progress:
-        model.train()
+        learning_rate = cyclic_lr(iteration, settings.lr, settings.cycle)
         for group in optimizer.param_groups:
-            group["lr"] = cyclic_lr(iteration, settings.lr, settings.cycle)
-        # the same global batch on every rank (same generators); each trains on its slice
-        positives = data.positives_train[draw_positives.draw(rng, half)]
-        negative_crops = data.crops(negatives, draw_negatives.draw(rng, settings.batch_size - half))
-        batch = augment_batch(torch.from_numpy(np.concatenate([positives, negative_crops])), augmentation, generator)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(batch[interleave][mine].to(device)).float().flatten(1)
-        loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if distributed.world > 1:
-            dist.all_reduce(loss.detach(), op=dist.ReduceOp.AVG)
-        running.append(loss.item())
-        progress.set_postfix(loss=f"{np.mean(running[-50:]):.3f}")
-
+            group["lr"] = learning_rate
+        windows, labels = batches.draw()
+        loss = train_one_step(model, optimizer, grad_scaler, windows, labels, dtype, iteration)
+        losses.append(distributed.mean(loss))
+        progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         done = iteration + 1
         if done % settings.eval_every and done != settings.iterations:
             continue
         if distributed.is_main:
-            logits = predict(net, val_windows, dtype)
-            val_loss = F.cross_entropy(logits, val_labels).item()
-            probability = torch.softmax(logits, 1)[:, 1].numpy()
-            metrics = patch_metrics(val_labels.numpy(), probability, val_weights)
-            exported = None
-            if settings.snapshots:  # the field cross-validation measures and chooses; no choice on fields here
-                exported = {k: v.cpu() for k, v in net.export_state_dict().items()}
-                save_file(exported, str(snapshot_path(out_dir, done)))
-            else:
-                metrics |= field_validation(net, data, device)
-            candidate = {"iteration": done, "val_loss": val_loss, **metrics}
-            if settings.snapshots or is_better(candidate, best):
-                best = candidate
-                exported = exported or {k: v.cpu() for k, v in net.export_state_dict().items()}
-                save_file(exported, str(out_dir / "best.safetensors"))
-                save_atomically({"model": net.state_dict()}, out_dir / BEST_MODEL)
-                np.savez(
-                    out_dir / "best_validation.npz",
-                    probability=probability,
-                    labels=val_labels.numpy(),
-                    weights=val_weights,
-                )
-                (out_dir / "best.json").write_text(json.dumps(best | {"policy": policy, "seed": seed}, indent=2))
-            new_file = not metrics_path.exists()
-            with open(metrics_path, "a", newline="") as handle:
-                writer = csv.writer(handle)
-                if new_file:
-                    writer.writerow(
-                        [
-                            "iteration",
-                            "train_loss",
-                            "val_loss",
-                            "val_ap",
-                            "val_ap_calibrated",
-                            "field_ap",
-                            "field_f1",
-                            "lr",
-                            "seconds",
-                        ]
-                    )
-                row = [done, np.mean(running), val_loss, metrics["val_ap"], metrics["val_ap_calibrated"]]
-                row += [metrics.get("field_ap", ""), metrics.get("field_f1", "")]
-                writer.writerow(row + [optimizer.param_groups[0]["lr"], round(time.time() - started, 1)])
-            running = []
-            logger.debug("iteration %d: val loss %.4f, %s", done, val_loss, metrics)
-            save_atomically(
-                {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "iteration": done,
-                    "best": best,
-                    "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": generator.get_state(),
-                    "torch_global_rng": torch.get_rng_state(),
-                    "grad_scaler": scaler.state_dict(),  # fp16 on CUDA: the loss scale it had reached
-                    "settings": dataclasses.asdict(settings),
-                    **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
-                },
-                checkpoint_path,
+            record, checkpoint.best = validate(
+                net, validation, data, settings, folder, done, checkpoint.best, dtype, identity
             )
+            logger.debug("iteration %d: %s", done, record)
+            seconds = round(time.time() - started_s, 1)
+            metrics_log.append(record | {"train_loss": np.mean(losses), "lr": learning_rate, "seconds": seconds})
+            losses, checkpoint.iteration = [], done
+            checkpoint.save(folder.checkpoint)
         if distributed.world > 1:
             dist.barrier()
     progress.close()
-    if distributed.is_main and start < settings.iterations:
+    if distributed.is_main:
         from training.plots import plot_training_curves  # plotting only where files are written
 
-        plot_training_curves(metrics_path, out_dir / "curves.png")
-    if not (out_dir / "best.json").exists():
-        raise FileNotFoundError(f"{out_dir}: no best.json (was the run interrupted before its first validation?)")
-    record = json.loads((out_dir / "best.json").read_text())
-    return TrainResult(
-        record["iteration"],
-        record["val_loss"],
-        record["val_ap"],
-        record["val_ap_calibrated"],
-        out_dir / "best.safetensors",
-        record.get("field_ap"),
-        record.get("field_f1"),
-    )
+        plot_training_curves(folder.metrics, folder.curves)
+    return TrainResult.read(folder)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The command line of `main`, separate so that other launchers can reuse it."""
     parser = argparse.ArgumentParser(
         description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -389,11 +523,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train one model from the command line; 0 on success (errors raise)."""
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config: Config = load_config(args.config)
     settings = config.train if not args.iterations else replace(config.train, iterations=args.iterations)
     distributed = Distributed.from_environment()
+    training_autocast_dtype(distributed.device(), settings.precision)  # a wrong precision fails before the data loads
     data = load_training_data(
         args.data,
         config.data.grid_step_px,
