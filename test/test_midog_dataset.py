@@ -213,3 +213,25 @@ def test_every_problem_is_reported_at_once(tmp_path):
     with pytest.raises(DatasetError) as caught:
         load_dataset(path)
     assert len(caught.value.problems) == len(expected) - 1
+
+
+def test_image_entry_problems_are_one_line_each(tmp_path):
+    """Each check names the entry in one line; an image with a problem of its file keeps its annotations checked."""
+    path = _write_dataset(tmp_path)
+    payload = json.loads(path.read_text())
+    payload["images"][1]["height"] = 301  # the TIFF is 400x300
+    payload["images"].append({"file_name": "001.tiff", "id": 9, "width": 400, "height": 300})  # same file as id 1
+    payload["images"].append({"file_name": "010.tiff", "id": "10", "width": 400, "height": 300})
+    payload["images"].append({"file_name": "011.tiff", "id": 11, "width": 0, "height": 300})
+    payload["annotations"].append({"bbox": [10, 10, 60, 60], "category_id": 1, "image_id": 11, "id": 7})
+    path.write_text(json.dumps(payload))
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path, images_dir=tmp_path, check_image_sizes=True)
+    assert caught.value.problems == [
+        "image id 2 (002.tiff): file is 400x300 px, JSON says 400x301 px",
+        "duplicate file name 001.tiff (image ids 1 and 9)",
+        "images[3]: image id '10' is not an integer",
+        "image id 11 (011.tiff): width/height 0x300 are not positive integers",
+        "annotation id 7 (image id 11): refers to unknown image id 11",
+    ]
+    assert all("\n" not in problem for problem in caught.value.problems)

@@ -28,9 +28,10 @@ import csv
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tifffile
@@ -293,6 +294,7 @@ def read_scanner_csv(path: str | Path) -> dict[int, str]:
 
 
 def _find_image(images_dir: Path, file_name: str) -> Path | None:
+    """The image file of a JSON entry: its exact name, else the same stem with another TIFF suffix."""
     path = images_dir / file_name
     if path.is_file():
         return path
@@ -309,16 +311,285 @@ def _outside_px(x_px: float, y_px: float, width_px: int, height_px: int) -> floa
     return max(0.0, -x_px, x_px - (width_px - 1), -y_px, y_px - (height_px - 1))
 
 
-def _has_keys(item: object, where: str, keys: tuple[str, ...], problems: list[str]) -> bool:
-    """Record why a JSON entry is unusable (not an object, missing keys); True when it can be read further."""
+def _image_where(image_id: object, file_name: object) -> str:
+    """How problems name an image entry."""
+    return f"image id {image_id} ({file_name})"
+
+
+_T = TypeVar("_T")
+
+
+class _Problems:
+    """Every problem found in one annotation file, so that a broken download is reported in one go.
+
+    Each validator below checks one thing and raises a `DatasetError` with one problem; `passes` and `value` run a
+    validator, keep its problem and let the reading go on, and `raise_if_any` raises them all together."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def value(self, validator: Callable[..., _T], *args: object) -> _T | None:
+        """What `validator(*args)` returns, or None (its problem kept) when it raises."""
+        try:
+            return validator(*args)
+        except DatasetError as error:
+            self.lines.extend(error.problems)
+            return None
+
+    def passes(self, validator: Callable[..., object], *args: object) -> bool:
+        """Whether `validator(*args)` raises no problem (its problem kept when it does)."""
+        count = len(self.lines)
+        self.value(validator, *args)
+        return len(self.lines) == count
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise DatasetError(self.source, self.lines)
+
+
+# Validators: one check each, raising DatasetError(source, [one line naming the entry]).
+
+
+def _read_json(path: Path, source: str) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(source, [f"cannot read annotation file: {error}"]) from error
+
+
+def _check_object(payload: object, source: str) -> dict:
+    if not isinstance(payload, dict):
+        raise DatasetError(source, ["top level is not a JSON object"])
+    return payload
+
+
+def _check_top_level_list(payload: dict, key: str, source: str) -> None:
+    if not isinstance(payload.get(key), list):
+        raise DatasetError(source, [f"top-level key '{key}' missing or not a list"])
+
+
+def _check_images_dir(images_dir: Path, source: str) -> None:
+    if not images_dir.is_dir():
+        raise DatasetError(source, [f"image folder {images_dir} does not exist"])
+
+
+def _check_entry(item: object, where: str, keys: tuple[str, ...], source: str) -> dict:
+    """`item` itself when it is a JSON object with every key in `keys` (the rest of its checks can read it)."""
     if not isinstance(item, dict):
-        problems.append(f"{where}: not an object")
-        return False
+        raise DatasetError(source, [f"{where}: not an object"])
     missing = [key for key in keys if key not in item]
     if missing:
-        problems.append(f"{where}: missing key(s) {', '.join(missing)}")
-        return False
-    return True
+        raise DatasetError(source, [f"{where}: missing key(s) {', '.join(missing)}"])
+    return item
+
+
+def _check_image_id(image_id: object, where: str, source: str) -> None:
+    if not isinstance(image_id, int) or isinstance(image_id, bool):
+        raise DatasetError(source, [f"{where}: image id {image_id!r} is not an integer"])
+
+
+def _check_image_size(width: object, height: object, where: str, source: str) -> None:
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        raise DatasetError(source, [f"{where}: width/height {width!r}x{height!r} are not positive integers"])
+
+
+def _check_new_image_id(record: ImageRecord, records: dict[int, ImageRecord], source: str) -> None:
+    if record.image_id in records:
+        first = records[record.image_id].file_name
+        raise DatasetError(source, [f"duplicate image id {record.image_id} ({first} and {record.file_name})"])
+
+
+def _check_new_file_name(record: ImageRecord, file_names: dict[str, int], source: str) -> None:
+    if record.file_name in file_names:
+        first = file_names[record.file_name]
+        raise DatasetError(
+            source, [f"duplicate file name {record.file_name} (image ids {first} and {record.image_id})"]
+        )
+
+
+def _image_file(images_dir: Path, record: ImageRecord, source: str) -> Path:
+    path = _find_image(images_dir, record.file_name)
+    if path is None:
+        where = _image_where(record.image_id, record.file_name)
+        raise DatasetError(source, [f"{where}: image file missing in {images_dir}"])
+    return path
+
+
+def _check_tiff_size(record: ImageRecord, source: str) -> None:
+    """The TIFF header's size (no pixel data read) against the JSON's."""
+    where = _image_where(record.image_id, record.file_name)
+    try:
+        with tifffile.TiffFile(record.path) as tiff:
+            height_px, width_px = tiff.pages.first.shape[:2]
+    except (OSError, tifffile.TiffFileError) as error:
+        raise DatasetError(source, [f"{where}: cannot open image: {error}"]) from error
+    if (width_px, height_px) != (record.width_px, record.height_px):
+        raise DatasetError(
+            source,
+            [f"{where}: file is {width_px}x{height_px} px, JSON says {record.width_px}x{record.height_px} px"],
+        )
+
+
+def _check_new_annotation_id(annotation_id: object, seen: set, source: str) -> None:
+    if annotation_id in seen:
+        raise DatasetError(source, [f"duplicate annotation id {annotation_id}"])
+
+
+def _check_category(category: object, where: str, source: str) -> None:
+    if category not in CATEGORY_NAMES:
+        raise DatasetError(source, [f"{where}: unknown category_id {category!r} (expected 1 or 2)"])
+
+
+def _box_corners(bbox: object, where: str, source: str) -> tuple[float, float, float, float]:
+    """(x1, y1, x2, y2) in pixels from a JSON box of four finite numbers."""
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
+        raise DatasetError(source, [f"{where}: bbox {bbox!r} is not [x1, y1, x2, y2]"])
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    return x1, y1, x2, y2
+
+
+def _check_box_order(box: tuple[float, float, float, float], bbox: list, where: str, source: str) -> None:
+    x1, y1, x2, y2 = box
+    if not (x2 > x1 and y2 > y1):
+        raise DatasetError(source, [f"{where}: bbox {bbox} does not have x2 > x1 and y2 > y1"])
+
+
+def _annotated_image(records: dict[int, ImageRecord], image_id: object, where: str, source: str) -> ImageRecord:
+    record = records.get(image_id)
+    if record is None:
+        raise DatasetError(source, [f"{where}: refers to unknown image id {image_id!r}"])
+    return record
+
+
+def _box_centre_px(box: tuple[float, float, float, float]) -> tuple[float, float]:
+    x1, y1, x2, y2 = box
+    return (x1 + x2) / 2.0, (y1 + y2) / 2.0
+
+
+def _check_centre_inside(box: tuple[float, float, float, float], record: ImageRecord, where: str, source: str) -> None:
+    """A centre more than `BORDER_TOLERANCE_PX` outside means a wrong image; closer, a cell cut by the border (kept,
+    with a warning)."""
+    x_px, y_px = _box_centre_px(box)
+    margin_px = _outside_px(x_px, y_px, record.width_px, record.height_px)
+    if margin_px > BORDER_TOLERANCE_PX:
+        raise DatasetError(
+            source,
+            [f"{where}: centre ({x_px:g}, {y_px:g}) px outside the {record.width_px}x{record.height_px} px image"],
+        )
+    if margin_px > 0:
+        logger.warning(
+            "%s: %s: centre (%g, %g) px lies %g px outside the image (a cell cut by the border); kept",
+            source,
+            where,
+            x_px,
+            y_px,
+            margin_px,
+        )
+
+
+# Warnings: what a usable file may lack or misname.
+
+
+def _warn_missing_optional_keys(payload: dict, source: str) -> None:
+    for key in ("info", "licenses", "categories"):
+        if key not in payload:
+            logger.warning("%s: top-level key '%s' missing", source, key)
+
+
+def _warn_unexpected_category_names(categories: list, source: str) -> None:
+    for category in categories:
+        if isinstance(category, dict) and category.get("id") in CATEGORY_NAMES:
+            expected = CATEGORY_NAMES[category["id"]]
+            if category.get("name") != expected:
+                logger.warning(
+                    "%s: category %s is named %r, expected %r", source, category["id"], category.get("name"), expected
+                )
+
+
+# Composition: each entry is read through its validators; a failed check skips the entry or only marks it unusable.
+
+_IMAGE_KEYS = ("file_name", "id", "width", "height")
+_ANNOTATION_KEYS = ("bbox", "category_id", "image_id", "id")
+
+
+def _top_level(path: Path, source: str) -> dict:
+    """The annotation file's object, with its "images" and "annotations" lists (both checked before raising)."""
+    payload = _check_object(_read_json(path, source), source)
+    problems = _Problems(source)
+    for key in ("images", "annotations"):
+        problems.passes(_check_top_level_list, payload, key, source)
+    problems.raise_if_any()
+    return payload
+
+
+def _image_record(image: object, where: str, flavour: str, scanners: dict[int, str], source: str) -> ImageRecord:
+    """The record of one "images" entry (no file yet); raises the first problem that leaves nothing to read."""
+    image = _check_entry(image, where, _IMAGE_KEYS, source)
+    _check_image_id(image["id"], where, source)
+    _check_image_size(image["width"], image["height"], _image_where(image["id"], image["file_name"]), source)
+    tumor_type, scanner, labeled = _domain_of(image, flavour, scanners)
+    return ImageRecord(
+        file_name=str(image["file_name"]),
+        image_id=image["id"],
+        width_px=image["width"],
+        height_px=image["height"],
+        tumor_type=tumor_type,
+        scanner=scanner,
+        labeled=labeled,
+    )
+
+
+def _image_records(
+    images: list,
+    flavour: str,
+    scanners: dict[int, str],
+    images_dir: Path | None,
+    check_image_sizes: bool,
+    problems: _Problems,
+) -> dict[int, ImageRecord]:
+    """Records by image id. An image whose file is missing or shares its name is kept (its annotations are still
+    checked against it); its problem is still reported."""
+    source = problems.source
+    records: dict[int, ImageRecord] = {}
+    file_names: dict[str, int] = {}
+    for position, image in enumerate(images):
+        record = problems.value(_image_record, image, f"images[{position}]", flavour, scanners, source)
+        if record is None or not problems.passes(_check_new_image_id, record, records, source):
+            continue
+        problems.passes(_check_new_file_name, record, file_names, source)
+        file_names[record.file_name] = record.image_id
+        if images_dir is not None:
+            record.path = problems.value(_image_file, images_dir, record, source)
+            if record.path is not None and check_image_sizes:
+                problems.passes(_check_tiff_size, record, source)
+        records[record.image_id] = record
+    return records
+
+
+def _attach_annotations(annotations: list, records: dict[int, ImageRecord], problems: _Problems) -> None:
+    """Add each valid "annotations" entry to its image's record; every problem of an entry is reported."""
+    source = problems.source
+    seen_ids: set = set()
+    for position, entry in enumerate(annotations):
+        annotation = problems.value(_check_entry, entry, f"annotations[{position}]", _ANNOTATION_KEYS, source)
+        if annotation is None:
+            continue
+        annotation_id, category = annotation["id"], annotation["category_id"]
+        where = f"annotation id {annotation_id} (image id {annotation['image_id']})"
+        usable = problems.passes(_check_new_annotation_id, annotation_id, seen_ids, source)
+        seen_ids.add(annotation_id)
+        usable &= problems.passes(_check_category, category, where, source)
+        box = problems.value(_box_corners, annotation["bbox"], where, source)
+        if box is None:
+            continue
+        usable &= problems.passes(_check_box_order, box, annotation["bbox"], where, source)
+        record = problems.value(_annotated_image, records, annotation["image_id"], where, source)
+        if record is None:
+            continue
+        usable &= problems.passes(_check_centre_inside, box, record, where, source)
+        if usable:
+            record.annotations.append(Annotation(*_box_centre_px(box), int(category), int(annotation_id), box))
 
 
 def load_dataset(
@@ -353,139 +624,22 @@ def load_dataset(
         raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
     annotations_path = Path(annotations_path)
     source = str(annotations_path)
-    try:
-        payload = json.loads(annotations_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DatasetError(source, [f"cannot read annotation file: {error}"]) from error
-    problems: list[str] = []
-    if not isinstance(payload, dict):
-        raise DatasetError(source, ["top level is not a JSON object"])
-    for key in ("images", "annotations"):
-        if not isinstance(payload.get(key), list):
-            problems.append(f"top-level key '{key}' missing or not a list")
-    if problems:
-        raise DatasetError(source, problems)
-    for key in ("info", "licenses", "categories"):
-        if key not in payload:
-            logger.warning("%s: top-level key '%s' missing", source, key)
-    if flavour == "auto":
-        flavour = _detect_flavour(payload)
+    payload = _top_level(annotations_path, source)
+    _warn_missing_optional_keys(payload, source)
+    flavour = _detect_flavour(payload) if flavour == "auto" else flavour
     scanners = read_scanner_csv(scanner_csv) if scanner_csv is not None else {}
     images_dir = Path(images_dir) if images_dir is not None else None
-    if images_dir is not None and not images_dir.is_dir():
-        raise DatasetError(source, [f"image folder {images_dir} does not exist"])
+    if images_dir is not None:
+        _check_images_dir(images_dir, source)
 
-    records: dict[int, ImageRecord] = {}
-    seen_file_names: dict[str, int] = {}
-    for position, image in enumerate(payload["images"]):
-        where = f"images[{position}]"
-        if not _has_keys(image, where, ("file_name", "id", "width", "height"), problems):
-            continue
-        image_id = image["id"]
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            problems.append(f"{where}: image id {image_id!r} is not an integer")
-            continue
-        where = f"image id {image_id} ({image['file_name']})"
-        width, height = image["width"], image["height"]
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            problems.append(f"{where}: width/height {width!r}x{height!r} are not positive integers")
-            continue
-        if image_id in records:
-            problems.append(f"duplicate image id {image_id} ({records[image_id].file_name} and {image['file_name']})")
-            continue
-        file_name = str(image["file_name"])
-        if file_name in seen_file_names:
-            problems.append(f"duplicate file name {file_name} (image ids {seen_file_names[file_name]} and {image_id})")
-        seen_file_names[file_name] = image_id
-        tumor_type, scanner, labeled = _domain_of(image, flavour, scanners)
-        path = None
-        if images_dir is not None:
-            path = _find_image(images_dir, file_name)
-            if path is None:
-                problems.append(f"{where}: image file missing in {images_dir}")
-            elif check_image_sizes:
-                try:
-                    with tifffile.TiffFile(path) as tiff:
-                        page_height, page_width = tiff.pages.first.shape[:2]
-                    if (page_width, page_height) != (width, height):
-                        problems.append(
-                            f"{where}: file is {page_width}x{page_height} px, JSON says {width}x{height} px"
-                        )
-                except (OSError, tifffile.TiffFileError) as error:
-                    problems.append(f"{where}: cannot open image: {error}")
-        records[image_id] = ImageRecord(
-            file_name=file_name,
-            image_id=image_id,
-            width_px=width,
-            height_px=height,
-            tumor_type=tumor_type,
-            scanner=scanner,
-            labeled=labeled,
-            path=path,
-        )
-
-    known_categories = set(CATEGORY_NAMES)
-    for category in payload.get("categories") or []:
-        if isinstance(category, dict) and category.get("id") in known_categories:
-            expected = CATEGORY_NAMES[category["id"]]
-            if category.get("name") != expected:
-                logger.warning(
-                    "%s: category %s is named %r, expected %r", source, category["id"], category.get("name"), expected
-                )
-
-    seen_annotation_ids: set[int] = set()
-    for position, annotation in enumerate(payload["annotations"]):
-        if not _has_keys(annotation, f"annotations[{position}]", ("bbox", "category_id", "image_id", "id"), problems):
-            continue
-        annotation_id = annotation["id"]
-        where = f"annotation id {annotation_id} (image id {annotation['image_id']})"
-        bad = False
-        if annotation_id in seen_annotation_ids:
-            problems.append(f"duplicate annotation id {annotation_id}")
-            bad = True
-        seen_annotation_ids.add(annotation_id)
-        category = annotation["category_id"]
-        if category not in known_categories:
-            problems.append(f"{where}: unknown category_id {category!r} (expected 1 or 2)")
-            bad = True
-        bbox = annotation["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
-            problems.append(f"{where}: bbox {bbox!r} is not [x1, y1, x2, y2]")
-            continue
-        x1, y1, x2, y2 = (float(v) for v in bbox)
-        if not (x2 > x1 and y2 > y1):
-            problems.append(f"{where}: bbox {bbox} does not have x2 > x1 and y2 > y1")
-            bad = True
-        record = records.get(annotation["image_id"])
-        if record is None:
-            problems.append(f"{where}: refers to unknown image id {annotation['image_id']!r}")
-            continue
-        x_px, y_px = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-        margin_px = _outside_px(x_px, y_px, record.width_px, record.height_px)
-        if margin_px > BORDER_TOLERANCE_PX:
-            problems.append(
-                f"{where}: centre ({x_px:g}, {y_px:g}) px outside the {record.width_px}x{record.height_px} px image"
-            )
-            bad = True
-        elif margin_px > 0:
-            logger.warning(
-                "%s: %s: centre (%g, %g) px lies %g px outside the image (a cell cut by the border); kept",
-                source,
-                where,
-                x_px,
-                y_px,
-                margin_px,
-            )
-        if bad:
-            continue
-        record.annotations.append(Annotation(x_px, y_px, int(category), int(annotation_id), (x1, y1, x2, y2)))
-
-    if problems:
-        raise DatasetError(source, problems)
+    problems = _Problems(source)
+    records = _image_records(payload["images"], flavour, scanners, images_dir, check_image_sizes, problems)
+    _warn_unexpected_category_names(payload.get("categories") or [], source)
+    _attach_annotations(payload["annotations"], records, problems)
+    problems.raise_if_any()
     images = sorted(records.values(), key=lambda record: record.image_id)
     for record in images:
-        if not record.labeled and record.annotations:
-            # A dataset that annotates an image we believe unlabelled: trust the file.
+        if not record.labeled and record.annotations:  # an image we believed unlabelled is annotated: trust the file
             record.labeled = True
     return MidogDataset(
         source=annotations_path, flavour=flavour, images=images, info=payload.get("info") or {}, images_dir=images_dir
