@@ -55,12 +55,13 @@ from evaluation.metrics import (
     Counts,
     FrocCurve,
     PrecisionRecall,
-    average_precision,
     best_threshold,
     detection_counts,
     f1_by_threshold,
-    froc,
+    froc_of_images,
+    match_image,
     platform_group_metrics,
+    precision_recall,
 )
 from model.output import write_json_atomically
 
@@ -129,12 +130,13 @@ def evaluate(
         for stem in stems
     }
 
-    per_image, by_tumour, by_roi = {}, {}, {}
+    per_image, by_tumour, by_roi, matches = {}, {}, {}, {}
     for stem in stems:
         targets, image = ground_truth[stem].xy_mm, predictions[stem]
         counts = detection_counts(targets, image.xy_mm[image.is_mitosis])
-        image_ap = average_precision([targets], [image.xy_mm], [image.probability]).ap
-        image_froc = froc([targets], [image.xy_mm], [image.probability])
+        matches[stem] = match_image(targets, image.xy_mm, image.probability)  # once per image, for every group
+        image_ap = precision_recall([matches[stem]]).ap
+        image_froc = froc_of_images([matches[stem]])
         tumour_type, roi_type = ground_truth[stem].tumour_type, ground_truth[stem].roi_type
         per_image[stem] = {
             "file_name": ground_truth[stem].file_name,
@@ -154,12 +156,8 @@ def evaluate(
 
     def summary(selected: list[str]) -> tuple[dict, PrecisionRecall, FrocCurve | None]:
         total = sum((Counts(per_image[s]["tp"], per_image[s]["fp"], per_image[s]["fn"]) for s in selected), Counts())
-        arguments = (
-            [ground_truth[s].xy_mm for s in selected],
-            [predictions[s].xy_mm for s in selected],
-            [predictions[s].probability for s in selected],
-        )
-        curve, froc_curve = average_precision(*arguments), froc(*arguments)
+        selected_matches = [matches[s] for s in selected]
+        curve, froc_curve = precision_recall(selected_matches), froc_of_images(selected_matches)
         froc_score = None if froc_curve is None else froc_curve.score
         return {"n_images": len(selected), **total.as_dict(), "ap": curve.ap, "froc": froc_score}, curve, froc_curve
 

@@ -80,15 +80,39 @@ class GroundTruthImage:
 
 
 def is_finite_number(value: object) -> bool:
-    """A JSON number that is neither a boolean nor NaN / infinity."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is neither a boolean nor NaN / infinity, nor an integer too large for a float (a 400-digit
+    integer is valid JSON; `math.isfinite` would raise OverflowError on it)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and -_LARGEST_FLOAT_INTEGER <= value <= _LARGEST_FLOAT_INTEGER
+
+
+_LARGEST_FLOAT_INTEGER = int(np.finfo(np.float64).max)
+_EXCERPT_CHARACTERS = 160
+
+
+def excerpt(value: object) -> str:
+    """`value` as JSON, cut to a few words: messages stay one short line whatever the input holds (a list of a
+    million numbers, an integer of thousands of digits, nesting deeper than the recursion limit)."""
+    try:
+        text = json.dumps(value)  # one line: JSON escapes newlines in strings
+    except (TypeError, ValueError, RecursionError):  # too deep, too many digits: say what it is instead
+        text = f"a {type(value).__name__} that cannot be shown"
+    return text if len(text) <= _EXCERPT_CHARACTERS else text[: _EXCERPT_CHARACTERS - 3] + "..."
+
+
+def _mm_problem(xy: Sequence[float]) -> str | None:
+    if any(abs(float(value)) > MAX_COORDINATE_MM for value in xy):
+        return f"coordinate {excerpt(list(xy))} is above {MAX_COORDINATE_MM:g}: pixel coordinates where mm are expected"
+    return None
 
 
 def _check_mm(xy: Sequence[float], where: str) -> None:
-    if any(abs(float(value)) > MAX_COORDINATE_MM for value in xy):
-        raise EvaluationInputError(
-            f"{where}: coordinate {list(xy)} is above {MAX_COORDINATE_MM:g}: pixel coordinates where mm are expected"
-        )
+    problem = _mm_problem(xy)
+    if problem is not None:
+        raise EvaluationInputError(f"{where}: {problem}")
 
 
 def read_predictions(path: Path, rules_2025: bool = False) -> ImagePredictions:
@@ -111,39 +135,83 @@ def read_predictions(path: Path, rules_2025: bool = False) -> ImagePredictions:
     points = document.get("points")
     if not isinstance(points, list):
         raise EvaluationInputError(f"{path}: 'points' must be a list")
+    checked = _read_valid_points(points, rules_2025)
+    if checked is not None:
+        return checked
     xy_mm, probability, is_mitosis = [], [], []
     for index, entry in enumerate(points):
-        where = f"{path}: points[{index}]"
-        if not isinstance(entry, dict):
-            raise EvaluationInputError(f"{where} must be an object")
-        extra = sorted(set(entry) - _ALLOWED_POINT_KEYS)
-        if extra:
-            raise EvaluationInputError(f"{where} has unexpected key(s) {extra}")
-        where = f"{where} {json.dumps(entry)}"  # name the point itself too: an index alone is hard to find
-        point = entry.get("point")
-        if not (isinstance(point, list) and len(point) == 3 and all(is_finite_number(value) for value in point)):
-            raise EvaluationInputError(f"{where}: 'point' must be 3 finite numbers [x_mm, y_mm, 0], found {point!r}")
-        _check_mm(point, where)
-        if rules_2025 and min(point[:2]) < MIN_COORDINATE_MM_2025:
-            raise EvaluationInputError(
-                f"{where}: coordinate below {MIN_COORDINATE_MM_2025:g} mm (MIDOG 2025 rejects points outside the image)"
-            )
-        score = entry.get("probability")
-        if not (is_finite_number(score) and 0.0 <= score <= 1.0):
-            raise EvaluationInputError(f"{where}: 'probability' must be a number in [0, 1], found {score!r}")
-        if rules_2025 and "name" not in entry:
-            raise EvaluationInputError(f"{where}: no 'name' (MIDOG 2025 requires one of {sorted(_POINT_NAMES)})")
-        name = entry.get("name", MITOTIC_FIGURE)  # the 2022 challenge counts unnamed points as mitotic figures
-        if name not in _POINT_NAMES:
-            raise EvaluationInputError(f"{where}: 'name' must be one of {sorted(_POINT_NAMES)}, found {name!r}")
-        xy_mm.append(point[:2])
-        probability.append(float(score))
-        is_mitosis.append(name == MITOTIC_FIGURE)
+        problem = _point_problem(entry, rules_2025)
+        if problem is not None:  # name the point itself too: an index alone is hard to find
+            raise EvaluationInputError(f"{path}: points[{index}] {excerpt(entry)}: {problem}")
+        xy_mm.append(entry["point"][:2])
+        probability.append(float(entry["probability"]))
+        is_mitosis.append(entry.get("name", MITOTIC_FIGURE) == MITOTIC_FIGURE)
     return ImagePredictions(
         np.asarray(xy_mm, dtype=np.float64).reshape(-1, 2),
         np.asarray(probability, dtype=np.float64),
         np.asarray(is_mitosis, dtype=bool),
     )
+
+
+def _read_valid_points(points: list, rules_2025: bool) -> ImagePredictions | None:
+    """All points at once when every one of them is valid (the usual case), else None.
+
+    The same rules as `_point_problem`, checked on whole columns: checking point by point took 7 s of a 300,000-point
+    file. Anything unusual (a wrong type anywhere, an integer too large for a float) answers None, and the point by
+    point check then names the first bad point.
+    """
+    try:
+        if not all(type(entry) is dict and entry.keys() <= _ALLOWED_POINT_KEYS for entry in points):
+            return None
+        coordinates = [entry["point"] for entry in points]
+        scores = [entry["probability"] for entry in points]
+        if rules_2025:
+            names = [entry["name"] for entry in points]
+        else:  # the 2022 challenge counts unnamed points as mitotic figures
+            names = [entry.get("name", MITOTIC_FIGURE) for entry in points]
+        if not all(type(point) is list and len(point) == 3 for point in coordinates):
+            return None
+        number_types = {type(value) for point in coordinates for value in point} | {type(value) for value in scores}
+        if not number_types <= {int, float} or not set(names) <= _POINT_NAMES:
+            return None  # bool is neither int nor float by type(): refused as in `is_finite_number`
+        xyz = np.asarray(coordinates, dtype=np.float64).reshape(-1, 3)
+        probability = np.asarray(scores, dtype=np.float64)
+    except (KeyError, TypeError, OverflowError):  # a missing key, an unhashable name, a huge integer
+        return None
+    if not (np.isfinite(xyz).all() and np.isfinite(probability).all()):
+        return None
+    if (np.abs(xyz) > MAX_COORDINATE_MM).any() or ((probability < 0.0) | (probability > 1.0)).any():
+        return None
+    if rules_2025 and (xyz[:, :2] < MIN_COORDINATE_MM_2025).any():
+        return None
+    is_mitosis = np.fromiter((name == MITOTIC_FIGURE for name in names), dtype=bool, count=len(names))
+    return ImagePredictions(xyz[:, :2].copy(), probability, is_mitosis)
+
+
+def _point_problem(entry: object, rules_2025: bool) -> str | None:
+    """What is wrong with one entry of 'points', or None. Builds no message for a good point: files hold up to
+    hundreds of thousands of them."""
+    if not isinstance(entry, dict):
+        return "must be an object"
+    if not entry.keys() <= _ALLOWED_POINT_KEYS:
+        return f"has unexpected key(s) {sorted(set(entry) - _ALLOWED_POINT_KEYS)}"
+    point = entry.get("point")
+    if not (isinstance(point, list) and len(point) == 3 and all(is_finite_number(value) for value in point)):
+        return f"'point' must be 3 finite numbers [x_mm, y_mm, 0], found {excerpt(point)}"
+    problem = _mm_problem(point)
+    if problem is not None:
+        return problem
+    if rules_2025 and min(point[:2]) < MIN_COORDINATE_MM_2025:
+        return f"coordinate below {MIN_COORDINATE_MM_2025:g} mm (MIDOG 2025 rejects points outside the image)"
+    score = entry.get("probability")
+    if not (is_finite_number(score) and 0.0 <= score <= 1.0):
+        return f"'probability' must be a number in [0, 1], found {excerpt(score)}"
+    if rules_2025 and "name" not in entry:
+        return f"no 'name' (MIDOG 2025 requires one of {sorted(_POINT_NAMES)})"
+    name = entry.get("name", MITOTIC_FIGURE)  # the 2022 challenge counts unnamed points as mitotic figures
+    if not (isinstance(name, str) and name in _POINT_NAMES):
+        return f"'name' must be one of {sorted(_POINT_NAMES)}, found {excerpt(name)}"
+    return None
 
 
 @dataclass

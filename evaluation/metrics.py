@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
+from evaluation.threshold_sweep import ThresholdSweep, sweep_thresholds
 from model.matching import MATCH_RADIUS_UM, greedy_match
 
 MATCH_RADIUS_MM: float = MATCH_RADIUS_UM / 1000.0
@@ -108,18 +110,23 @@ def _boxes(xy_mm: np.ndarray) -> np.ndarray:
     return np.concatenate([low, high - low], axis=1).astype(np.float64)
 
 
-def _box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU of xywh boxes with pycocotools' arithmetic (maskApi `bbIou`), `boxes_a` being the detections."""
-    width = np.minimum(boxes_a[:, None, 2] + boxes_a[:, None, 0], boxes_b[None, :, 2] + boxes_b[None, :, 0])
-    width = width - np.maximum(boxes_a[:, None, 0], boxes_b[None, :, 0])
-    height = np.minimum(boxes_a[:, None, 3] + boxes_a[:, None, 1], boxes_b[None, :, 3] + boxes_b[None, :, 1])
-    height = height - np.maximum(boxes_a[:, None, 1], boxes_b[None, :, 1])
+def _pair_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU of xywh boxes taken in pairs (row k of `boxes_a` with row k of `boxes_b`), with pycocotools' arithmetic
+    (maskApi `bbIou`), `boxes_a` being the detections: the same operations, element by element, as a full matrix."""
+    width = np.minimum(boxes_a[:, 2] + boxes_a[:, 0], boxes_b[:, 2] + boxes_b[:, 0])
+    width = width - np.maximum(boxes_a[:, 0], boxes_b[:, 0])
+    height = np.minimum(boxes_a[:, 3] + boxes_a[:, 1], boxes_b[:, 3] + boxes_b[:, 1])
+    height = height - np.maximum(boxes_a[:, 1], boxes_b[:, 1])
     overlapping = (width > 0) & (height > 0)
     intersection = np.where(overlapping, width * height, 0.0)
-    area_a = boxes_a[:, 2] * boxes_a[:, 3]
-    area_b = boxes_b[:, 2] * boxes_b[:, 3]
-    union = area_a[:, None] + area_b[None, :] - intersection
+    union = boxes_a[:, 2] * boxes_a[:, 3] + boxes_b[:, 2] * boxes_b[:, 3] - intersection
     return np.where(overlapping, intersection / np.where(overlapping, union, 1.0), 0.0)
+
+
+_IOU_CANDIDATE_CHEBYSHEV_MM: float = 2 * AP_BOX_HALF_SIZE_MM / 3 * 1.05
+"""Two equal squares of side s overlap with IoU >= 0.5 only if (s - |dx|)(s - |dy|) >= 2 s^2 / 3, so |dx| and |dy|
+are at most s / 3 (7.5 um); 5% more covers the float32 rounding of the boxes by far. Only pairs this close are
+candidates; their IoU is then computed exactly, so the margin changes nothing but the work."""
 
 
 def _platform_scores(scores: np.ndarray) -> np.ndarray:
@@ -130,20 +137,38 @@ def _platform_scores(scores: np.ndarray) -> np.ndarray:
 def _match_by_score(targets_xy_mm: np.ndarray, predictions_xy_mm: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """COCO matching of one image: predictions by decreasing score (stable), each takes the unmatched ground truth
     with the highest IoU >= 0.5 (equal IoU: the later ground truth, as pycocotools' `<` comparison does).
-    Returns whether each prediction (in input order) is a true positive."""
+    Returns whether each prediction (in input order) is a true positive.
+
+    Only the pairs that can reach IoU 0.5 are looked at (a cKDTree query, `_IOU_CANDIDATE_CHEBYSHEV_MM`), not the full
+    predictions x ground-truth matrix, which held 300,000 x 1,000 floats for one large image; the choices are the
+    same because a pair below 0.5 is never taken."""
+    targets_xy_mm = np.asarray(targets_xy_mm, dtype=np.float64).reshape(-1, 2)
+    predictions_xy_mm = np.asarray(predictions_xy_mm, dtype=np.float64).reshape(-1, 2)
     is_tp = np.zeros(len(scores), dtype=bool)
     if len(targets_xy_mm) == 0 or len(scores) == 0:
         return is_tp
-    iou = _box_iou(_boxes(predictions_xy_mm), _boxes(targets_xy_mm))
+    nearby = cKDTree(predictions_xy_mm).query_ball_point(targets_xy_mm, r=_IOU_CANDIDATE_CHEBYSHEV_MM, p=np.inf)
+    lengths = np.fromiter((len(n) for n in nearby), dtype=np.int64, count=len(nearby))
+    pair_target = np.repeat(np.arange(len(targets_xy_mm)), lengths)
+    pair_prediction = np.fromiter((j for n in nearby for j in n), dtype=np.int64, count=int(lengths.sum()))
+    iou = _pair_iou(_boxes(predictions_xy_mm[pair_prediction]), _boxes(targets_xy_mm[pair_target]))
+    enough = iou >= min(AP_IOU_THRESHOLD, 1 - 1e-10)
+    pair_prediction, pair_target, iou = pair_prediction[enough], pair_target[enough], iou[enough]
+    # each prediction's choices, best first: highest IoU, then the later ground truth
+    order = np.lexsort((-pair_target, -iou, pair_prediction))
+    choices: dict[int, list[int]] = {}
+    for prediction, target in zip(pair_prediction[order].tolist(), pair_target[order].tolist(), strict=True):
+        choices.setdefault(prediction, []).append(target)
+    score_rank = np.empty(len(scores), dtype=np.int64)
+    score_rank[np.argsort(-scores, kind="mergesort")] = np.arange(len(scores))
+    with_choices = np.fromiter(choices, dtype=np.int64, count=len(choices))
     taken = np.zeros(len(targets_xy_mm), dtype=bool)
-    for prediction in np.argsort(-scores, kind="mergesort"):
-        candidates = np.where(taken, -1.0, iou[prediction])
-        best_iou = candidates.max()
-        if best_iou < min(AP_IOU_THRESHOLD, 1 - 1e-10):
-            continue
-        best = len(candidates) - 1 - int(np.argmax(candidates[::-1]))  # last of the maxima
-        taken[best] = True
-        is_tp[prediction] = True
+    for prediction in with_choices[np.argsort(score_rank[with_choices])].tolist():  # by decreasing score
+        for target in choices[prediction]:
+            if not taken[target]:
+                taken[target] = True
+                is_tp[prediction] = True
+                break
     return is_tp
 
 
@@ -201,19 +226,66 @@ def average_precision(
     .. [2] Lin T.-Y. et al., "Microsoft COCO: Common Objects in Context", European Conference on Computer Vision
            (ECCV), 2014.
     """
+    return precision_recall(
+        [
+            match_image(targets, predictions, image_scores)
+            for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True)
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ImageMatches:
+    """What the metrics of several images need from one image, computed once per image.
+
+    `ap_scores` / `ap_is_tp`: the image's points ranked for AP (float32 scores as the platform holds them, decreasing,
+    stable) and whether COCO matching made each a true positive; `sweep`: the greedy-matching counts of all its points
+    at every probability threshold (FROC); `n_targets`: its ground-truth points. An evaluation computes this once per
+    image and aggregates per image, per tumour type, per ROI type and overall from it, instead of re-matching a large
+    image for every group it belongs to.
+    """
+
+    ap_scores: np.ndarray
+    ap_is_tp: np.ndarray
+    sweep: ThresholdSweep
+    n_targets: int
+
+
+def match_image(targets_xy_mm: np.ndarray, predictions_xy_mm: np.ndarray, scores: np.ndarray) -> ImageMatches:
+    """One image's COCO matches (AP) and greedy counts at every threshold (FROC), every point of both names.
+
+    Parameters
+    ----------
+    targets_xy_mm : (N, 2) array_like of float
+        Ground-truth points, in mm, (x, y).
+    predictions_xy_mm : (M, 2) array_like of float
+        Predicted points, in mm, (x, y).
+    scores : (M,) array_like of float
+        Probability of each prediction.
+
+    Returns
+    -------
+    matches : ImageMatches
+        Input of `precision_recall` and `froc_of_images`.
+    """
+    targets_xy_mm = np.asarray(targets_xy_mm, dtype=np.float64).reshape(-1, 2)
+    predictions_xy_mm = np.asarray(predictions_xy_mm, dtype=np.float64).reshape(-1, 2)
+    image_scores = _platform_scores(scores)
+    order = np.argsort(-image_scores, kind="mergesort")
+    is_tp = _match_by_score(targets_xy_mm, predictions_xy_mm, image_scores)[order]
+    sweep = sweep_thresholds(targets_xy_mm, predictions_xy_mm, scores, MATCH_RADIUS_MM)
+    return ImageMatches(image_scores[order], is_tp, sweep, len(targets_xy_mm))
+
+
+def precision_recall(images: Sequence[ImageMatches]) -> PrecisionRecall:
+    """AP and its curve over several images from their `match_image` results (see `average_precision`)."""
     recall_thresholds = np.linspace(0.0, 1.0, 101)
-    all_scores, all_tp = [], []
-    for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True):
-        image_scores = _platform_scores(image_scores)
-        order = np.argsort(-image_scores, kind="mergesort")
-        all_scores.append(image_scores[order])
-        all_tp.append(_match_by_score(np.asarray(targets), np.asarray(predictions), image_scores)[order])
-    n_targets = sum(len(np.asarray(targets).reshape(-1, 2)) for targets in targets_xy_mm)
+    n_targets = sum(image.n_targets for image in images)
     if n_targets == 0:
         empty = np.zeros(0)
         return PrecisionRecall(None, empty, empty, recall_thresholds, np.zeros_like(recall_thresholds))
-    merged_scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    merged_tp = np.concatenate(all_tp) if all_tp else np.zeros(0, dtype=bool)
+    merged_scores = np.concatenate([image.ap_scores for image in images]) if images else np.zeros(0)
+    merged_tp = np.concatenate([image.ap_is_tp for image in images]) if images else np.zeros(0, dtype=bool)
     order = np.argsort(-merged_scores, kind="mergesort")
     tp_cumulative = np.cumsum(merged_tp[order]).astype(np.float64)
     fp_cumulative = np.cumsum(~merged_tp[order]).astype(np.float64)
@@ -253,13 +325,13 @@ def froc(
     [2]_. Every point counts, whatever its name. Thresholds: 40 (``FROC_THRESHOLDS``) evenly spaced from the lowest to
     the highest probability of all points (one if they are all equal; equal values from the spacing count once, in first
     position, as the platform keys its results by threshold); at each, points with probability >= threshold are matched
-    per image (greedy, 7.5 um, as `detection_counts`), recall = TP / (TP + FN + 1e-6) over all images and false
-    positives are averaged over images. The (FP per image, recall) pairs are ordered by `np.argsort` of the FP rates,
-    listed by ascending threshold, as the platform orders them: that sort is not stable, and among equal FP rates
-    np.interp uses the last one, so there the result is whatever numpy's sort gives (identical for the same numpy on the
-    same CPU). Recall is then interpolated at 50 (``FROC_SAMPLES``) FP rates evenly spaced in [0, 8]
-    (``FROC_MAX_FP_PER_IMAGE``; 0 left of the data, the last recall right of it) and integrated with the trapezoidal
-    rule.
+    per image (greedy, 7.5 um, as `detection_counts`, all thresholds of an image in one `evaluation.threshold_sweep`),
+    recall = TP / (TP + FN + 1e-6) over all images and false positives are averaged over images. The (FP per image,
+    recall) pairs are ordered by `np.argsort` of the FP rates, listed by ascending threshold, as the platform orders
+    them: that sort is not stable, and among equal FP rates np.interp uses the last one, so there the result is
+    whatever numpy's sort gives (identical for the same numpy on the same CPU). Recall is then interpolated at 50
+    (``FROC_SAMPLES``) FP rates evenly spaced in [0, 8] (``FROC_MAX_FP_PER_IMAGE``; 0 left of the data, the last recall
+    right of it) and integrated with the trapezoidal rule.
 
     Parameters
     ----------
@@ -292,27 +364,41 @@ def froc(
            Medical Image Analysis 84, 2023, 102699. :DOI:`10.1016/j.media.2022.102699`
     """
     scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
-    predictions_xy_mm = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in predictions_xy_mm]
-    nonempty = [s for s in scores if len(s)]
+    if not any(len(s) for s in scores):
+        return None
+    return froc_of_images(
+        [
+            sweep_thresholds(targets, predictions, image_scores, MATCH_RADIUS_MM)
+            for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True)
+        ]
+    )
+
+
+def froc_of_images(sweeps: Sequence[ThresholdSweep | ImageMatches]) -> FrocCurve | None:
+    """The FROC of several images from their threshold sweeps (or `match_image` results); see `froc`."""
+    sweeps = [image.sweep if isinstance(image, ImageMatches) else image for image in sweeps]
+    nonempty = [sweep.thresholds for sweep in sweeps if len(sweep.thresholds)]
     if not nonempty:
         return None
-    every_score = np.concatenate(nonempty)
-    low, high = float(every_score.min()), float(every_score.max())
+    low = float(min(thresholds[0] for thresholds in nonempty))
+    high = float(max(thresholds[-1] for thresholds in nonempty))
     # the platform keys its results by threshold value: equal values from linspace count once, in first position
     thresholds = np.asarray(
         list(dict.fromkeys(np.linspace(low, high, FROC_THRESHOLDS).tolist())) if low != high else [low]
     )
-    recall, fp_per_image = [], []
-    for threshold in thresholds:
-        total, false_positives = Counts(), []
-        for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True):
-            counts = detection_counts(targets, predictions[image_scores >= threshold])
-            total = total + counts
-            false_positives.append(counts.fp)
-        recall.append(total.tp / (total.tp + total.fn + PLATFORM_EPSILON))
-        fp_per_image.append(float(np.mean(false_positives)))
+    # every image's counts at every threshold (what `detection_counts` gives on each kept set)
+    tp = np.zeros((len(sweeps), len(thresholds)), dtype=np.int64)
+    fp = np.zeros_like(tp)
+    for image, sweep in enumerate(sweeps):
+        tp[image], kept = sweep.at(thresholds)
+        fp[image] = kept - tp[image]
+    n_targets = sum(sweep.n_targets for sweep in sweeps)
+    recall = []
+    for total_tp in tp.sum(axis=0).tolist():
+        recall.append(total_tp / (total_tp + (n_targets - total_tp) + PLATFORM_EPSILON))
+    fp_per_image = [float(np.mean(fp[:, index].tolist())) for index in range(len(thresholds))]
     recall_array, fp_array = np.asarray(recall), np.asarray(fp_per_image)
-    order = np.argsort(fp_array)  # default kind on purpose: the platform's tie order, see above
+    order = np.argsort(fp_array)  # default kind on purpose: the platform's tie order, see `froc`
     fp_grid = np.linspace(0.0, FROC_MAX_FP_PER_IMAGE, FROC_SAMPLES)
     recall_on_grid = np.interp(fp_grid, fp_array[order], recall_array[order], left=0.0, right=recall_array[order][-1])
     score = float(np.trapezoid(recall_on_grid, fp_grid))
@@ -370,10 +456,10 @@ def f1_by_threshold(
     """Compute micro counts if only mitotic-figure points with probability >= t were kept, for every distinct t.
 
     This is what choosing the F1 threshold needs (`best_threshold`): the challenge's F1 [1]_ counts only the points
-    named "mitotic figure", so the caller passes those. Greedy matching is not monotone in the kept set, so each image
-    is re-matched at each of its own probabilities; an image's counts only change there, so the union of thresholds
-    is covered by looking up each image's last change (cost: sum over images of points squared, not images x
-    thresholds).
+    named "mitotic figure", so the caller passes those. Greedy matching is not monotone in the kept set: each image's
+    counts at each of its own probabilities come from one sweep (`evaluation.threshold_sweep`, equal to re-matching
+    each kept set, without its cost of points squared per image); an image's counts only change there, so the union
+    of thresholds is covered by looking up each image's last change.
 
     Parameters
     ----------
@@ -407,14 +493,9 @@ def f1_by_threshold(
     thresholds = np.unique(np.concatenate(nonempty)) if nonempty else np.zeros(0)
     totals = np.zeros((len(thresholds), 3), dtype=np.int64)
     for targets, predictions, image_scores in zip(targets_xy_mm, predictions_xy_mm, scores, strict=True):
-        image_scores = np.asarray(image_scores, dtype=np.float64)
-        own = np.unique(image_scores)
-        own_counts = []
-        for threshold in own:
-            counts = detection_counts(targets, np.asarray(predictions).reshape(-1, 2)[image_scores >= threshold])
-            own_counts.append((counts.tp, counts.fp, counts.fn))
-        own_counts.append((0, 0, len(targets)))  # above the image's highest probability: nothing kept
-        totals += np.asarray(own_counts, dtype=np.int64)[np.searchsorted(own, thresholds, side="left")]
+        sweep = sweep_thresholds(targets, predictions, image_scores, MATCH_RADIUS_MM)
+        tp, kept = sweep.at(thresholds)  # above the image's highest probability: nothing kept, no match
+        totals += np.stack([tp, kept - tp, sweep.n_targets - tp], axis=1)
     return thresholds, [Counts(*map(int, row)) for row in totals]
 
 

@@ -171,6 +171,127 @@ def test_f1_by_threshold_equals_direct_evaluation():
     assert best["f1"] == max(c.f1 for c in counts if c.f1 is not None)
 
 
+def crowded_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets and predictions in a field a few radii wide: long greedy chains, coincident targets, duplicate
+    predictions, points at exactly the radius, and score ties (rounded to 0-2 decimals). Half the cases put every
+    point on a grid of 2^-10 mm and mirror targets across the diagonal, on which a third of the predictions lie: a
+    target and its mirror image are then exactly as far from such a prediction (and overlap it exactly as much, x and
+    y swapped), so the tie rules decide."""
+    radius = metrics.MATCH_RADIUS_MM
+    span = float(rng.choice([0.02, 0.05, 0.2]))
+    gt = rng.uniform(0, span, size=(int(rng.integers(0, 15)), 2))
+    pred = rng.uniform(0, span, size=(int(rng.integers(0, 30)), 2))
+    if rng.random() < 0.5:
+        gt, pred = np.round(gt * 1024) / 1024, np.round(pred * 1024) / 1024
+        gt = rng.permutation(np.concatenate([gt, gt[:, ::-1]]))[: max(len(gt), 1)] if len(gt) else gt
+        pred[: len(pred) // 3, 1] = pred[: len(pred) // 3, 0]
+    if len(gt) and len(pred):
+        k = min(len(gt), len(pred))
+        pred[:k] = gt[:k] + rng.choice([[radius, 0.0], [0.0, radius], [0.0, 0.0], [-radius, 0.0]], size=k)
+    if len(pred) > 2:
+        pred[-2:] = pred[:2]
+    if len(gt) > 2:
+        gt[-1] = gt[0]
+    return gt, pred, np.round(rng.random(len(pred)), int(rng.integers(0, 3)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_threshold_sweep_equals_greedy_matching_of_every_kept_set(seed):
+    """The one-pass sweep (F1 by threshold, FROC) against the brute force it replaced: `greedy_match` re-run on the
+    points kept at each threshold."""
+    from evaluation.threshold_sweep import sweep_thresholds
+    from model.matching import greedy_match
+
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        gt, pred, scores = crowded_image(rng)
+        sweep = sweep_thresholds(gt, pred, scores, metrics.MATCH_RADIUS_MM)
+        assert sweep.thresholds.tolist() == np.unique(scores).tolist() and sweep.n_targets == len(gt)
+        for threshold, tp, kept in zip(sweep.thresholds, sweep.tp, sweep.kept, strict=True):
+            keep = scores >= threshold
+            assert (tp, kept) == (len(greedy_match(gt, pred[keep], metrics.MATCH_RADIUS_MM)), keep.sum())
+        above = sweep.at(np.array([2.0]))
+        assert above[0].tolist() == [0] and above[1].tolist() == [0]
+
+
+def dense_coco_matches(targets: np.ndarray, predictions: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The full predictions x ground-truth IoU matrix, as the AP matching did before it looked only at nearby pairs."""
+    is_tp = np.zeros(len(scores), dtype=bool)
+    if len(targets) == 0 or len(scores) == 0:
+        return is_tp
+    a, b = metrics._boxes(predictions), metrics._boxes(targets)
+    width = np.minimum(a[:, None, 2] + a[:, None, 0], b[None, :, 2] + b[None, :, 0])
+    width = width - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3] + a[:, None, 1], b[None, :, 3] + b[None, :, 1])
+    height = height - np.maximum(a[:, None, 1], b[None, :, 1])
+    overlapping = (width > 0) & (height > 0)
+    intersection = np.where(overlapping, width * height, 0.0)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - intersection
+    iou = np.where(overlapping, intersection / np.where(overlapping, union, 1.0), 0.0)
+    taken = np.zeros(len(targets), dtype=bool)
+    for prediction in np.argsort(-scores, kind="mergesort"):
+        candidates = np.where(taken, -1.0, iou[prediction])
+        if candidates.max() < min(0.5, 1 - 1e-10):
+            continue
+        best = len(candidates) - 1 - int(np.argmax(candidates[::-1]))  # last of the maxima
+        taken[best] = True
+        is_tp[prediction] = True
+    return is_tp
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ap_matching_of_nearby_pairs_equals_the_full_matrix(seed):
+    """Equal IoU (coincident targets), IoU 0.5 at exactly the radius, score ties: the same true positives."""
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        gt, pred, scores = crowded_image(rng)
+        scores = metrics._platform_scores(scores)
+        expected = dense_coco_matches(gt, pred, scores)
+        assert metrics._match_by_score(gt, pred, scores).tolist() == expected.tolist()
+    # equal IoU (the targets mirror each other across the diagonal the first prediction is on): the later target is
+    # taken, so the second prediction, which overlaps only that one enough, is a false positive
+    gt = np.array([[0.096, 0.1], [0.1, 0.096]])
+    pred, scores = np.array([[0.1, 0.1], [0.1, 0.092]]), np.array([0.9, 0.8])
+    assert dense_coco_matches(gt, pred, scores).tolist() == [True, False]
+    assert metrics._match_by_score(gt, pred, scores).tolist() == [True, False]
+
+
+def test_300k_points_in_one_image_are_evaluated(tmp_path):
+    """A scalability check, not a timing: 30,000 points in one file took 170 s when every threshold re-matched the
+    image and 300,000 did not finish. Half the points crowd around the 1,000 mitoses; the alarm turns a return of the
+    quadratic cost into a failure instead of a hang."""
+    import signal
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 1.7, size=(1000, 2))
+    near = gt[rng.integers(0, len(gt), 150_000)] + rng.normal(0, 0.004, size=(150_000, 2))
+    pred = np.concatenate([rng.uniform(0, 1.7, size=(150_000, 2)), near])
+    probability = np.round(rng.random(len(pred)), 3)
+    is_mitosis = rng.random(len(pred)) < 0.5
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    write_prediction(predictions / "001.json", pred, probability, is_mitosis)
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps({"001.tiff": [[float(x), float(y), 0] for x, y in gt]}))
+
+    def too_slow(signum, frame):
+        raise TimeoutError("300,000 points in one image: not finished in 120 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(120)
+    try:
+        result = ev.evaluate(predictions, gt_path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    expected = metrics.detection_counts(gt, pred[is_mitosis])
+    assert [result.aggregates[k] for k in ("tp", "fp", "fn")] == [expected.tp, expected.fp, expected.fn]
+    kept = is_mitosis & (probability >= result.best_threshold["threshold"])
+    best = metrics.detection_counts(gt, pred[kept])
+    assert [result.best_threshold[k] for k in ("tp", "fp", "fn")] == [best.tp, best.fp, best.fn]
+    assert 0 < result.aggregates["ap"] < 1 and result.aggregates["froc"] is not None
+
+
 def midog_json(images, annotations, tumour_types=None):
     entries = []
     for index, name in enumerate(images):
