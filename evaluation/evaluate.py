@@ -25,7 +25,13 @@ Usage: `python -m evaluation.evaluate --predictions DIR --ground-truth GT [--rep
 
 With 2025 ground truth the 2025 input rules apply: a point without a name, or with a coordinate below -7.5 um, is an
 error as well. Bad input fails with a one-line message and exit code 1 rather than a traceback or, worse, a plausible
-wrong score: pixel coordinates where mm are expected would otherwise give F1 = 0 without complaint.
+wrong score: pixel coordinates where mm are expected would otherwise give F1 = 0 without complaint. So do a ground
+truth without any mitosis, images whose names collide (`001.tiff` and `001.tif`), predictions that belong to no image,
+a `--spacing-um` that is not a microscope's, and a `--report` that cannot be written or would replace an input
+(checked before the work). The report is written whole or not at all (`evaluation.report`).
+
+Modules: `evaluation.inputs` reads and checks what is evaluated, `evaluation.metrics` (with
+`evaluation.threshold_sweep`) computes, `evaluation.report` writes the report folder; this one is the command.
 """
 
 from __future__ import annotations
@@ -43,15 +49,17 @@ from evaluation.inputs import (
     GROUND_TRUTH_CONTAINER_2022,
     GROUND_TRUTH_CONTAINER_2025,
     LAYOUT_FOLDER,
+    PLATFORM_JOBS_FILE,
     ROI_TYPES,
     EvaluationInputError,
     ImagePredictions,
+    check_scorable,
+    check_spacing_um,
     find_prediction_files,
     load_ground_truth,
     read_predictions,
 )
 from evaluation.metrics import (
-    FROC_MAX_FP_PER_IMAGE,
     Counts,
     FrocCurve,
     PrecisionRecall,
@@ -63,7 +71,7 @@ from evaluation.metrics import (
     platform_group_metrics,
     precision_recall,
 )
-from model.output import write_json_atomically
+from evaluation.report import ReportError, check_report_destination, format_value, write_report
 
 
 @dataclass
@@ -120,6 +128,7 @@ def evaluate(
     """
     files = find_prediction_files(predictions_dir)
     truth = load_ground_truth(ground_truth_path, spacing_um, images_dir)
+    check_scorable(truth, files, ground_truth_path, predictions_dir)
     ground_truth = truth.images
     stems = [stem for stem in files.paths if stem in ground_truth]
     stems += sorted(stem for stem in ground_truth if stem not in files.paths)
@@ -210,15 +219,11 @@ def _leaderboard(aggregates: dict, per_tumour_type: dict, per_roi_type: dict | N
 # ---------------------------------------------------------------------------------------------------------- output
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _row(label: str, metrics: dict, width: int) -> str:
     return (
         f"{label:<{width}} {metrics['tp']:>6} {metrics['fp']:>6} {metrics['fn']:>6} "
-        f"{_fmt(metrics['precision']):>9} {_fmt(metrics['recall']):>9} "
-        f"{_fmt(metrics['f1']):>9} {_fmt(metrics['ap']):>9} {_fmt(metrics.get('froc')):>9}"
+        f"{format_value(metrics['precision']):>9} {format_value(metrics['recall']):>9} "
+        f"{format_value(metrics['f1']):>9} {format_value(metrics['ap']):>9} {format_value(metrics.get('froc')):>9}"
     )
 
 
@@ -251,63 +256,10 @@ def format_tables(evaluation: Evaluation) -> str:
     if best is not None:
         lines.append(
             f"best probability threshold on 'mitotic figure' points: {best['threshold']:.6g} "
-            f"(F1 {_fmt(best['f1'])}, precision {_fmt(best['precision'])}, recall {_fmt(best['recall'])})"
+            f"(F1 {format_value(best['f1'])}, precision {format_value(best['precision'])}, "
+            f"recall {format_value(best['recall'])})"
         )
     return "\n".join(lines)
-
-
-def write_report(evaluation: Evaluation, report_dir: Path) -> list[Path]:
-    """metrics.json (atomic), the precision-recall curve, F1 against the probability threshold and the FROC curve."""
-    from matplotlib.figure import Figure  # object API: no pyplot state, no global backend switch
-
-    def new_axes(width_in: float, height_in: float):
-        figure = Figure(figsize=(width_in, height_in))
-        return figure, figure.subplots()
-
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = report_dir / "metrics.json"
-    write_json_atomically(evaluation.to_json(), metrics_path)
-
-    curve = evaluation.curve
-    figure, axes = new_axes(5, 5)
-    axes.plot(curve.recall, curve.precision, lw=1, alpha=0.6, label="raw")
-    axes.plot(curve.recall_thresholds, curve.interpolated_precision, lw=1.5, label="101-point interpolated")
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    axes.set_title(f"AP@0.5 = {_fmt(curve.ap)} (all points)")
-    axes.legend(loc="lower left")
-    pr_path = report_dir / "precision_recall.png"
-    figure.savefig(pr_path, dpi=100, bbox_inches="tight")
-
-    figure, axes = new_axes(6, 4)
-    # keep-if-p>=t: the counts at threshold t_i hold on (t_(i-1), t_i], hence "steps-pre"
-    for metric in ("f1", "precision", "recall"):
-        values = [getattr(c, metric) for c in evaluation.threshold_counts]
-        values = [np.nan if value is None else value for value in values]
-        axes.plot(evaluation.thresholds, values, drawstyle="steps-pre", lw=1.5 if metric == "f1" else 1, label=metric)
-    best = evaluation.best_threshold
-    if best is not None:
-        axes.axvline(best["threshold"], color="grey", ls="--", lw=1)
-        axes.set_title(f"best threshold {best['threshold']:.4g}: F1 {_fmt(best['f1'])}")
-    axes.set(xlabel="probability threshold ('mitotic figure' points kept if >=)", ylabel="score", xlim=(0, 1))
-    axes.legend(loc="lower left")
-    f1_path = report_dir / "f1_threshold.png"
-    figure.savefig(f1_path, dpi=100, bbox_inches="tight")
-    paths = [metrics_path, pr_path, f1_path]
-
-    froc_curve = evaluation.froc_curve
-    if froc_curve is not None:  # no point at all: the platform's FROC is NaN, there is no curve to draw
-        figure, axes = new_axes(6, 4)
-        order = np.argsort(froc_curve.fp_per_image, kind="stable")
-        axes.plot(froc_curve.fp_per_image[order], froc_curve.recall[order], "o", ms=3, label="thresholds")
-        axes.plot(froc_curve.fp_grid, froc_curve.recall_on_grid, lw=1.5, label="interpolated")
-        axes.set(xlabel="false positives per image", ylabel="recall", xlim=(0, FROC_MAX_FP_PER_IMAGE), ylim=(0, 1.02))
-        axes.set_title(f"FROC score {froc_curve.score:.4f} (area, 0..{FROC_MAX_FP_PER_IMAGE:g}; all points)")
-        axes.legend(loc="lower right")
-        froc_path = report_dir / "froc.png"
-        figure.savefig(froc_path, dpi=100, bbox_inches="tight")
-        paths.append(froc_path)
-    return paths
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -357,20 +309,32 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command: tables on stdout, the report if asked; bad input or an unwritable report is one line on stderr
+    starting with "error:" and exit code 1, found before the work where it can be (like process.py)."""
     args = get_args_parser().parse_args(argv)
-    if not args.spacing_um > 0:
-        print(f"error: --spacing-um must be positive, got {args.spacing_um}", file=sys.stderr)
-        return 1
     try:
+        check_spacing_um(args.spacing_um)
+        if args.report is not None:
+            files = find_prediction_files(args.predictions)
+            inputs = [args.ground_truth, *files.paths.values(), Path(args.predictions) / PLATFORM_JOBS_FILE]
+            check_report_destination(args.report, args.predictions, inputs)
         evaluation = evaluate(args.predictions, args.ground_truth, args.spacing_um, args.images)
-    except EvaluationInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (EvaluationInputError, ReportError) as error:
+        return _fail(error)
     print(format_tables(evaluation))
     if args.report is not None:
-        paths = write_report(evaluation, args.report)
+        try:
+            paths = write_report(evaluation, args.report)
+        except ReportError as error:
+            return _fail(error)
         print("report: " + ", ".join(str(path) for path in paths))
     return 0
+
+
+def _fail(error: Exception | str) -> int:
+    """One line on stderr, whatever the message holds (a file name may contain a newline)."""
+    print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 
 from evaluation.metrics import MATCH_RADIUS_MM
 from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
-from model.spacing import DEFAULT_SPACING_MM
+from model.spacing import DEFAULT_SPACING_MM, USABLE_SPACING_MM, describe_um
 
 MAX_COORDINATE_MM: float = 10.0
 """A MIDOG region is ~1.7 mm wide: any coordinate above 10 means pixels were written where mm are expected."""
@@ -115,16 +115,51 @@ def _check_mm(xy: Sequence[float], where: str) -> None:
         raise EvaluationInputError(f"{where}: {problem}")
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object naming the same key twice (Python's json keeps the last one silently)."""
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _DuplicateKey(f"the key {excerpt(duplicate)} appears twice in one object")
+    return result
+
+
+def read_json(path: Path, label: str, unique_keys: bool = False) -> object:
+    """Parse a JSON file; anything that stops it is one `EvaluationInputError` naming `label` and the problem.
+
+    Besides syntax errors and unreadable files, Python's json raises RecursionError on nesting deeper than the
+    interpreter's recursion limit and ValueError on a number of more than 4300 digits: input problems, not crashes.
+    `unique_keys` refuses an object that names a key twice (json keeps the last one without a word), which in a
+    ground-truth file would drop an image or its points.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise EvaluationInputError(f"{label}: not readable ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise EvaluationInputError(f"{label}: not readable JSON (not UTF-8 text: {error.reason})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_duplicate_keys if unique_keys else None)
+    except RecursionError:
+        raise EvaluationInputError(f"{label}: not readable JSON (nested deeper than Python can parse)") from None
+    except _DuplicateKey as error:
+        raise EvaluationInputError(f"{label}: {error}") from None
+    except ValueError as error:  # JSONDecodeError, or a number with more digits than int() accepts
+        reason = str(error).split(";")[0]  # drop the int-conversion hint about sys.set_int_max_str_digits
+        raise EvaluationInputError(f"{label}: not readable JSON ({reason})") from None
+
+
 def read_predictions(path: Path, rules_2025: bool = False) -> ImagePredictions:
     """Read and validate one "Multiple points" file; every schema violation names the file and the problem.
 
     `rules_2025` adds what the MIDOG 2025 evaluation rejects and 2022 accepted: a point without a name (2022 counted
     it as a mitotic figure) and x or y below -7.5 um.
     """
-    try:
-        document = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EvaluationInputError(f"{path}: not readable JSON ({error})") from None
+    document = read_json(path, str(path))
     if not isinstance(document, dict):
         raise EvaluationInputError(f"{path}: expected a JSON object, found {type(document).__name__}")
     extra = sorted(set(document) - _ALLOWED_DOCUMENT_KEYS)
@@ -280,10 +315,7 @@ def find_prediction_files(folder: Path) -> PredictionFiles:
     jobs_path = folder / PLATFORM_JOBS_FILE
     jobs = None
     if jobs_path.is_file():
-        try:
-            jobs = json.loads(jobs_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise EvaluationInputError(f"{jobs_path}: not readable JSON ({error})") from None
+        jobs = read_json(jobs_path, str(jobs_path))
     if not isinstance(jobs, list):
         return PredictionFiles(LAYOUT_FOLDER, {path.stem: path for path in sorted(folder.glob("*.json"))})
     paths: dict[str, Path] = {}
@@ -304,9 +336,11 @@ def find_prediction_files(folder: Path) -> PredictionFiles:
 
 
 def first_integer(file_name: str) -> int | None:
-    """The image id as the MIDOG validators define it: the first integer in the file name."""
+    """The image id as the MIDOG validators define it: the first integer in the file name (None if there is none, or
+    if it has more digits than any id: int() refuses more than 4300 of them)."""
     match = re.search(r"\d+", file_name)
-    return int(match.group()) if match else None
+    digits = (match.group().lstrip("0") or "0") if match else ""
+    return int(digits) if 0 < len(digits) <= 18 else None
 
 
 def tumour_type_of(file_name: str) -> str:
@@ -327,35 +361,71 @@ def _read_points_mm(points: object, where: str) -> np.ndarray:
         raise EvaluationInputError(f"{where} must map to a list of [x_mm, y_mm, 0] points")
     for point in points:
         if not (isinstance(point, list) and len(point) in (2, 3) and all(is_finite_number(v) for v in point)):
-            raise EvaluationInputError(f"{where}: ground-truth point must be [x_mm, y_mm, 0], found {point!r}")
+            raise EvaluationInputError(f"{where}: ground-truth point must be [x_mm, y_mm, 0], found {excerpt(point)}")
         _check_mm(point, where)
     return np.asarray([point[:2] for point in points], dtype=np.float64).reshape(-1, 2)
 
 
+def _add_image(images: dict[str, GroundTruthImage], image: GroundTruthImage, path: Path) -> None:
+    """Key an image by its name stem, refusing a second image of the same stem.
+
+    Predictions are matched to ground truth by stem (`<stem>.json`, or the stem of the platform job's image name), so
+    `001.tiff` and `001.tif`, or `a/001.tiff` and `b/001.tiff`, would both claim the same prediction file; keeping
+    one of them, as a dict would, silently drops the other image and its mitoses.
+    """
+    stem = _stem(image.file_name)
+    if stem in images:
+        raise EvaluationInputError(
+            f"ground truth {path}: images {excerpt(images[stem].file_name)} and {excerpt(image.file_name)} have the "
+            f"same name stem {excerpt(stem)}: a prediction file {stem}.json would belong to both"
+        )
+    images[stem] = image
+
+
 def _read_container_ground_truth(payload: dict, path: Path) -> dict[str, GroundTruthImage]:
-    images = {}
+    images: dict[str, GroundTruthImage] = {}
     for file_name, points in payload.items():
-        xy_mm = _read_points_mm(points, f"{path}: {file_name!r}")
-        images[_stem(file_name)] = GroundTruthImage(file_name, xy_mm, tumour_type_of(file_name))
+        xy_mm = _read_points_mm(points, f"{path}: {excerpt(file_name)}")
+        _add_image(images, GroundTruthImage(file_name, xy_mm, tumour_type_of(file_name)), path)
     return images
 
 
 def _read_2025_ground_truth(payload: dict, path: Path) -> dict[str, GroundTruthImage]:
     """MIDOG 2025 container file: points under "annotations", plus the image's "tumor domain" and "roi type"."""
-    images = {}
+    images: dict[str, GroundTruthImage] = {}
     for file_name, entry in payload.items():
-        where = f"{path}: {file_name!r}"
+        where = f"{path}: {excerpt(file_name)}"
         if "annotations" not in entry:
             raise EvaluationInputError(f"{where}: no 'annotations' (MIDOG 2025 ground truth)")
         xy_mm = _read_points_mm(entry["annotations"], where)
         domain = entry.get("tumor domain")
         if not (isinstance(domain, int | str) and not isinstance(domain, bool)):
-            raise EvaluationInputError(f"{where}: 'tumor domain' must be an integer or a string, found {domain!r}")
+            raise EvaluationInputError(
+                f"{where}: 'tumor domain' must be an integer or a string, found {excerpt(domain)}"
+            )
         roi_type = entry.get("roi type")
         if roi_type not in ROI_TYPES:
-            raise EvaluationInputError(f"{where}: 'roi type' must be one of {list(ROI_TYPES)}, found {roi_type!r}")
-        images[_stem(file_name)] = GroundTruthImage(file_name, xy_mm, str(domain), roi_type)
+            raise EvaluationInputError(
+                f"{where}: 'roi type' must be one of {list(ROI_TYPES)}, found {excerpt(roi_type)}"
+            )
+        _add_image(images, GroundTruthImage(file_name, xy_mm, str(domain), roi_type), path)
     return images
+
+
+def check_spacing_um(spacing_um: float) -> None:
+    """Refuse a `--spacing-um` that is not a microscope's pixel size.
+
+    It converts MIDOG JSON pixel boxes to mm, so a wrong value moves every ground-truth point: 0 or a negative value
+    folds them onto the origin, infinity or NaN makes them undefined, and 1e9 puts them kilometres away, each a
+    plausible score of 0 rather than an error. Accepted: the resolutions the detector itself accepts
+    (`model.spacing.USABLE_SPACING_MM`, 0.1-2 um/px), which hold every scanner of the MIDOG datasets (0.23-0.25).
+    """
+    low_um, high_um = (value * 1000.0 for value in USABLE_SPACING_MM)
+    if not (isinstance(spacing_um, int | float) and math.isfinite(spacing_um) and low_um <= spacing_um <= high_um):
+        raise EvaluationInputError(
+            f"--spacing-um must be a microscope's pixel size, {low_um:g}-{high_um:g} um/px (MIDOG scanners: about "
+            f"{DEFAULT_SPACING_UM:g}), got {spacing_um}"
+        )
 
 
 def _spacing_mm_for(file_name: str, spacing_um: float, images_dir: Path | None) -> tuple[float, float]:
@@ -375,24 +445,39 @@ def _spacing_mm_for(file_name: str, spacing_um: float, images_dir: Path | None) 
 def _read_midog_ground_truth(
     payload: dict, path: Path, spacing_um: float, images_dir: Path | None
 ) -> tuple[dict[str, GroundTruthImage], list[str]]:
-    """MIDOG annotation JSON -> per-image mitotic-figure centres in mm; also the skipped unlabelled images."""
-    images, skipped = {}, []
+    """MIDOG annotation JSON -> per-image mitotic-figure centres in mm; also the skipped unlabelled images.
+
+    Image ids must be unique (a repeated id would hand one image's annotations to the other and drop the first), and
+    integers or strings (anything else cannot be looked up, or `true` would equal 1).
+    """
+    images: dict[str, GroundTruthImage] = {}
+    skipped: list[str] = []
     if not isinstance(payload["images"], list) or not isinstance(payload["annotations"], list):
         raise EvaluationInputError(f"{path}: 'images' and 'annotations' must be lists")
-    by_id: dict[object, tuple[dict, list]] = {}
+    by_id: dict[int | str, tuple[dict, list]] = {}
     for image in payload["images"]:
-        if not (isinstance(image, dict) and isinstance(image.get("file_name"), str) and "id" in image):
-            raise EvaluationInputError(f"{path}: every image needs 'file_name' and 'id', found {image!r}")
+        if not (isinstance(image, dict) and isinstance(image.get("file_name"), str) and _is_id(image.get("id"))):
+            raise EvaluationInputError(
+                f"{path}: every image needs a 'file_name' and an integer or string 'id', found {excerpt(image)}"
+            )
+        if image["id"] in by_id:
+            raise EvaluationInputError(
+                f"{path}: images {excerpt(by_id[image['id']][0]['file_name'])} and {excerpt(image['file_name'])} "
+                f"have the same id {excerpt(image['id'])}"
+            )
         by_id[image["id"]] = (image, [])
     for annotation in payload["annotations"]:
-        if not isinstance(annotation, dict) or annotation.get("image_id") not in by_id:
-            raise EvaluationInputError(f"{path}: annotation without a known 'image_id': {annotation!r}")
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if not (_is_id(image_id) and image_id in by_id):
+            raise EvaluationInputError(f"{path}: annotation without a known 'image_id': {excerpt(annotation)}")
         if annotation.get("category_id") != MIDOG_MITOTIC_CATEGORY_ID:
             continue  # imposters (category 2) are not ground truth for the challenge
         bbox = annotation.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
-            raise EvaluationInputError(f"{path}: annotation bbox must be [x1, y1, x2, y2] pixels, found {bbox!r}")
-        by_id[annotation["image_id"]][1].append(((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0))
+            raise EvaluationInputError(
+                f"{path}: annotation bbox must be [x1, y1, x2, y2] pixels, found {excerpt(bbox)}"
+            )
+        by_id[image_id][1].append(((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0))
     for image, centres_px in by_id.values():
         file_name = image["file_name"]
         has_tumour_type = "tumor_type" in image
@@ -403,9 +488,20 @@ def _read_midog_ground_truth(
             continue
         spacing_mm = _spacing_mm_for(file_name, spacing_um, images_dir)
         xy_mm = np.asarray(centres_px, dtype=np.float64).reshape(-1, 2) * np.asarray(spacing_mm[:2])
+        for xy in xy_mm.tolist():  # pixel boxes times the spacing: a wrong spacing shows here
+            problem = _mm_problem(xy)
+            if problem is not None:
+                raise EvaluationInputError(
+                    f"{path}: {excerpt(file_name)} at {describe_um(spacing_mm)}: {problem}; check --spacing-um or the "
+                    "image's resolution tags"
+                )
         tumour_type = str(image["tumor_type"]) if has_tumour_type else tumour_type_of(file_name)
-        images[_stem(file_name)] = GroundTruthImage(file_name, xy_mm, tumour_type)
+        _add_image(images, GroundTruthImage(file_name, xy_mm, tumour_type), path)
     return images, skipped
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 @dataclass
@@ -427,10 +523,8 @@ def load_ground_truth(
 ) -> GroundTruth:
     """Any of the three ground-truth formats, detected from its structure."""
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EvaluationInputError(f"ground truth {path}: not readable JSON ({error})") from None
+    check_spacing_um(spacing_um)
+    payload = read_json(path, f"ground truth {path}", unique_keys=True)
     if isinstance(payload, dict) and "images" in payload and "annotations" in payload:
         images, skipped = _read_midog_ground_truth(payload, path, spacing_um, images_dir)
         return GroundTruth(images, skipped, GROUND_TRUTH_MIDOG_JSON)
@@ -451,3 +545,37 @@ def read_ground_truth(
     """Any ground-truth format, detected from its structure; returns images by stem and skipped unlabelled files."""
     ground_truth = load_ground_truth(path, spacing_um, images_dir)
     return ground_truth.images, ground_truth.skipped_unlabelled
+
+
+def check_scorable(truth: GroundTruth, files: PredictionFiles, ground_truth_path: Path, predictions_dir: Path) -> None:
+    """Refuse an evaluation whose numbers would only look like a score.
+
+    - No ground-truth image (an empty file, or only the unlabelled MIDOG 2022 images): nothing to evaluate.
+    - No mitotic figure in any image. A single image without one is legitimate and scored (MIDOG 2025's "random"
+      regions can be empty; F1 is summed over images), but the challenges' test sets always hold mitoses: with none
+      at all recall is 0/0, AP is torchmetrics' "no ground truth" value (-1) and the FROC recall is 0 at every
+      threshold, so F1 would count false positives only and a wrong file (mitoses under another category id, the
+      imposters' file, the wrong split) would read as an algorithm that finds nothing.
+    - No prediction file, or none that belongs to a ground-truth image (files named after other images, a different
+      naming scheme): every image would count as "no detections", F1 0 with exit code 0.
+    """
+    where = f"ground truth {ground_truth_path}"
+    if not truth.images:
+        skipped = f" ({len(truth.skipped_unlabelled)} unlabelled images skipped)" if truth.skipped_unlabelled else ""
+        raise EvaluationInputError(f"{where}: no image to evaluate{skipped}")
+    if not any(len(image.xy_mm) for image in truth.images.values()):
+        raise EvaluationInputError(
+            f"{where}: no mitotic figure in any of its {len(truth.images)} images: recall and AP are undefined "
+            f"(MIDOG JSON: mitoses are category_id {MIDOG_MITOTIC_CATEGORY_ID})"
+        )
+    if not files.paths:
+        raise EvaluationInputError(
+            f"--predictions {predictions_dir}: no prediction file (<image stem>.json per image, or the platform's "
+            f"{PLATFORM_JOBS_FILE})"
+        )
+    if not any(stem in truth.images for stem in files.paths):
+        raise EvaluationInputError(
+            f"--predictions {predictions_dir}: none of its {len(files.paths)} prediction files belongs to a "
+            f"ground-truth image (predictions: {excerpt(sorted(files.paths)[:5])}; ground truth: "
+            f"{excerpt(sorted(truth.images)[:5])})"
+        )
