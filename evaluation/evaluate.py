@@ -72,6 +72,7 @@ from evaluation.metrics import (
     precision_recall,
 )
 from evaluation.report import ReportError, check_report_destination, format_value, write_report
+from model.spacing import USABLE_SPACING_MM
 
 
 @dataclass
@@ -289,14 +290,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--report",
         type=Path,
         default=None,
-        help="folder for metrics.json, precision_recall.png, f1_threshold.png and froc.png (default: none, terminal "
-        "only)",
+        help="folder for metrics.json, precision_recall.png, f1_threshold.png and froc.png, replaced together once "
+        "all are written (default: none, terminal only)",
     )
     parser.add_argument(
         "--spacing-um",
         type=float,
         default=DEFAULT_SPACING_UM,
-        help="pixel spacing in um/px to convert MIDOG JSON pixel boxes to mm (default: %(default)s)",
+        help="pixel spacing in um/px to convert MIDOG JSON pixel boxes to mm, "
+        f"{USABLE_SPACING_MM[0] * 1000:g}-{USABLE_SPACING_MM[1] * 1000:g} (default: %(default)s)",
     )
     parser.add_argument(
         "--images",

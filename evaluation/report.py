@@ -5,7 +5,9 @@ before it starts (`check_report_destination`): the folder can be created and wri
 folder, and no report file would land on the ground truth or a prediction file. Writing then goes in two steps: every
 file is first written to a temporary file in the report folder, and only when all of them are complete are they renamed
 over the old ones (`os.replace`, atomic per file). A full disk, a vanished folder or any other failure while writing
-therefore leaves the previous report as it was and no temporary file behind.
+therefore leaves the previous report as it was and no temporary file behind. (Only a rename failing after others
+succeeded, which a full disk does not cause since renames need no space, could mix old and new files; the message then
+names the files already replaced.)
 """
 
 from __future__ import annotations
@@ -62,10 +64,10 @@ def _folder_write_problem(folder: Path) -> str | None:
         return None if os.access(existing, os.W_OK | os.X_OK) else f"folder {existing} is not writable"
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        os.close(handle)
+        os.unlink(probe)
     except OSError as error:
         return f"folder {folder} is not writable ({error.strerror or error})"
-    os.close(handle)
-    os.unlink(probe)
     return None
 
 
