@@ -78,13 +78,39 @@ def test_no_matplotlib_global_state():
                 assert not any("pyplot" in name for name in names), f"{path.name} imports pyplot"
 
 
+README_MAX_LINES = 200
+
+
+def documentation_pages() -> list[Path]:
+    """The README, the model card and the pages under docs/."""
+    return [REPO / "README.md", REPO / "model" / "weights" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def test_documented_commands_and_files_exist():
-    """Every `python -m X` and every `training/...py` path the README, the model card and the examples name exists,
-    so that moving a module cannot leave the documentation pointing at nothing."""
-    documents = [REPO / "README.md", REPO / "model" / "weights" / "README.md", *(REPO / "examples").glob("*.sh")]
+    """Every `python -m X` and every `training/...py` path the README, the model card, the docs pages and the
+    examples name exists, so that moving a module cannot leave the documentation pointing at nothing."""
+    documents = [*documentation_pages(), *(REPO / "examples").glob("*.sh")]
+    assert len(documents) > 4, "docs/*.md pages not found"
     text = "\n".join(path.read_text() for path in documents)
     modules = set(re.findall(r"python -m ((?:model|training|evaluation|benchmarks)[\w.]*)", text))
     files = set(re.findall(r"\b((?:model|training|evaluation|benchmarks)/[\w/]+\.py)\b", text))
     assert "training.pipeline" in modules and "evaluation.evaluate" in modules
     assert not {name for name in modules if importlib.util.find_spec(name) is None}
     assert not {name for name in files if not (REPO / name).is_file()}
+
+
+def test_readme_is_short():
+    """The README is the way in: what it is, set-up, main commands, results, links. Details live in docs/."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines (at most {README_MAX_LINES})"
+
+
+def test_documentation_links_resolve():
+    """Every relative link and picture in the README, the model card and docs/ names a file that exists."""
+    broken = []
+    for page in documentation_pages():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if path and "://" not in path and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert not broken, broken
