@@ -6,8 +6,9 @@ python process.py --input DIR --output out.json    # local run, no Docker
 python process.py --input DIR --output out.json --overlay out.png
 python process.py --input DIR --output-dir OUT [--overlay-dir PNGS]   # batch: OUT/<stem>.json per image
 
-Everything that can be checked before the models run is (`model.preflight`): a bad option, input or output stops
-with one line on stderr and exit code 1, and no output file.
+One loop for both modes: a single image is a batch of one with a fixed output name. Everything that can be checked
+before the models run is (`model.preflight`): a bad option, input or output stops with one line on stderr and exit
+code 1, and no output file. Outputs are written atomically and never onto an input or onto each other.
 """
 
 from __future__ import annotations
@@ -15,24 +16,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
+import signal
 import sys
 from pathlib import Path
 
 from evalutils import DetectionAlgorithm
-from evalutils.exceptions import ValidationError
-from evalutils.io import ImageLoader
-from evalutils.validators import UniqueImagesValidator, UniquePathIndicesValidator
-from tqdm import tqdm
+from pandas import DataFrame
 
-from model import preflight
+from model import Detector, preflight
 from model.bundle import DEFAULT_BUNDLE_DIR, BundleError
-from model.image_io import SUPPORTED_SUFFIXES, ImageHeader, InputImageError, read_header, read_rgb
-from model.inference import Detector
+from model.image_io import InputImageError, read_rgb
 from model.output import multiple_points, write_json_atomically
 from model.overlay import draw_overlay
 from model.preflight import UsageError
-from model.resample import detect_at_model_spacing
+from model.progress import progress_bar
 from model.spacing import describe_um
 
 DEFAULT_INPUT_DIR = Path("/input/images/histopathology-roi-cropout/")
@@ -41,51 +38,39 @@ SHELL_NAMES = {"sh", "bash", "dash"}
 logger = logging.getLogger("process")
 
 
-class HeaderLoader(ImageLoader):
-    """evalutils loader that validates from the header and hashes (path, size, mtime) instead of all pixels.
-
-    evalutils 0.4.2 reads and hashes every image twice (when listing cases and again per case); the pixels are
-    read once, in `process_case`, instead.
-    """
-
-    def __init__(self):
-        self.headers: dict[str, ImageHeader] = {}
-
-    def load(self, *, fname: Path):
-        header = self.load_image(fname)
-        self.headers[str(fname)] = header
-        return [{"hash": self.hash_image(header), "path": fname}]
-
-    @staticmethod
-    def load_image(fname: Path):
-        return read_header(fname)  # raises InputImageError: a bad image must stop the job, not be skipped
-
-    @staticmethod
-    def hash_image(image) -> int:
-        stat = image.path.stat()
-        return hash((str(image.path), stat.st_size, stat.st_mtime_ns))
+def plural(count: int, word: str) -> str:
+    """'1 mitotic figure', '2 mitotic figures'."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def detect_file(detector: Detector, path: Path, header: ImageHeader | None = None, overlay: Path | None = None) -> dict:
-    """One image file -> the platform's "Multiple points" document (and optionally an overlay PNG)."""
-    image_rgb, header = read_rgb(path, header)
-    logger.info("%s: %dx%d px at %s", path.name, header.width_px, header.height_px, describe_um(header.spacing_mm))
-    detections = detect_at_model_spacing(
-        detector, image_rgb, header.spacing_mm, header.origin_mm, progress=True, source=path.name
-    )
+def detect_file(detector: Detector, job: preflight.Job) -> dict:
+    """One image file -> the platform's "Multiple points" document (and the job's overlay PNG, if any)."""
+    image_rgb, header = read_rgb(job.image, job.header)
+    name = job.image.name
+    logger.info("%s: %dx%d px at %s", name, header.width_px, header.height_px, describe_um(header.spacing_mm))
+    try:
+        detections = detector.detect(image_rgb, header.spacing_mm, header.origin_mm, progress=True, source=name)
+    except ValueError as error:  # a resolution the detector cannot serve (checked from the header beforehand)
+        raise InputImageError(f"{name}: {error}") from None
     logger.info(
-        "%s: %d mitotic figures among %d candidates",
-        path.name,
-        int(detections.is_mitosis.sum()),
-        len(detections.probability),
+        "%s: %s among %s",
+        name,
+        plural(int(detections.is_mitosis.sum()), "mitotic figure"),
+        plural(len(detections.probability), "candidate"),
     )
-    if overlay is not None:
+    if job.overlay is not None:
         try:
             draw_overlay(
-                image_rgb, detections.xy_px, detections.is_mitosis, detections.probability, header.spacing_mm, overlay
+                image_rgb,
+                detections.xy_px,
+                detections.is_mitosis,
+                detections.probability,
+                header.spacing_mm,
+                job.overlay,
+                detector.bundle.candidate_floor,
             )
         except OSError as error:  # checked beforehand (`model.preflight`); a full disk can still stop it
-            raise UsageError(f"cannot write --overlay {overlay}: {error.strerror or error}") from None
+            raise UsageError(f"cannot write --overlay {job.overlay}: {error.strerror or error}") from None
     return multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
 
 
@@ -97,47 +82,45 @@ def write_output(document: dict, path: Path) -> None:
         raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def run_batch(detector: Detector, jobs: list[preflight.Job]) -> int:
-    """Every planned image -> its JSON (and overlay); models loaded once. Bad images are reported, not fatal."""
-    failures = 0
-    for job in tqdm(jobs, desc="images", unit="image"):
-        try:
-            document = detect_file(detector, job.image, overlay=job.overlay)
-        except InputImageError as error:
-            failures += 1
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        write_output(document, job.output)
-    logger.info("%d of %d images written to %s", len(jobs) - failures, len(jobs), jobs[0].output.parent)
-    return 1 if failures else 0
-
-
 class MitosisDetection(DetectionAlgorithm):
-    def __init__(self, input_dir: Path, output_file: Path, detector: Detector, overlay: Path | None = None):
-        suffixes = "|".join(re.escape(s) for s in SUPPORTED_SUFFIXES)
-        loader = HeaderLoader()
-        self._headers = loader.headers
-        super().__init__(
-            input_path=Path(input_dir),
-            output_file=Path(output_file),
-            file_loaders={"input_image": loader},
-            file_filters={"input_image": re.compile(rf".*({suffixes})$", re.IGNORECASE)},
-            validators={"input_image": (UniqueImagesValidator(), UniquePathIndicesValidator())},
-        )
+    """evalutils' algorithm contract (load, validate, process the cases, save) over the jobs `model.preflight`
+    planned: one image and `/output/mitotic-figures.json` on grand-challenge, or a folder of images locally.
+
+    The images were found and checked before the models loaded, so `load` takes the plan as it is and `validate` has
+    nothing left to find. Each case writes its own output as soon as it is done (atomically): a later failure never
+    loses an earlier result. An image that cannot be read is reported in one line and the others go on."""
+
+    def __init__(self, detector: Detector, jobs: list[preflight.Job]):
+        super().__init__(input_path=jobs[0].image.parent, output_file=jobs[0].output, validators={})
         self.detector = detector
-        self.overlay = overlay
+        self.jobs = jobs
+        self.failures = 0
 
-    def process_case(self, *, idx, case):
-        path = Path(case["path"])
-        return detect_file(self.detector, path, self._headers.get(str(path)), self.overlay)
+    def load(self) -> None:
+        self._cases["input_image"] = DataFrame({"path": [job.image for job in self.jobs]})
 
-    def predict(self, *, input_image):  # required by the abstract base; process_case does the work
-        raise NotImplementedError
+    def process_cases(self, file_loader_key: str | None = None) -> None:
+        bar = progress_bar(self.jobs, stage="images", unit="image", show=len(self.jobs) > 1)
+        self._case_results = [self.process_case(idx=idx, case=job) for idx, job in enumerate(bar)]
 
-    def save(self):
-        if len(self._case_results) != 1:
-            raise InputImageError(f"expected exactly one input image, found {len(self._case_results)}")
-        write_output(self._case_results[0], self._output_file)
+    def process_case(self, *, idx: int, case: preflight.Job) -> bool:
+        try:
+            preflight.check_output_file(case.output)  # batch names come from the images: one may be too long
+            write_output(self.predict(input_image=case), case.output)
+        except (InputImageError, UsageError) as error:
+            self.failures += 1
+            print(f"error: {error}", file=sys.stderr)
+            return False
+        return True
+
+    def predict(self, *, input_image: preflight.Job) -> dict:
+        """The detection of one case: its "Multiple points" document."""
+        return detect_file(self.detector, input_image)
+
+    def save(self) -> None:  # every case saved its own output
+        if len(self.jobs) > 1:
+            written = len(self.jobs) - self.failures
+            logger.info("%d of %s written to %s", written, plural(len(self.jobs), "image"), self.jobs[0].output.parent)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -146,7 +129,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--input",
-        type=Path,
+        type=str,  # not Path: Path("") is the current folder, and an empty --input is refused instead
         default=DEFAULT_INPUT_DIR,
         help=f"folder holding one .tif/.tiff/.mha image (default: {DEFAULT_INPUT_DIR})",
     )
@@ -184,6 +167,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def plan(args: argparse.Namespace) -> list[preflight.Job]:
+    """The jobs the command line asks for, checked before any model loads (`model.preflight`)."""
+    if args.output_dir is not None:
+        if args.output is not None or args.overlay is not None:
+            raise UsageError(
+                "batch mode (--output-dir) writes one file per image: use --overlay-dir, not --output or --overlay"
+            )
+        return preflight.plan_batch(args.input, args.output_dir, args.overlay_dir)
+    if args.overlay_dir is not None:
+        raise UsageError("--overlay-dir is for batch mode (--output-dir); use --overlay FILE.png")
+    return [preflight.plan_single(args.input, args.output or DEFAULT_OUTPUT_FILE, args.overlay)]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv is None:
@@ -194,35 +190,39 @@ def main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
     args = get_args_parser().parse_args(argv)
     try:
-        if args.output_dir is not None:
-            if args.output is not None or args.overlay is not None:
-                raise UsageError(
-                    "batch mode (--output-dir) writes one file per image: use --overlay-dir, not --output or --overlay"
-                )
-            jobs = preflight.plan_batch(args.input, args.output_dir, args.overlay_dir)
-        else:
-            if args.overlay_dir is not None:
-                raise UsageError("--overlay-dir is for batch mode (--output-dir); use --overlay FILE.png")
-            jobs = [preflight.plan_single(args.input, args.output or DEFAULT_OUTPUT_FILE, args.overlay)]
+        jobs = plan(args)
         preflight.check_device(args.device, args.precision)
         use_screen = False if args.no_screen else None  # None: the screen on CPUs, the exact path on GPUs
         detector = Detector(args.bundle, device=args.device, precision=args.precision, use_screen=use_screen)
-        if args.output_dir is not None:
-            return run_batch(detector, jobs)
-        MitosisDetection(args.input, jobs[0].output, detector, jobs[0].overlay).process()
-    except (InputImageError, BundleError, UsageError, ValidationError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        algorithm = MitosisDetection(detector, jobs)
+        algorithm.process()
+    except (InputImageError, BundleError, UsageError) as error:
+        say(f"error: {error}")
         return 1
-    return 0
+    except KeyboardInterrupt:  # outputs are written atomically: what was finished is complete, the rest absent
+        say("error: interrupted; images finished before that have their output, the others none")
+        return 128 + signal.SIGINT
+    return 1 if algorithm.failures else 0
+
+
+def say(line: str) -> None:
+    """One line on stderr, if there is a stderr to write to (it may be closed or a broken pipe)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def exit_now(code: int) -> None:
     """Flush and leave without the interpreter's clean-up: unloading torch, pandas and scikit-learn took 0.7-0.9 s
     of a 15 s run on 2 CPU cores (`benchmarks/process_speed.py`), and there is nothing left to clean by then: every
-    output file is written, closed and renamed into place. An exception never gets here (normal traceback, exit 1)."""
+    output file is written, closed and renamed into place. A closed or broken stdout/stderr is not an error then."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
     os._exit(code)
 
 

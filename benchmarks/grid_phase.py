@@ -25,10 +25,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from evaluation.metrics import average_precision, best_threshold, f1_by_threshold  # noqa: E402
+from model import Detector  # noqa: E402
 from model.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
+from model.cascade import cascade_points  # noqa: E402
 from model.dense import probability_map  # noqa: E402
 from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX  # noqa: E402
-from model.inference import Detector, cascade_points  # noqa: E402
 from model.spacing import mm_from_px  # noqa: E402
 from training.data import real_data  # noqa: E402
 from training.field_validation import held_out_fields  # noqa: E402

@@ -11,12 +11,12 @@ What is measured, and why this way:
   loading), reading the image and writing the JSON are all counted. Wall time is taken around the child; peak memory
   is that child's own maximum resident set size (`os.wait4`, not `RUSAGE_CHILDREN`, which would mix several runs).
 * **Stages**: a separate child runs the same path as `process.py` (`read_rgb`, `Detector`,
-  `detect_at_model_spacing`, `multiple_points` + `write_json_atomically`) in process and times each stage. The
+  `Detector.detect`, `multiple_points` + `write_json_atomically`) in process and times each stage. The
   detector is observed, never changed: forward hooks on its P4 networks count the windows they actually score and
-  tell which network a dense-map call belongs to, and `model.inference.probability_map` /
+  tell which network a dense-map call belongs to, and `model.detector.probability_map` /
   `model.resample.resample_rgb` are wrapped with timers for that run only. `process.py` itself stays untouched.
-  Stages: read, load models, resample (only when the image is not at the model's spacing), screen (a cheap first
-  stage that does not exist yet: reported as absent), P4 A dense map, P4 B dense map, candidates + agreement (the
+  Stages: read, load models, resample (only when the image is not at the model's spacing), screen (the cheap first
+  stage; absent in commits before it), P4 A dense map, P4 B dense map, candidates + agreement (the
   rest of detection: local maxima, agreement, micrograph guard, mm), write.
 * **Windows scored**: the sum of the P4 networks' output cells over all their forward calls, divided by the number
   of windows of the exact dense map of the image at the model's spacing. Today both models score every window
@@ -274,7 +274,12 @@ class StageProbe:
     def attached(self) -> Iterator[StageProbe]:
         from unittest import mock
 
-        from model import inference, resample
+        from model import resample
+
+        try:  # the detector's module; commits before the split of model/inference.py (--compare) had it there
+            from model import detector as inference
+        except ImportError:
+            from model import inference  # type: ignore[no-redef]
 
         handles = [
             net.register_forward_hook(self._hook(name)) for name, net in zip(self.names, self.networks, strict=True)
@@ -313,9 +318,21 @@ def measure_stages(
     from model.bundle import DEFAULT_BUNDLE_DIR
     from model.geometry import map_shape
     from model.image_io import read_header, read_rgb
-    from model.inference import Detector
     from model.output import multiple_points, write_json_atomically
-    from model.resample import detect_at_model_spacing
+
+    try:
+        from model.detector import Detector
+
+        def detect(detector, image_rgb, header):  # resamples itself
+            return detector.detect(image_rgb, header.spacing_mm, header.origin_mm)
+
+    except ImportError:  # --compare with a commit from before `Detector.detect` resampled
+        from model.inference import Detector
+
+        from model.resample import detect_at_model_spacing
+
+        def detect(detector, image_rgb, header):
+            return detect_at_model_spacing(detector, image_rgb, header.spacing_mm, header.origin_mm)
 
     def synchronize() -> None:
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -335,7 +352,7 @@ def measure_stages(
     probe = StageProbe(detector, synchronize)
     with probe.attached():
         started = time.perf_counter()
-        detections = detect_at_model_spacing(detector, image_rgb, header.spacing_mm, header.origin_mm)
+        detections = detect(detector, image_rgb, header)
         synchronize()
         detect_s = time.perf_counter() - started
     seconds.update(probe.seconds)

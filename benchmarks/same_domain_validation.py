@@ -44,7 +44,7 @@ from evaluation.metrics import (
     detection_counts,
     f1_by_threshold,
 )
-from model.inference import Detections, Detector
+from model import Detections, Detector
 from model.matching import greedy_match
 from model.output import multiple_points, write_json_atomically
 from model.spacing import DEFAULT_SPACING_MM

@@ -2,7 +2,7 @@
 
     python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--json OUT]
 
-Where the detector's settings come from (`model.dense.DEFAULT_TILE_CELLS`, `model.inference.PART_TILE_CELLS` and
+Where the detector's settings come from (`model.dense.DEFAULT_TILE_CELLS`, `model.cascade.PART_TILE_CELLS` and
 `PART_BATCH_TILES`, bf16 autocast on CPU, channels-last): each row times the shipped model A's forward pass on random
 input of one tile shape, repeated for `--seconds`, and reports microseconds per map cell (one 78 px window). Rows run
 one after the other in this process, so compare them as ratios within one run; absolute times depend on the CPU,
@@ -26,8 +26,9 @@ if str(REPO) not in sys.path:
 
 from benchmarks.process_speed import cpu_model  # noqa: E402
 from model.bundle import DEFAULT_BUNDLE_DIR, load_networks, read_bundle  # noqa: E402
+from model.dense import window_scorer  # noqa: E402
 from model.geometry import OUTPUT_STRIDE_PX, RECEPTIVE_FIELD_PX  # noqa: E402
-from model.inference import autocast_dtype, window_scorer  # noqa: E402
+from model.precision import autocast_dtype  # noqa: E402
 
 SETTINGS = (  # (tile cells, tiles per call, precision, channels-last, threads)
     (128, 1, "auto", True, 2),

@@ -87,7 +87,12 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
     path = Path(bundle_dir) / BUNDLE_FILE
     if not path.is_file():
         raise BundleError(f"no model bundle at {path}")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSONDecodeError
+        raise BundleError(f"{path} cannot be read as JSON ({error}): restore it from the repository") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: malformed bundle (a JSON object was expected)")
     known = {
         "format_version",
         "architecture",
@@ -113,7 +118,7 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
             else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"{path}: malformed bundle ({error!r})") from error
 
 

@@ -14,6 +14,7 @@ from skimage.feature import peak_local_max
 
 from model.geometry import OUTPUT_STRIDE_PX, pixel_from_map_index
 from model.matching import greedy_match
+from model.plausibility import looks_like_micrograph
 
 
 def ensemble_probability(probability_a: np.ndarray, probability_b: np.ndarray) -> np.ndarray:
@@ -173,3 +174,14 @@ def agree(
     xy_arr, probability_arr, agreed_arr = np.asarray(xy), np.asarray(probability, dtype=np.float64), np.asarray(agreed)
     order = np.argsort(-probability_arr, kind="stable")
     return EnsembleDetections(xy_arr[order], probability_arr[order], agreed_arr[order])
+
+
+def name_mitotic_figures(points: EnsembleDetections, threshold: float, image_rgb: np.ndarray) -> np.ndarray:
+    """The naming rule, in one place: a point is a mitotic figure when both models agree on it, its ensemble
+    probability is at least the bundle's `threshold`, and its window looks like a micrograph
+    (`model.plausibility`: a 70-layer classifier names noise confidently). `image_rgb` is the image the points'
+    `xy_px` refer to."""
+    named = points.agreed & (points.probability >= threshold)
+    if named.any():  # the guard reads pixels: only where it can change a name
+        named[named] = looks_like_micrograph(image_rgb, points.xy_px[named])
+    return named

@@ -25,10 +25,18 @@ edge of the computed part but never hide a true one).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage
 
+from model import spacing
+from model.candidates import Candidates, EnsembleDetections, agree, local_maxima, min_distance_cells
 from model.geometry import OUTPUT_STRIDE_PX
+
+if TYPE_CHECKING:  # reading a bundle's fields needs no torch
+    from model.bundle import Bundle
 
 
 def cells_near(mask: np.ndarray, radius_cells: int) -> np.ndarray:
@@ -66,3 +74,60 @@ def cells_for_model_b(
     if len(candidate_cells):
         mask[candidate_cells[:, 0], candidate_cells[:, 1]] = True
     return cells_near(mask, partner_cells(agreement_radius_px) + min_distance_cells)
+
+
+PART_TILE_CELLS = {"A": 24, "B": 12}
+"""Map cells per tile side where only part of a map is scored (the cascade), per model: A's cells come in patches
+(262 px tiles), B's are scattered squares around A's candidates (166 px tiles). Measured on the 7215x5412 benchmark
+tile, 2-core AMD EPYC: A 5.4 s with 24-cell tiles against 6.2-8.0 s with 16, 12 or 8; B 2.9 s with 12-cell tiles
+against 4.0 s with 24."""
+PART_FITTED_TILES = {"A": False, "B": True}
+"""Tiles fitted to the wanted cells (`model.dense.tiles_holding`) or the fixed grid's tiles holding them. B's
+output is exact whatever B scores beyond its wanted cells (`model.cascade`), so B takes the cheaper fitted tiles.
+A keeps the fixed grid: which of A's candidates are trusted depends on every cell A scored, and the screen's
+threshold keeps 99.5% of the points with the grid's cells (tiles fitted to the same mask kept only 98.0% at that
+threshold and needed 0.19 instead of 0.26, which made A slower overall: 19.1 against 15.3 s end to end)."""
+PART_BATCH_TILES = {"A": 4, "B": 16}
+"""Tiles of that size scored per forward call (16 per call on a GPU)."""
+CUDA_TILE_CELLS = 128
+"""On a GPU, big tiles and big batches: 0.4 us per window for 128-cell tiles against 1.8 for 64 on an H100
+(`benchmarks/window_throughput.py --device cuda`), where small tiles only add kernel launches."""
+CUDA_PART_BATCH_TILES = 16
+
+
+MapOf = Callable[[np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
+"""cells mask (None: everywhere) -> (a P4 model's map, 0 where not scored; the cells scored, None: all)."""
+
+
+def cascade_points(
+    bundle: Bundle,
+    spacing_mm: Sequence[float],
+    map_a_of: MapOf,
+    map_b_of: MapOf,
+    passing: np.ndarray | None,
+    full_maps: bool = False,
+) -> tuple[Candidates, Candidates, EnsembleDetections]:
+    """The cascade (`model.cascade`): A on the cells the screen passes (`passing`; None: everywhere), its candidates
+    where trusted, B around them (everywhere with `full_maps`), and their agreement. The maps come from `map_*_of`, so
+    the screen's threshold can be chosen by replaying this very function on full maps (`training.screen`)."""
+    min_distance_px = spacing.px_from_um(bundle.candidate_min_distance_um, spacing_mm)
+    md_cells = min_distance_cells(min_distance_px)
+    radius_px = spacing.px_from_um(bundle.agreement_radius_um, spacing_mm)
+    floor = bundle.candidate_floor
+
+    def trusted(computed: np.ndarray | None) -> np.ndarray | None:
+        return None if computed is None else trusted_cells(computed, md_cells)
+
+    map_a, computed_a = map_a_of(None if passing is None else cells_near(passing, md_cells))
+    candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
+    if full_maps:
+        map_b, computed_b = map_b_of(None)
+    else:  # B in two steps: around every A candidate, then the peak margin only where B can reach the floor
+        map_b, computed_b = map_b_of(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0))
+        candidates_a = candidates_a.subset(b_reaches_floor(map_b, candidates_a.cells, radius_px, floor))
+        wanted = cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells) & ~computed_b
+        if wanted.any():
+            more_b, more_computed = map_b_of(wanted)
+            map_b, computed_b = np.where(computed_b, map_b, more_b), computed_b | more_computed
+    candidates_b = local_maxima(map_b, min_distance_px, floor, trusted(computed_b))
+    return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_b, radius_px)

@@ -7,7 +7,7 @@ equals whole-image application (up to floating-point summation order). Peak memo
 on the image size: the image may be a numpy memory map or any array-like that supports slicing.
 
 `probability_map(..., cells=mask)` scores only the tiles that hold a cell of `mask` (the cascade of
-`model.inference`: the screen decides where model A looks, model A where model B looks); the other cells stay 0 and
+`model.cascade`: the screen decides where model A looks, model A where model B looks); the other cells stay 0 and
 `covered_cells` says which cells were computed.
 """
 
@@ -18,14 +18,15 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm import tqdm
 
 from model.geometry import BORDER_PAD_PX, P4_GRID, Grid
+from model.precision import autocast
+from model.progress import progress_bar
 
 DEFAULT_TILE_CELLS = 64
 """Map cells per tile side for a full map: 582 px input tiles (78 + 63 * 8). Per window, 1.5x faster than 1094 px
 tiles on a 2-core AMD EPYC with bf16 (29 vs 43 us per window: the smaller tile stays in cache), as fast as 24-cell
-tiles batched by 4 (`model.inference.PART_TILE_CELLS`)."""
+tiles batched by 4 (`model.cascade.PART_TILE_CELLS`)."""
 
 
 def reflect_indices(indices: np.ndarray, length: int) -> np.ndarray:
@@ -150,13 +151,25 @@ def to_input_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
+def window_scorer(network: torch.nn.Module, device: torch.device, dtype: torch.dtype | None):
+    """`network` as a `score_fn`: (N, 3, h, w) float images -> (N, h', w') mitosis probability under `dtype`
+    autocast (`model.precision`)."""
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
+            logits = network(batch)
+        return torch.softmax(logits.float(), dim=1)[:, 1]
+
+    return score
+
+
 @torch.no_grad()
 def probability_map(
     image_rgb: np.ndarray,
     score_fn: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     tile_cells: int = DEFAULT_TILE_CELLS,
-    progress: bool = False,
+    progress: bool | str = False,
     pad_px: int = BORDER_PAD_PX,
     cells: np.ndarray | None = None,
     grid: Grid = P4_GRID,
@@ -165,9 +178,10 @@ def probability_map(
 ) -> np.ndarray:
     """Dense probability (float32, one cell per stride) of a uint8 (H, W, 3) image mirrored by `pad_px`.
 
-    `score_fn` maps an (N, 3, h, w) float tensor to (N, h', w') probabilities (see `model.inference`). With a boolean
+    `score_fn` maps an (N, 3, h, w) float tensor to (N, h', w') probabilities (`window_scorer`). With a boolean
     `cells` mask, only the tiles holding one of its cells are scored (`covered_cells`; `fitted`: tiles fitted to
-    the mask, `tiles_holding`), `batch_tiles` of the same shape per call; every other cell is 0.
+    the mask, `tiles_holding`), `batch_tiles` of the same shape per call; every other cell is 0. `progress`: a bar
+    on a terminal, named by the string given (the stage: "model A"), else "tiles".
     """
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image_rgb.shape}")
@@ -181,7 +195,8 @@ def probability_map(
         for tile in tiles:
             by_shape.setdefault(tile[2:], []).append(tile)
         batches = [group[i : i + batch_tiles] for group in by_shape.values() for i in range(0, len(group), batch_tiles)]
-    with tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
+    stage = progress if isinstance(progress, str) else "tiles"
+    with progress_bar(total=len(tiles), stage=stage, unit="tile", show=bool(progress)) as bar:
         for batch in batches:
             windows = [padded[input_window_of_tile(*tile, grid)] for tile in batch]
             probabilities = score_fn(to_input_tensor(np.stack(windows), device)).float().cpu().numpy()

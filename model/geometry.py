@@ -29,9 +29,6 @@ OUTPUT_STRIDE_PX: int = 8
 WINDOW_CENTRE_PX: float = (RECEPTIVE_FIELD_PX - 1) / 2
 """Centre of a window relative to its first pixel: 38.5 for 78 px (between the two middle pixels)."""
 
-TILE_OVERLAP_PX: int = RECEPTIVE_FIELD_PX - OUTPUT_STRIDE_PX
-"""Overlap of neighbouring tiles so that every window of the whole image lies entirely inside one tile."""
-
 BORDER_PAD_PX: int = (RECEPTIVE_FIELD_PX // 2) // OUTPUT_STRIDE_PX * OUTPUT_STRIDE_PX
 """Mirrored margin around the image: half the receptive field rounded down to the stride (32 px), so windows are
 centred up to 6.5 px from every edge, and every window of the unpadded image keeps its place on the stride grid (the

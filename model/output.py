@@ -7,9 +7,11 @@ Schema (MIDOG 2022 and 2025, track 1; no extra keys anywhere):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +39,26 @@ def multiple_points(xy_mm: np.ndarray, probability: np.ndarray, is_mitosis: np.n
     }
 
 
-def write_json_atomically(data: dict | list, path: Path) -> None:
-    """Write JSON to a temporary file in the same folder, then rename: readers never see a partial file."""
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to, renamed onto `path` when the block succeeds and removed when it
+    fails: readers never see a partial file, and a failed write (disk full, Ctrl-C) leaves an older file untouched.
+    The temporary name is short (`.tmp-XXXXXXXX`), so every name the file system takes for `path` can be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
+        yield Path(temporary)
         os.chmod(temporary, 0o644)  # mkstemp creates 0600; the platform reads the file as another user
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomically(data: dict | list, path: Path) -> None:
+    """JSON through `atomic_output`."""
+    with atomic_output(path) as temporary, open(temporary, "w") as stream:
+        json.dump(data, stream, indent=2)
+        stream.write("\n")

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from model.image_io import SUPPORTED_SUFFIXES, InputImageError, read_header
-from model.inference import autocast_dtype, pick_device
+from model.image_io import SUPPORTED_SUFFIXES, ImageHeader, InputImageError, read_header
+from model.precision import autocast_dtype, pick_device
 
 CONTAINER_MARKER = Path("/.dockerenv")
 """Docker creates this file in every container: a folder that is not writable there usually means a bind-mounted
@@ -38,10 +38,15 @@ class Job:
     image: Path
     output: Path
     overlay: Path | None = None
+    header: ImageHeader | None = None  # read once, when the plan already had to read it
 
 
-def find_images(input_dir: Path) -> list[Path]:
-    """The .tif/.tiff/.mha files anywhere under `input_dir` (as evalutils finds them), sorted; at least one."""
+def find_images(input_dir: str | Path) -> list[Path]:
+    """The .tif/.tiff/.mha files anywhere under `input_dir` (as evalutils finds them), sorted; at least one.
+
+    An empty `--input ''` is refused rather than read as the current folder."""
+    if not str(input_dir).strip():
+        raise UsageError("--input is empty: name the folder that holds the image(s)")
     input_dir = Path(input_dir)
     if input_dir.is_file():
         raise UsageError(f"--input {input_dir} is a file: --input takes the folder that holds the image(s)")
@@ -91,9 +96,25 @@ def folder_write_problem(folder: Path) -> str | None:
     return None
 
 
+def name_max(folder: Path) -> int:
+    """Longest file name (bytes) the file system of `folder` (or its nearest existing ancestor) takes."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
 def check_output_file(path: Path, option: str = "--output") -> None:
-    """`path` can be written (atomically, by rename within its folder): not a folder, its folder writable."""
+    """`path` can be written (atomically, by rename within its folder): not a folder, a name the file system takes,
+    its folder writable."""
     path = Path(path)
+    if not path.name:
+        raise UsageError(f"{option} {str(path)!r} names no file")
+    if len(os.fsencode(path.name)) > (limit := name_max(path.parent)):
+        raise UsageError(f"{option}: the file name {path.name[:40]}... is longer than the {limit} bytes allowed here")
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder: name the file to write, e.g. {path / 'mitotic-figures.json'}")
     if path.exists() and not path.is_file():
@@ -146,23 +167,46 @@ def check_device(requested: str | None, precision: str) -> None:
         raise UsageError(f"--precision {precision}: this GPU does not support bf16; use fp16 or fp32")
 
 
-def plan_single(input_dir: Path, output: Path, overlay: Path | None = None) -> Job:
+def same_file(a: Path, b: Path) -> bool:
+    """Do two paths name one file (links and `..` resolved; a path that does not exist yet by its resolved name)?"""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs_apart(images: list[Path], outputs: dict[str, Path]) -> None:
+    """No output may overwrite an input image or another output (`--output in/001.tiff` once replaced the image)."""
+    named = [(option, path) for option, path in outputs.items() if path is not None]
+    for option, path in named:
+        for image in images:
+            if same_file(path, image):
+                raise UsageError(f"{option} {path} is the input image {image}: it would be overwritten")
+    for index, (option, path) in enumerate(named):
+        for other_option, other in named[index + 1 :]:
+            if same_file(path, other):
+                raise UsageError(f"{option} and {other_option} name the same file {path}: each needs its own")
+
+
+def plan_single(input_dir: str | Path, output: Path, overlay: Path | None = None) -> Job:
     """Container / local mode: exactly one image, validated from its header, and writable outputs."""
     images = find_images(input_dir)
+    input_dir = Path(input_dir)
     if len(images) > 1:
         names = ", ".join(str(p.relative_to(input_dir)) for p in images[:3]) + (", ..." if len(images) > 3 else "")
         raise UsageError(
             f"{len(images)} images in {input_dir} ({names}): --output takes exactly one (grand-challenge sends one "
             "per job); use --output-dir FOLDER for a folder of images"
         )
-    read_header(images[0])
+    header = read_header(images[0])
+    check_outputs_apart(images, {"--output": output, "--overlay": overlay})
     check_output_file(output)
     if overlay is not None:
         check_overlay_file(overlay)
-    return Job(images[0], Path(output), overlay)
+    return Job(images[0], Path(output), overlay, header)
 
 
-def plan_batch(input_dir: Path, output_dir: Path, overlay_dir: Path | None = None) -> list[Job]:
+def plan_batch(input_dir: str | Path, output_dir: Path, overlay_dir: Path | None = None) -> list[Job]:
     """Batch mode: `output_dir/<stem>.json` (and `overlay_dir/<stem>.png`) per image; two images that would write
     the same file are refused up front (`a/001.tiff` and `b/001.tiff`, `001.tif` and `001.mha`).
 
@@ -170,6 +214,7 @@ def plan_batch(input_dir: Path, output_dir: Path, overlay_dir: Path | None = Non
     Images are not validated here: a bad image is reported when its turn comes and the others are still processed.
     """
     images = find_images(input_dir)
+    input_dir = Path(input_dir)
     by_name: dict[str, list[Path]] = {}
     for image in images:
         by_name.setdefault(image.stem.casefold(), []).append(image)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -29,8 +29,9 @@ from scipy import ndimage
 from model import spacing
 from model.plausibility import looks_like_micrograph
 
-if TYPE_CHECKING:  # torch is not needed to resample
-    from model.inference import Detections, Detector
+DetectNative = Callable[[np.ndarray, Sequence[float], Sequence[float], bool], Any]
+"""(image_rgb at the networks' spacing, spacing_mm, origin_mm, progress) -> detections with `xy_px` and
+`is_mitosis` (`model.detector.Detections`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -65,21 +66,22 @@ def original_px(resampled_xy_px: np.ndarray, scale_xy: Sequence[float]) -> np.nd
 
 
 def detect_at_model_spacing(
-    detector: Detector,
+    detect_native: DetectNative,
     image_rgb: np.ndarray,
     spacing_mm: Sequence[float],
     origin_mm: Sequence[float] = (0.0, 0.0),
     progress: bool = False,
     source: str = "image",
-) -> Detections:
-    """`detector.detect` on the image at the networks' spacing; points in original pixels and exact mm.
+) -> Any:
+    """`detect_native(image, spacing_mm, origin_mm, progress)` (a detection at the networks' own pixel size:
+    `model.detector.Detector`) on the image at the networks' spacing; points in original pixels and exact mm.
 
     Images within `SPACING_TOLERANCE` of 0.25 um/px go to the detector untouched; others are resampled (one INFO
     line) and the returned detections' `xy_px` are mapped back to the original grid (`xy_mm` is exact either way).
     """
     height_px, width_px = image_rgb.shape[:2]
     if not spacing.needs_resampling(spacing_mm):
-        return detector.detect(image_rgb, spacing_mm, origin_mm, progress=progress)
+        return detect_native(image_rgb, spacing_mm, origin_mm, progress)
     new_width_px, new_height_px = spacing.model_size_px(width_px, height_px, spacing_mm)
     logger.info(
         "%s: %s differs from the model's %s by more than %d%%: resampled %dx%d -> %dx%d px (%.0f MB) for detection",
@@ -100,7 +102,7 @@ def detect_at_model_spacing(
         for o, s, sr in zip(origin_mm[:2], spacing_mm[:2], resampled_spacing_mm, strict=True)
     )
     resampled = resample_rgb(image_rgb, (new_width_px, new_height_px))
-    detections = detector.detect(resampled, resampled_spacing_mm, resampled_origin_mm, progress=progress)
+    detections = detect_native(resampled, resampled_spacing_mm, resampled_origin_mm, progress)
     del resampled
     xy_px = original_px(detections.xy_px, scale_xy)
     is_mitosis = detections.is_mitosis

@@ -387,3 +387,104 @@ def test_write_failure_after_detection_is_one_line(tmp_path, capsys, random_bund
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert code == 1 and len(errors) == 1 and "No space left on device" in errors[0] and "Traceback" not in stderr
     assert not (tmp_path / "o.json").exists()
+
+
+# --- outputs never land on an input or on each other; names and odd folders ---------------------------------------
+
+
+def test_output_naming_the_input_image_is_refused(tmp_path, capsys, no_models):
+    inputs = image_folder(tmp_path)
+    before = (inputs / "001.tiff").read_bytes()
+    code = process.main(["--input", str(inputs), "--output", str(inputs / "001.tiff")])
+    assert "is the input image" in one_line_error(capsys, code)
+    code = process.main(
+        ["--input", str(inputs), "--output", str(tmp_path / "o.json"), "--overlay", str(inputs / "001.tiff")]
+    )
+    assert "is the input image" in one_line_error(capsys, code)
+    assert (inputs / "001.tiff").read_bytes() == before
+
+
+def test_output_and_overlay_naming_one_file_are_refused(tmp_path, capsys, no_models):
+    out = tmp_path / "same.png"
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output", str(out), "--overlay", str(out)])
+    assert "name the same file" in one_line_error(capsys, code)
+    assert not out.exists()
+
+
+def test_empty_input_is_not_the_current_folder(tmp_path, capsys, no_models, monkeypatch):
+    image_folder(tmp_path)
+    monkeypatch.chdir(tmp_path / "in")  # an image here: '' must not quietly mean "."
+    code = process.main(["--input", "", "--output", str(tmp_path / "o.json")])
+    assert "--input is empty" in one_line_error(capsys, code)
+
+
+def test_output_name_longer_than_the_file_system_takes(tmp_path, capsys, no_models):
+    code = process.main(["--input", str(image_folder(tmp_path)), "--output", str(tmp_path / ("x" * 300 + ".json"))])
+    assert "is longer than the" in one_line_error(capsys, code)
+
+
+def test_image_in_a_folder_named_like_an_image_and_a_long_output_name(tmp_path, random_bundle_dir):
+    """A folder `x.tiff/` is a folder, not an image; a 250-character output name is a legal name (the temporary file
+    beside it must not be longer)."""
+    inputs = tmp_path / "in"
+    write_tiff((inputs / "scan.tiff").mkdir(parents=True) or inputs / "scan.tiff" / "001.tiff", tissue_like(90, 90))
+    out = tmp_path / ("y" * 245 + ".json")
+    assert process.main(["--input", str(inputs), "--output", str(out), "--bundle", str(random_bundle_dir)]) == 0
+    validate_schema(json.loads(out.read_text()))
+    assert leftovers(tmp_path) == sorted(["001.tiff", out.name])
+
+
+def test_batch_goes_on_past_an_image_whose_output_name_is_too_long(tmp_path, capsys, random_bundle_dir, monkeypatch):
+    inputs = image_folder(tmp_path, ("001.tiff", "a-rather-long-name.tiff"), size_px=90)
+    monkeypatch.setattr(preflight, "name_max", lambda folder: 12)  # 001.json fits, the other name does not
+    out = tmp_path / "out"
+    code = process.main(["--input", str(inputs), "--output-dir", str(out), "--bundle", str(random_bundle_dir)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and "is longer than the 12 bytes" in errors[0]
+    assert leftovers(out) == ["001.json"]
+
+
+def test_truncated_bundle_json_is_one_line(tmp_path, capsys, random_bundle_dir):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(random_bundle_dir, bundle)
+    text = (bundle / "bundle.json").read_text()
+    (bundle / "bundle.json").write_text(text[: len(text) // 2])
+    code = process.main(
+        ["--input", str(image_folder(tmp_path)), "--output", str(tmp_path / "o.json"), "--bundle", str(bundle)]
+    )
+    assert "cannot be read as JSON" in one_line_error(capsys, code)
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_file(tmp_path, capsys, random_bundle_dir, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(process.Detector, "detect", interrupted)
+    out = tmp_path / "o.json"
+    code = process.main(
+        ["--input", str(image_folder(tmp_path)), "--output", str(out), "--bundle", str(random_bundle_dir)]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code == 130 and error.startswith("error: interrupted") and len(error.splitlines()) == 1
+    assert leftovers(tmp_path) == ["001.tiff"]
+
+
+def test_closed_stdout_and_stderr_are_no_error(tmp_path, random_bundle_dir):
+    """Started with both streams closed (a daemon, `2>&-`): the JSON is written and the exit code is 0."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.json"
+    command = [sys.executable, "process.py", "--input", str(image_folder(tmp_path, size_px=90)), "--output", str(out)]
+    command += ["--bundle", str(random_bundle_dir)]
+    root = Path(process.__file__).parent
+    code = subprocess.call(
+        command,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        preexec_fn=lambda: (os.close(1), os.close(2)),
+    )
+    assert code == 0
+    validate_schema(json.loads(out.read_text()))

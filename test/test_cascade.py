@@ -3,14 +3,23 @@ models scored everywhere, on real fields with the shipped bundle; and the mask r
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import REAL_DATA
 
+from model import Detector
 from model.bundle import DEFAULT_BUNDLE_DIR
-from model.cascade import b_reaches_floor, cells_for_model_b, cells_near, trusted_cells
+from model.cascade import (
+    PART_FITTED_TILES,
+    PART_TILE_CELLS,
+    b_reaches_floor,
+    cells_for_model_b,
+    cells_near,
+    trusted_cells,
+)
 from model.dense import covered_cells
-from model.inference import PART_FITTED_TILES, PART_TILE_CELLS, Detector
 from model.spacing import DEFAULT_SPACING_MM
 from training.data.real_data import read_image
 from training.field_validation import held_out_fields
@@ -84,3 +93,28 @@ def test_model_b_on_part_of_the_image_changes_nothing_on_real_fields():
             ).mean()
         )
     assert min(scored_b) < 1.0, "B was needed everywhere: the test did not exercise a partial map"
+
+
+@pytest.mark.parametrize("floor_quantile", [0.995, 0.999])
+def test_model_b_on_part_of_the_image_changes_nothing_synthetic(random_bundle_dir, floor_quantile):
+    """The same exactness without `../shared`: any two networks, any image, any floor. Random networks on a blotchy
+    synthetic image, fp32; the floor is set from A's own map so that A's candidates cover only part of it."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0.0, 1.0, (700, 650, 3))
+    rgb = np.clip(170 + 60 * ndimage.gaussian_filter(noise, (6, 6, 0)) / 0.05, 0, 255).astype(np.uint8)
+    detector = Detector(random_bundle_dir, use_screen=False, precision="fp32")
+    map_a = detector._map_of("A", detector.networks[0], rgb, False)(None)[0]
+    floor = float(np.quantile(map_a, floor_quantile))
+    detector.bundle = dataclasses.replace(detector.bundle, candidate_floor=floor)
+    exact_xy, exact_p, exact_agreed = _points(detector.candidates(rgb, SPACING_MM, full_maps=True)[2], floor)
+    candidates_a, _, merged = detector.candidates(rgb, SPACING_MM)
+    fast_xy, fast_p, fast_agreed = _points(merged, floor)
+    assert len(fast_p) == len(exact_p) > 0
+    order_exact, order_fast = np.lexsort(exact_xy.T), np.lexsort(fast_xy.T)
+    np.testing.assert_array_equal(fast_xy[order_fast], exact_xy[order_exact])
+    np.testing.assert_array_equal(fast_agreed[order_fast], exact_agreed[order_exact])
+    np.testing.assert_allclose(fast_p[order_fast], exact_p[order_exact], atol=1e-5)
+    wanted_b = cells_for_model_b(candidates_a.cells, map_a.shape, 30.0, 3)
+    assert covered_cells(wanted_b, PART_TILE_CELLS["B"], PART_FITTED_TILES["B"]).mean() < 0.9, "B scored everywhere"

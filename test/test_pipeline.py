@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import assert_drawn_png
 
+from model import Detector
 from model.bundle import read_bundle
-from model.inference import Detector
 from training import hnm, pipeline
 from training.data.midog_dataset import read_window
 from training.data.synthetic import generate_dataset
@@ -128,9 +128,9 @@ def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
     from safetensors.torch import load_file
 
     from model.architecture import architecture
-    from model.dense import probability_map
-    from model.inference import autocast_dtype, window_scorer
+    from model.dense import probability_map, window_scorer
     from model.plain import PlainP4ResNet
+    from model.precision import autocast_dtype
     from training.augment import centre_windows
     from training.data.sources import load_training_data
 

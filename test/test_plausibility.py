@@ -7,7 +7,7 @@ import pytest
 from conftest import REAL_DATA
 from scipy.ndimage import gaussian_filter
 
-from model.inference import Detector
+from model import Detector
 from model.plausibility import MAX_ROUGHNESS, looks_like_micrograph, roughness
 from training.data import real_data
 

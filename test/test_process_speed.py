@@ -12,9 +12,9 @@ import tifffile
 from conftest import REPO
 
 from benchmarks import process_speed
+from model import Detector
 from model.geometry import map_shape
 from model.image_io import read_rgb
-from model.inference import Detector
 from model.spacing import DEFAULT_SPACING_MM
 
 SPACING_UM = DEFAULT_SPACING_MM * 1000.0

@@ -12,9 +12,8 @@ from scipy import ndimage
 from test_process import tissue_like, validate_schema
 
 import process
-from model import spacing
+from model import Detections, spacing
 from model.image_io import InputImageError, read_header
-from model.inference import Detections
 from model.resample import detect_at_model_spacing, original_px, resample_rgb
 
 MODEL_UM = spacing.DEFAULT_SPACING_MM * 1000
@@ -108,7 +107,7 @@ def test_detections_in_mm_agree_across_resolutions(factor_yx, caplog):
     origin_mm = (origin_fine_px[0] * fine_um / 1000, origin_fine_px[1] * fine_um / 1000)
     detector = DiscDetector()
     with caplog.at_level(logging.INFO, logger="model.resample"):
-        found = detect_at_model_spacing(detector, image, spacing_mm, origin_mm, source="field")
+        found = detect_at_model_spacing(detector.detect, image, spacing_mm, origin_mm, source="field")
     (shape, seen_spacing_mm) = detector.seen[0]
     assert np.allclose(seen_spacing_mm, spacing.DEFAULT_SPACING_MM, rtol=0.01), "the detector saw 0.25 um/px"
     assert ("resampled" in caplog.text) == (factor_yx != (2, 2))
@@ -184,8 +183,36 @@ def test_noise_is_not_named_after_upsampling():
     assert not NamesEverything().detect(noise, (0.00025, 0.00025)).is_mitosis.any()  # native: the guard works
     upsampled = resample_rgb(noise, (400, 400))
     assert NamesEverything().detect(upsampled, (0.00025, 0.00025)).is_mitosis.all()  # the hole being closed
-    found = detect_at_model_spacing(NamesEverything(), noise, (0.0005, 0.0005))
+    found = detect_at_model_spacing(NamesEverything().detect, noise, (0.0005, 0.0005))
     assert len(found.xy_px) and not found.is_mitosis.any()
     fine, _ = field_with_discs()
     tissue_like_field, _ = block_mean(fine, 4, 4)  # smooth content at 0.5 um/px keeps its names
-    assert detect_at_model_spacing(NamesEverything(), tissue_like_field, (0.0005, 0.0005)).is_mitosis.all()
+    assert detect_at_model_spacing(NamesEverything().detect, tissue_like_field, (0.0005, 0.0005)).is_mitosis.all()
+
+
+def test_detect_resamples_like_process(tmp_path, random_bundle_dir):
+    """The one way in: `Detector().detect` on a 0.5 um/px image gives exactly process.py's candidates and names."""
+    from model import Detector
+
+    rng = np.random.default_rng(3)
+    rgb = np.clip(170 + 60 * ndimage.gaussian_filter(rng.normal(0, 1, (160, 150, 3)), (3, 3, 0)) / 0.1, 0, 255)
+    rgb = rgb.astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    write_tiff_um(tmp_path / "in" / "001.tiff", rgb, (0.5, 0.5))
+    out = tmp_path / "out.json"
+    assert (
+        process.main(["--input", str(tmp_path / "in"), "--output", str(out), "--bundle", str(random_bundle_dir)]) == 0
+    )
+    points = json.loads(out.read_text())["points"]
+    found = Detector(random_bundle_dir).detect(rgb, (0.0005, 0.0005))
+    assert len(points) == len(found.xy_mm) > 0
+    np.testing.assert_allclose([p["point"][:2] for p in points], found.xy_mm, atol=1e-7)
+    np.testing.assert_allclose([p["probability"] for p in points], found.probability, atol=1e-6)
+    assert [p["name"] == "mitotic figure" for p in points] == found.is_mitosis.tolist()
+
+
+def test_detect_refuses_resolutions_it_cannot_serve(random_bundle_dir):
+    from model import Detector
+
+    with pytest.raises(ValueError, match="outside the"):
+        Detector(random_bundle_dir).detect(np.zeros((100, 100, 3), np.uint8), (0.003, 0.003))

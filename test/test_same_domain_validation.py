@@ -15,7 +15,7 @@ import tifffile
 from benchmarks.same_domain_validation import SPACING_MM, ensure_dataset, ground_truth, run, score
 from evaluation.inputs import read_ground_truth, read_predictions
 from evaluation.metrics import detection_counts
-from model.inference import Detections
+from model import Detections
 from training.data.composite import TILE_TRAIN_FRACTION, generate_composite, is_held_out_positive
 from training.data.real_data import DEFAULT_ROOT, load_mitosis_free_tiles, load_patches, read_image
 from training.data.sources import from_real, validation_fold

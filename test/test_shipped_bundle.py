@@ -11,8 +11,8 @@ import pytest
 from conftest import REAL_DATA
 from PIL import Image
 
+from model import Detector
 from model.bundle import DEFAULT_BUNDLE_DIR, load_networks, read_bundle
-from model.inference import Detector
 from training.cv_report import OutOfFoldField, field_counts, summarise
 from training.data.real_data import load_midesec_fields, load_patches, read_image
 from training.data.sources import TILE_TRAIN_FRACTION, validation_fold

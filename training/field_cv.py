@@ -46,8 +46,8 @@ from tqdm import tqdm
 
 from model.architecture import architecture
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle, write_bundle
-from model.inference import autocast_dtype
 from model.output import write_json_atomically
+from model.precision import autocast_dtype
 from training.augment import centre_windows
 from training.config import TrainSettings
 from training.cv_report import OutOfFoldField, cross_validated, iterations_of, subset_report

@@ -28,12 +28,13 @@ import torch
 from tqdm import tqdm
 
 from evaluation.metrics import Counts, average_precision, best_threshold, detection_counts, f1_by_threshold
+from model import Detector
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle
 from model.candidates import local_maxima
-from model.dense import probability_map
+from model.dense import probability_map, window_scorer
 from model.geometry import BORDER_STRIP_PX
-from model.inference import Detector, autocast_dtype, window_scorer
 from model.matching import MATCH_RADIUS_UM, greedy_match
+from model.precision import autocast_dtype
 from model.spacing import mm_from_px, px_from_um
 from training.cv_report import OutOfFoldField, field_counts, summarise
 from training.data import real_data

@@ -24,8 +24,8 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model.architecture import architecture
-from model.inference import autocast_dtype
 from model.plain import PlainP4ResNet
+from model.precision import autocast_dtype
 from training.augment import centre_windows
 from training.config import Config
 from training.data.sources import NegativeSites, TrainingData

@@ -31,9 +31,9 @@ from scipy.spatial import cKDTree
 from model.architecture import architecture
 from model.bundle import Bundle
 from model.candidates import agree, local_maxima
-from model.dense import probability_map
-from model.inference import autocast_dtype, window_scorer
+from model.dense import probability_map, window_scorer
 from model.plain import PlainP4ResNet
+from model.precision import autocast_dtype
 from model.spacing import px_from_um
 from model.tissue import tissue_mask
 from training.augment import centre_windows

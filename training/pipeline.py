@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from model import Detector
 from model.architecture import architecture
 from model.bundle import Bundle, write_bundle
-from model.inference import Detector
 from model.output import write_json_atomically
 from training.config import load_config
 from training.data.sources import load_training_data

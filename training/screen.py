@@ -37,11 +37,12 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from model.bundle import DEFAULT_BUNDLE_DIR, read_bundle, write_screen
-from model.candidates import EnsembleDetections, ensemble_probability
+from model import Detector
+from model.bundle import DEFAULT_BUNDLE_DIR, SCREEN_FILE, read_bundle, write_screen
+from model.candidates import EnsembleDetections, ensemble_probability, name_mitotic_figures
+from model.cascade import PART_FITTED_TILES, PART_TILE_CELLS, cascade_points
 from model.dense import MirroredImage, covered_cells, probability_map
 from model.geometry import OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
-from model.inference import PART_FITTED_TILES, PART_TILE_CELLS, Detector, cascade_points
 from model.output import write_json_atomically
 from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_map_shape, screen_targets
 from model.spacing import DEFAULT_SPACING_MM
@@ -224,7 +225,7 @@ def replay(detector: Detector, rgb: np.ndarray, screen_probability: np.ndarray, 
 
     bundle = detector.bundle
     exact = cascade_points(bundle, spacing_mm, from_full(0), from_full(1), None)[2]
-    named = exact.agreed & (exact.probability >= bundle.threshold)
+    named = name_mitotic_figures(exact, bundle.threshold, rgb)
     rows = []
     for threshold in thresholds:
         passing = p4_cells_passing(screen_probability >= threshold, shape)
@@ -277,7 +278,7 @@ def choose_threshold(detector: Detector, screen: ScreenNet, data: TrainingData, 
     return float(THRESHOLD_LADDER[best]), report
 
 
-SCREEN_WEIGHTS = "screen.safetensors"
+SCREEN_WEIGHTS = SCREEN_FILE
 SCREEN_REPORT = "screen_report.json"
 
 

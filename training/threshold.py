@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from evaluation.metrics import average_precision, f1_by_threshold
-from model.inference import Detector
+from model import Detector
 from model.matching import MATCH_RADIUS_UM
 from model.spacing import mm_from_px, px_from_um
 from training.data import real_data

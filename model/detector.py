@@ -1,0 +1,162 @@
+"""The detector: `Detector(...).detect(image_rgb, spacing_mm, origin_mm)` is the one way in for every caller.
+
+`process.py`, the benchmarks, field validation and the training tools call `detect` and nothing below it. It
+resamples an image whose pixel size is off the networks' 0.25 um/px (`model.resample`), runs the cascade of dense
+networks (`model.cascade`: the screen where the bundle has one, model A, model B around A's candidates), merges the
+two policies' candidates, and names mitotic figures by the one naming rule (`model.candidates.name_mitotic_figures`:
+both models agree, at or above the bundle's threshold, on a micrograph). Coordinates come back in the input's pixels
+and in millimetres.
+
+By default the screen runs on CPUs only: on a GPU the exact dense path (model A everywhere) is faster
+(docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import cascade, spacing
+from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, load_screen, read_bundle
+from model.candidates import Candidates, EnsembleDetections, ensemble_probability, name_mitotic_figures
+from model.dense import DEFAULT_TILE_CELLS, covered_cells, probability_map, window_scorer
+from model.geometry import RECEPTIVE_FIELD_PX, map_shape
+from model.plain import PlainP4ResNet
+from model.precision import autocast_dtype, pick_device
+from model.resample import detect_at_model_spacing
+from model.screen import p4_cells_passing, screen_map
+
+
+@dataclass(frozen=True)
+class Detections:
+    xy_px: np.ndarray  # (N, 2) continuous pixel coordinates (x, y) of the input image
+    xy_mm: np.ndarray  # (N, 2) physical coordinates in mm
+    probability: np.ndarray  # (N,) ensemble probability
+    agreed: np.ndarray  # (N,) bool: both models have a candidate here
+    is_mitosis: np.ndarray  # (N,) bool: the naming rule (`model.candidates.name_mitotic_figures`)
+
+
+class Detector:
+    """Loads the bundle once (checksums verified); `detect` may then be called for any number of images."""
+
+    def __init__(
+        self,
+        bundle_dir: Path = DEFAULT_BUNDLE_DIR,
+        device: str | None = None,
+        precision: str = "auto",
+        tile_cells: int | None = None,
+        use_screen: bool | None = None,
+    ):
+        self.bundle_dir = Path(bundle_dir)
+        self.bundle: Bundle = read_bundle(self.bundle_dir)
+        self.device = pick_device(device)
+        self.autocast_dtype = autocast_dtype(self.device, precision)
+        self.networks = [
+            net.to(self.device).to(memory_format=torch.channels_last) for net in load_networks(self.bundle, bundle_dir)
+        ]
+        if use_screen is None:  # the screen pays on CPUs; on a GPU the exact dense path is faster
+            use_screen = self.device.type == "cpu"
+        screen = load_screen(self.bundle, bundle_dir) if use_screen else None
+        self.screen = screen.to(self.device).to(memory_format=torch.channels_last) if screen is not None else None
+        on_gpu = self.device.type == "cuda"
+        self.tile_cells = tile_cells or (cascade.CUDA_TILE_CELLS if on_gpu else DEFAULT_TILE_CELLS)
+        self.part_batch_tiles = {
+            role: cascade.CUDA_PART_BATCH_TILES if on_gpu else batch for role, batch in cascade.PART_BATCH_TILES.items()
+        }
+
+    def detect(
+        self,
+        image_rgb: np.ndarray,
+        spacing_mm: Sequence[float] = (spacing.DEFAULT_SPACING_MM, spacing.DEFAULT_SPACING_MM),
+        origin_mm: Sequence[float] = (0.0, 0.0),
+        progress: bool = False,
+        source: str = "image",
+    ) -> Detections:
+        """Every candidate of an (H, W, 3) uint8 image at `spacing_mm` (x, y), with its ensemble probability and the
+        mitosis decision. Raises ValueError for a resolution outside `model.spacing.USABLE_SPACING_MM`."""
+        image_rgb = np.asarray(image_rgb)
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image_rgb.dtype} {image_rgb.shape}")
+        spacing.check_usable_spacing(spacing_mm)
+        return detect_at_model_spacing(self._detect_native, image_rgb, spacing_mm, origin_mm, progress, source)
+
+    def _detect_native(
+        self, image_rgb: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float], progress: bool
+    ) -> Detections:
+        """`detect` on an image already at the networks' pixel size."""
+        merged = self.candidates(image_rgb, spacing_mm, progress)[2]
+        keep = merged.probability >= self.bundle.candidate_floor
+        merged = EnsembleDetections(merged.xy_px[keep], merged.probability[keep], merged.agreed[keep])
+        return Detections(
+            xy_px=merged.xy_px,
+            xy_mm=spacing.mm_from_px(merged.xy_px, spacing_mm, origin_mm),
+            probability=merged.probability,
+            agreed=merged.agreed,
+            is_mitosis=name_mitotic_figures(merged, self.bundle.threshold, image_rgb),
+        )
+
+    def candidates(
+        self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False, full_maps: bool = False
+    ) -> tuple[Candidates, Candidates, EnsembleDetections]:
+        """Each model's local maxima and their merge on an image at the networks' pixel size, through the cascade
+        (`model.cascade.cascade_points`). For tools that study the models themselves (threshold tuning, field
+        validation): `full_maps` scores both models everywhere without the screen, as B's own candidates are complete
+        only where B scored everywhere."""
+        passing = self.screen_passing(image_rgb) if self.screen is not None and not full_maps else None
+        map_a_of, map_b_of = (
+            self._map_of(role, net, image_rgb, progress) for role, net in zip("AB", self.networks, strict=True)
+        )
+        return cascade.cascade_points(self.bundle, spacing_mm, map_a_of, map_b_of, passing, full_maps)
+
+    def screen_passing(self, image_rgb: np.ndarray) -> np.ndarray:
+        """P4 cells the screen passes (owned by screen cells at or above the bundle's screen threshold)."""
+        probability = screen_map(image_rgb, self.screen, self.device, self.autocast_dtype)
+        return p4_cells_passing(probability >= self.bundle.screen.threshold, map_shape(*image_rgb.shape[:2]))
+
+    def scorer(self, network: PlainP4ResNet):
+        """(1, 3, h, w) image tensor -> (1, h', w') probability map of `network` under this detector's precision."""
+        return window_scorer(network, self.device, self.autocast_dtype)
+
+    def _map_of(self, role: str, network: PlainP4ResNet, image_rgb: np.ndarray, progress: bool) -> cascade.MapOf:
+        """`cascade.MapOf` for one P4 model (`role` "A" or "B" in the cascade) on one image."""
+        tile_cells = cascade.PART_TILE_CELLS[role]
+        batch_tiles, fitted = self.part_batch_tiles[role], cascade.PART_FITTED_TILES[role]
+        stage = f"model {role}" if progress else False
+
+        def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+            score = self.scorer(network)
+            if cells is None:
+                return probability_map(image_rgb, score, self.device, self.tile_cells, stage), None
+            values = probability_map(
+                image_rgb, score, self.device, tile_cells, stage, cells=cells, batch_tiles=batch_tiles, fitted=fitted
+            )
+            return values, covered_cells(cells, tile_cells, fitted)
+
+        return map_of
+
+    @torch.no_grad()
+    def centre_probability(self, patch_rgb: np.ndarray) -> float:
+        """Ensemble probability that a patch (any size >= 1 px, at the networks' pixel size) is centred on a
+        mitotic figure. The central 78 px window is scored; smaller patches are reflection-padded."""
+        window = centre_window(patch_rgb)
+        scores = [
+            float(probability_map(window, self.scorer(net), self.device, pad_px=0)[0, 0]) for net in self.networks
+        ]
+        return float(ensemble_probability(np.float64(scores[0]), np.float64(scores[1])))
+
+
+def centre_window(patch_rgb: np.ndarray) -> np.ndarray:
+    """The receptive-field-sized window centred on the patch centre, reflection-padded when the patch is smaller."""
+    height, width = patch_rgb.shape[:2]
+    pad_y, pad_x = max(0, RECEPTIVE_FIELD_PX - height), max(0, RECEPTIVE_FIELD_PX - width)
+    if pad_y or pad_x:
+        patch_rgb = np.pad(
+            patch_rgb, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)), mode="reflect"
+        )
+        height, width = patch_rgb.shape[:2]
+    y0, x0 = (height - RECEPTIVE_FIELD_PX) // 2, (width - RECEPTIVE_FIELD_PX) // 2
+    return patch_rgb[y0 : y0 + RECEPTIVE_FIELD_PX, x0 : x0 + RECEPTIVE_FIELD_PX]
