@@ -257,7 +257,7 @@ def test_ap_matching_of_nearby_pairs_equals_the_full_matrix(seed):
 
 
 def test_300k_points_in_one_image_are_evaluated(tmp_path):
-    """A scalability check, not a timing: 30,000 points in one file took 170 s when every threshold re-matched the
+    """A scalability check, not a timing: 30,000 points in one file took 191 s when every threshold re-matched the
     image and 300,000 did not finish. Half the points crowd around the 1,000 mitoses; the alarm turns a return of the
     quadratic cost into a failure instead of a hang."""
     import signal
