@@ -107,7 +107,7 @@ class RunFolder:
 
 
 def snapshot_path(out_dir: Path, iteration: int) -> Path:
-    """Exported weights of one evaluated iteration (runs with `TrainSettings.snapshots`)."""
+    """`RunFolder(out_dir).snapshot(iteration)`, for callers that hold only the folder's path (`training.field_cv`)."""
     return RunFolder(out_dir).snapshot(iteration)
 
 
