@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from evaluation.evaluate import Evaluation
+    from evaluation.result import Evaluation
 
 METRICS_FILE = "metrics.json"
 PRECISION_RECALL_FILE = "precision_recall.png"
