@@ -42,7 +42,7 @@ def phase_scores(detector: Detector, fields: list, shift_px: int) -> dict:
         rgb = real_data.read_image(field.path)
         spacing = (field.spacing_mm, field.spacing_mm)
         maps = [
-            probability_map(rgb, detector._score_fn(net), detector.device, pad_px=BORDER_PAD_PX + shift_px)
+            probability_map(rgb, detector.scorer(net), detector.device, pad_px=BORDER_PAD_PX + shift_px)
             for net in detector.networks
         ]
         merged = cascade_points(

@@ -68,7 +68,7 @@ class Page:
 def teacher_maps(detector: Detector, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both P4 models' full maps (the exact dense path)."""
     return tuple(  # type: ignore[return-value]
-        probability_map(rgb, detector._score_fn(net), detector.device, detector.tile_cells) for net in detector.networks
+        probability_map(rgb, detector.scorer(net), detector.device, detector.tile_cells) for net in detector.networks
     )
 
 
