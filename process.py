@@ -214,9 +214,9 @@ def say(line: str) -> None:
 
 
 def exit_now(code: int) -> None:
-    """Flush and leave without the interpreter's clean-up: unloading torch, pandas and scikit-learn took 0.7-0.9 s
-    of a 15 s run on 2 CPU cores (`benchmarks/process_speed.py`), and there is nothing left to clean by then: every
-    output file is written, closed and renamed into place. A closed or broken stdout/stderr is not an error then."""
+    """Flush and leave without the interpreter's clean-up (unloading torch, pandas and scikit-learn costs most of a
+    second: docs/performance.md): by then every output file is written, closed and renamed into place. A closed or
+    broken stdout/stderr is not an error then."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

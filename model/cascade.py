@@ -78,20 +78,17 @@ def cells_for_model_b(
 
 PART_TILE_CELLS = {"A": 24, "B": 12}
 """Map cells per tile side where only part of a map is scored (the cascade), per model: A's cells come in patches
-(262 px tiles), B's are scattered squares around A's candidates (166 px tiles). Measured on the 7215x5412 benchmark
-tile, 2-core AMD EPYC: A 5.4 s with 24-cell tiles against 6.2-8.0 s with 16, 12 or 8; B 2.9 s with 12-cell tiles
-against 4.0 s with 24."""
+(262 px tiles), B's are scattered squares around A's candidates (166 px tiles); the sizes were measured
+(docs/performance.md, "Tile and batch settings")."""
 PART_FITTED_TILES = {"A": False, "B": True}
 """Tiles fitted to the wanted cells (`model.dense.tiles_holding`) or the fixed grid's tiles holding them. B's
-output is exact whatever B scores beyond its wanted cells (`model.cascade`), so B takes the cheaper fitted tiles.
+output is exact whatever B scores beyond its wanted cells (module docstring), so B takes the cheaper fitted tiles.
 A keeps the fixed grid: which of A's candidates are trusted depends on every cell A scored, and the screen's
-threshold keeps 99.5% of the points with the grid's cells (tiles fitted to the same mask kept only 98.0% at that
-threshold and needed 0.19 instead of 0.26, which made A slower overall: 19.1 against 15.3 s end to end)."""
+threshold was chosen with the grid's cells (fitted tiles made A slower overall: docs/performance.md)."""
 PART_BATCH_TILES = {"A": 4, "B": 16}
 """Tiles of that size scored per forward call (16 per call on a GPU)."""
 CUDA_TILE_CELLS = 128
-"""On a GPU, big tiles and big batches: 0.4 us per window for 128-cell tiles against 1.8 for 64 on an H100
-(`benchmarks/window_throughput.py --device cuda`), where small tiles only add kernel launches."""
+"""On a GPU, big tiles and big batches: small tiles only add kernel launches there (docs/performance.md)."""
 CUDA_PART_BATCH_TILES = 16
 
 

@@ -24,9 +24,8 @@ from model.precision import autocast
 from model.progress import progress_bar
 
 DEFAULT_TILE_CELLS = 64
-"""Map cells per tile side for a full map: 582 px input tiles (78 + 63 * 8). Per window, 1.5x faster than 1094 px
-tiles on a 2-core AMD EPYC with bf16 (29 vs 43 us per window: the smaller tile stays in cache), as fast as 24-cell
-tiles batched by 4 (`model.cascade.PART_TILE_CELLS`)."""
+"""Map cells per tile side for a full map on a CPU: 582 px input tiles (78 + 63 * 8), small enough to stay in cache
+(measured in docs/performance.md, "Tile and batch settings")."""
 
 
 def reflect_indices(indices: np.ndarray, length: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tomllib
 
+from training.data.sources import NEGATIVE_MIN_DISTANCE_UM
 from training.data.split import VALIDATION_FRACTION
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -21,7 +22,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 @dataclass(frozen=True)
 class DataSettings:
     grid_step_px: int = 32  # spacing of negative grid sites
-    min_distance_um: float = 16.0  # grid sites this close to a mitotic figure are not negatives
+    min_distance_um: float = NEGATIVE_MIN_DISTANCE_UM  # grid sites this close to a mitotic figure are not negatives
     validation_fraction: float = VALIDATION_FRACTION
     split_seed: int = 0
 

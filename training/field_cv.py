@@ -52,7 +52,13 @@ from training.augment import centre_windows
 from training.config import TrainSettings
 from training.cv_report import OutOfFoldField, cross_validated, iterations_of, subset_report
 from training.data import real_data
-from training.data.sources import NegativeSites, TrainingData, from_real, midesec_validation_names
+from training.data.sources import (
+    NEGATIVE_MIN_DISTANCE_UM,
+    NegativeSites,
+    TrainingData,
+    from_real,
+    midesec_validation_names,
+)
 from training.hnm import score_sites
 from training.mined_positives import (
     MinedPositive,
@@ -81,7 +87,7 @@ class CvSettings:
     k: int = 4000  # hard negatives kept (the last hard-negative search's choice; not searched again here)
     suspect_positive_quantile: float = 0.1
     grid_step_px: int = 32
-    min_distance_um: float = 16.0
+    min_distance_um: float = NEGATIVE_MIN_DISTANCE_UM
     architecture: str = "paper"
     border_negatives: bool = True  # every border-strip site joins the hard negatives
     bootstrap: int = 2000

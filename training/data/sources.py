@@ -45,6 +45,11 @@ from training.validation_metrics import calibrated_negative_weight
 
 logger = logging.getLogger(__name__)
 
+
+NEGATIVE_MIN_DISTANCE_UM: float = 16.0
+"""Grid sites whose centre is this close to a mitotic figure are not negatives: the figure (5-10 um across) would sit
+inside the window, off centre (the default of every config and of the field cross-validation)."""
+
 SOURCE_PX = 128
 """Side of the crops training cuts around a site: the 78 px window plus shift and zoom margins."""
 REAL_DATA_DIR = real_data.DEFAULT_ROOT.resolve()
@@ -442,7 +447,7 @@ def midesec_validation_names(names: list[str], count: int = MIDESEC_VALIDATION_F
 def from_real(
     root: Path,
     grid_step_px: int,
-    min_distance_um: float = 16.0,
+    min_distance_um: float = NEGATIVE_MIN_DISTANCE_UM,
     train_fraction: float = TILE_TRAIN_FRACTION,
     held_out_fields: Collection[str] | None = None,
 ) -> TrainingData:
