@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tomllib
 
+from model.precision import PRECISIONS
 from training.data.sources import NEGATIVE_MIN_DISTANCE_UM
 from training.data.split import VALIDATION_FRACTION
 
@@ -37,7 +38,7 @@ class TrainSettings:
     momentum: float = 0.9
     eval_every: int = 1000
     val_negatives: int = 20_000  # cap on validation negative sites (a fixed random subset when there are more)
-    precision: str = "auto"  # auto = fp16 on CUDA, bf16 on CPU; or fp32
+    precision: str = "auto"  # model.precision's rule: auto = fp16 on CUDA, bf16 on a CPU with native bf16, else fp32
     threads: int = 0  # torch CPU threads; 0 = torch's choice
     architecture: str = "paper"  # "paper" (70 layers) or "narrow" (the same 70 layers, fewer fields: for CI only)
     lab_transfer_p: float = 0.0  # LAB colour transfer (Reinhard) added to the policy with this probability
@@ -141,8 +142,8 @@ def load_config(name_or_path: str | Path) -> Config:
     with open(path, "rb") as handle:
         values = tomllib.load(handle)
     config = _build(Config, {"name": path.stem} | values, path.name)
-    if config.train.precision not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"{path.name}: train.precision must be auto, bf16, fp16 or fp32")
+    if config.train.precision not in PRECISIONS:
+        raise ValueError(f"{path.name}: train.precision must be one of {', '.join(PRECISIONS)}")
     if config.hnm.init not in ("scratch", "base") or config.final.init not in ("scratch", "base"):
         raise ValueError(f"{path.name}: init must be 'scratch' or 'base'")
     return config
