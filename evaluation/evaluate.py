@@ -68,7 +68,7 @@ from evaluation.metrics import (
 )
 from evaluation.report import ReportError, check_report_destination, format_value, write_report
 from evaluation.result import Evaluation
-from model.spacing import USABLE_SPACING_MM
+from model.spacing import PLAUSIBLE_SPACING_MM
 
 
 def evaluate(
@@ -253,7 +253,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_SPACING_UM,
         help="pixel spacing in um/px to convert MIDOG JSON pixel boxes to mm, "
-        f"{USABLE_SPACING_MM[0] * 1000:g}-{USABLE_SPACING_MM[1] * 1000:g} (default: %(default)s)",
+        f"{PLAUSIBLE_SPACING_MM[0] * 1000:g}-{PLAUSIBLE_SPACING_MM[1] * 1000:g} (default: %(default)s)",
     )
     parser.add_argument(
         "--images",

@@ -18,7 +18,7 @@ import numpy as np
 
 from evaluation.metrics import MATCH_RADIUS_MM
 from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
-from model.spacing import DEFAULT_SPACING_MM, USABLE_SPACING_MM, describe_um
+from model.spacing import DEFAULT_SPACING_MM, PLAUSIBLE_SPACING_MM, describe_um
 
 MAX_COORDINATE_MM: float = 10.0
 """A MIDOG region is ~1.7 mm wide: any coordinate above 10 means pixels were written where mm are expected."""
@@ -417,10 +417,11 @@ def check_spacing_um(spacing_um: float) -> None:
 
     It converts MIDOG JSON pixel boxes to mm, so a wrong value moves every ground-truth point: 0 or a negative value
     folds them onto the origin, infinity or NaN makes them undefined, and 1e9 puts them kilometres away, each a
-    plausible score of 0 rather than an error. Accepted: the resolutions the detector itself accepts
-    (`model.spacing.USABLE_SPACING_MM`, 0.1-2 um/px), which hold every scanner of the MIDOG datasets (0.23-0.25).
+    plausible score of 0 rather than an error. Accepted: any microscope's pixel size
+    (`model.spacing.PLAUSIBLE_SPACING_MM`, 0.05-5 um/px; the MIDOG scanners: 0.23-0.25). The evaluation scores any
+    detector's points, so it is not bound to the resolutions this detector serves.
     """
-    low_um, high_um = (value * 1000.0 for value in USABLE_SPACING_MM)
+    low_um, high_um = (value * 1000.0 for value in PLAUSIBLE_SPACING_MM)
     if not (isinstance(spacing_um, int | float) and math.isfinite(spacing_um) and low_um <= spacing_um <= high_um):
         raise EvaluationInputError(
             f"--spacing-um must be a microscope's pixel size, {low_um:g}-{high_um:g} um/px (MIDOG scanners: about "

@@ -5,9 +5,9 @@ reads as spacing 1.0, which would silently turn every output into pixel coordina
 the MIDOG scanners' nominal 0.25 um/px instead.
 
 Three ranges, from wide to narrow (all per axis):
-- `_PLAUSIBLE_SPACING_MM` (0.05 .. 5 um/px): a tag outside it is not a microscope's resolution at all (missing tags
+- `PLAUSIBLE_SPACING_MM` (0.05 .. 5 um/px): a tag outside it is not a microscope's resolution at all (missing tags
   read as 1 mm, image editors write 72 or 300 dpi = 353 or 85 um/px): warn and assume `DEFAULT_SPACING_MM`.
-- `USABLE_SPACING_MM` (0.1 .. 2 um/px): a real microscope resolution outside it is refused (`check_usable_spacing`).
+- `USABLE_SPACING_MM` (0.1 .. 0.75 um/px): a real microscope resolution outside it is refused (`check_usable_spacing`).
 - within `SPACING_TOLERANCE` of `DEFAULT_SPACING_MM`: the network runs on the native pixels; otherwise the image is
   resampled to `DEFAULT_SPACING_MM` first (`model.resample`) and the points are mapped back, exact in mm.
 """
@@ -33,21 +33,25 @@ The training images themselves span 0.23-0.25 um/px (MIDOG scanners), and the tr
 scan at 0.5 um/px shows a figure at half the size the networks learned; issue 12 measured 17 mitoses where the 40x
 version of the same field gives 104) the image is resampled instead."""
 
-USABLE_SPACING_MM: tuple[float, float] = (0.0001, 0.002)
-"""0.1 .. 2 um/px: the resolutions the detector accepts (resampling to 0.25 um/px between them).
+USABLE_SPACING_MM: tuple[float, float] = (0.0001, 0.00075)
+"""0.1 .. 0.75 um/px: the resolutions the detector accepts (resampling to 0.25 um/px between them).
 
-Above 2 um/px (5x and lower magnifications) a mitotic figure (5-10 um) spans 3-5 pixels: the chromatin pattern that
-tells it from a nucleus is not in the image, and upsampling (8x per axis, 64x the pixels and the memory) cannot put it
-back. Below 0.1 um/px is finer than any brightfield objective resolves (about 0.25 um at 40x / NA 0.75, 0.2 um with a
-100x oil objective): such a tag is more likely wrong than a real scan."""
+Measured (`python -m benchmarks.resolution_limit --data ../shared/data/real`, the 10 MiDeSeC fields the shipped
+bundle never saw, scanned again at coarser pixel sizes; docs/performance.md): recall 0.77 at 0.25 um/px, 0.54 at 0.5
+(a 20x scan), 0.49 at 0.75, then 0.31 at 1, 0.20 at 1.25, 0.03 at 1.5 and 0 at 2 um/px. Beyond 0.75 um/px the
+chromatin pattern that tells a mitotic figure (5-10 um) from a nucleus is no longer in the image, and upsampling
+cannot put it back: the detector would return an empty or near-empty answer that looks like a low count. Below 0.1
+um/px is finer than any brightfield objective resolves (about 0.25 um at 40x / NA 0.75, 0.2 um with a 100x oil
+objective): such a tag is more likely wrong than a real scan."""
 
-_PLAUSIBLE_SPACING_MM = (0.00005, 0.005)  # 0.05 .. 5 um/px: anything else is not a microscopy resolution tag
+PLAUSIBLE_SPACING_MM: tuple[float, float] = (0.00005, 0.005)
+"""0.05 .. 5 um/px: a resolution tag outside it is not a microscope's at all (missing tags, 72 dpi)."""
 
 
 def resolve_spacing_mm(spacing_mm: Sequence[float], source: str = "image") -> tuple[float, float]:
     """Return (x, y) spacing in mm, replacing missing / implausible resolution tags by the default with a warning."""
     spacing_x_mm, spacing_y_mm = float(spacing_mm[0]), float(spacing_mm[1])
-    low, high = _PLAUSIBLE_SPACING_MM
+    low, high = PLAUSIBLE_SPACING_MM
     if not (low <= spacing_x_mm <= high and low <= spacing_y_mm <= high):
         logger.warning(
             "%s has spacing %s mm/px (no usable resolution tags); assuming %.2f um/px",

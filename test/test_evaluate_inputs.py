@@ -18,7 +18,7 @@ import pytest
 from evaluation import evaluate as ev
 from evaluation import inputs, report
 from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
-from model.spacing import USABLE_SPACING_MM
+from model.spacing import PLAUSIBLE_SPACING_MM
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_POINT = {"name": MITOTIC_FIGURE, "point": [0.1, 0.1, 0], "probability": 0.9}
@@ -95,8 +95,8 @@ def test_an_image_without_mitoses_among_others_is_scored(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("gt", "message"),
     [
-        ({"001.tiff": [[0.1, 0.1, 0]], "001.tif": [[0.2, 0.2, 0]]}, "images \"001.tiff\" and \"001.tif\""),
-        ({"a/001.tiff": [[0.1, 0.1, 0]], "b/001.tiff": []}, "same name stem \"001\""),
+        ({"001.tiff": [[0.1, 0.1, 0]], "001.tif": [[0.2, 0.2, 0]]}, 'images "001.tiff" and "001.tif"'),
+        ({"a/001.tiff": [[0.1, 0.1, 0]], "b/001.tiff": []}, 'same name stem "001"'),
         (
             {
                 "001.tiff": {"annotations": [[0.1, 0.1, 0]], "tumor domain": 0, "roi type": "random"},
@@ -108,10 +108,10 @@ def test_an_image_without_mitoses_among_others_is_scored(tmp_path, capsys):
             midog([{"file_name": "001.tiff", "id": 1}, {"file_name": "scans/001.tif", "id": 2}], [box(1)]),
             "same name stem",
         ),
-        ('{"001.tiff": [[0.1, 0.1, 0]], "001.tiff": []}', "the key \"001.tiff\" appears twice"),
+        ('{"001.tiff": [[0.1, 0.1, 0]], "001.tiff": []}', 'the key "001.tiff" appears twice'),
         (
             midog([{"file_name": "001.tiff", "id": 1}, {"file_name": "002.tiff", "id": 1}], [box(1)]),
-            "images \"001.tiff\" and \"002.tiff\" have the same id 1",
+            'images "001.tiff" and "002.tiff" have the same id 1',
         ),
         (midog([{"file_name": "001.tiff", "id": [1]}], []), "an integer or string 'id'"),
         (midog([{"file_name": "001.tiff", "id": True}], []), "an integer or string 'id'"),
@@ -146,7 +146,7 @@ def test_implausible_spacing_is_refused_before_anything_is_read(tmp_path, capsys
     predictions, gt_path = setup(tmp_path, gt=midog([{"file_name": "001.tiff", "id": 1}], [box(1)]))
     monkeypatch.setattr(ev, "evaluate", lambda *args: pytest.fail("evaluated despite the spacing"))
     code, _, err = run(capsys, predictions, gt_path, f"--spacing-um={value}")  # "=": "-inf" is not an option
-    low, high = (limit * 1000 for limit in USABLE_SPACING_MM)  # the project's own range, 0.1-2 um/px
+    low, high = (limit * 1000 for limit in PLAUSIBLE_SPACING_MM)  # a microscope's, 0.05-5 um/px
     assert_one_error(code, err, "--spacing-um must be", f"{low:g}-{high:g} um/px", f"got {float(value)}")
 
 
@@ -154,7 +154,7 @@ def test_spacing_in_range_that_puts_points_outside_any_region_is_refused(tmp_pat
     gt = midog([{"file_name": "001.tiff", "id": 1}], [{"bbox": [7000, 10, 7050, 60], "category_id": 1, "image_id": 1}])
     predictions, gt_path = setup(tmp_path, gt=gt)
     code, _, err = run(capsys, predictions, gt_path, "--spacing-um", "2")
-    assert_one_error(code, err, str(gt_path), "\"001.tiff\" at 2 um/px", "check --spacing-um")
+    assert_one_error(code, err, str(gt_path), '"001.tiff" at 2 um/px', "check --spacing-um")
     assert run(capsys, predictions, gt_path, "--spacing-um", "0.25")[0] == 0  # 1.76 mm: fine
 
 

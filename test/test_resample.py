@@ -28,11 +28,11 @@ def test_tolerance_and_model_size():
     assert spacing.model_size_px(999, 600, (0.0001, 0.0001)) == (400, 240)
 
 
-@pytest.mark.parametrize("bad_um", [(0.08, 0.08), (3.0, 3.0), (0.25, 2.5)])
+@pytest.mark.parametrize("bad_um", [(0.08, 0.08), (1.0, 1.0), (3.0, 3.0), (0.25, 2.5)])
 def test_usable_spacing_range(bad_um):
-    with pytest.raises(ValueError, match="outside the 0.1-2 um/px"):
+    with pytest.raises(ValueError, match="outside the 0.1-0.75 um/px"):
         spacing.check_usable_spacing(tuple(v / 1000 for v in bad_um))
-    spacing.check_usable_spacing((0.0001, 0.002))  # the limits themselves are usable
+    spacing.check_usable_spacing((0.0001, 0.00075))  # the limits themselves are usable
 
 
 @pytest.mark.parametrize("shape_in, size_out", [((50, 40), (80, 100)), ((90, 120), (45, 30)), ((64, 64), (64, 160))])
@@ -152,8 +152,8 @@ def test_process_resamples_a_20x_image(tmp_path, random_bundle_dir, caplog, spac
 @pytest.mark.parametrize(
     "spacing_xy_um, size_px, message",
     [
-        ((3.0, 3.0), 200, "outside the 0.1-2 um/px"),
-        ((0.08, 0.08), 200, "outside the 0.1-2 um/px"),
+        ((3.0, 3.0), 200, "outside the 0.1-0.75 um/px"),
+        ((0.08, 0.08), 200, "outside the 0.1-0.75 um/px"),
         ((0.1, 0.1), 150, "is 60x60 px at the model's 0.25 um/px, which is smaller than the 78 px"),
     ],
 )

@@ -78,7 +78,7 @@ def test_bad_out_is_one_line_before_the_models(tmp_path, capsys, no_models, make
         (["", "--out", "s.csv"], "the patch folder is empty"),
         (["missing", "--out", "s.csv"], "is not a folder of patches"),
         (["p", "--out", "s.csv", "--device", "cuda:7"], "--device cuda:7"),
-        (["p", "--out", "s.csv", "--spacing-um", "3"], "outside the 0.1-2 um/px"),
+        (["p", "--out", "s.csv", "--spacing-um", "3"], "outside the 0.1-0.75 um/px"),
         (["p", "--out", "s.csv", "--spacing-um", "inf"], "--spacing-um inf"),
     ],
 )
