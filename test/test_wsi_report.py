@@ -1,0 +1,189 @@
+"""wsi.report: the files a whole-slide count leaves behind read back as written, and a failed write leaves none."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from conftest import assert_drawn_png
+from PIL import Image
+
+from wsi import report
+
+
+def slide_summary(name: str = "case 1.svs") -> dict:
+    return {
+        "slide": name,
+        "mpp_um": [0.25, 0.25],
+        "tissue_mm2": 123.4567,
+        "mitotic_figures": 42,
+        "density_per_mm2": 0.3402,
+        "hotspot": {"center_px": [4000.0, 2000.0], "center_mm": [1.0, 0.5], "area_mm2": 2.0, "count": 17},
+        "mitotic_score": 3,
+        "veterinary_2_37_mm2": {"count": 19, "center_mm": [1.01, 0.5]},
+        "heatmap": "case 1/heatmap.png",
+    }
+
+
+def failed_summary(name: str = "broken.ndpi") -> dict:
+    return {"slide": name, "error": "cannot read level 0: truncated file"}
+
+
+def leftovers(folder) -> list[str]:
+    return [path.name for path in folder.iterdir() if path.name.startswith(".tmp-")]
+
+
+def test_geojson_holds_one_qupath_point_detection_per_point(tmp_path):
+    xy_px = np.array([[10.123, 20.987], [30000.5, 40000.25]])
+    probability = np.array([0.91234567, 0.5])
+    path = tmp_path / "mitoses.geojson"
+
+    report.write_geojson(path, xy_px, probability)
+    document = json.loads(path.read_text())
+
+    assert document["type"] == "FeatureCollection"
+    assert len(document["features"]) == 2
+    first = document["features"][0]
+    assert first["type"] == "Feature"
+    assert first["geometry"] == {"type": "Point", "coordinates": [10.12, 20.99]}
+    assert first["properties"] == {
+        "objectType": "detection",
+        "classification": {"name": "Mitotic figure"},
+        "probability": 0.912346,
+    }
+    assert document["features"][1]["geometry"]["coordinates"] == [30000.5, 40000.25]
+
+    report.write_geojson(path, np.zeros((0, 2)), np.zeros(0), classification="Candidate")
+    assert json.loads(path.read_text()) == {"type": "FeatureCollection", "features": []}
+
+
+def test_geojson_refuses_mismatched_probabilities(tmp_path):
+    with pytest.raises(ValueError, match="probability"):
+        report.write_geojson(tmp_path / "x.geojson", np.zeros((3, 2)), np.zeros(2))
+
+
+def test_summary_json_round_trip(tmp_path):
+    report.write_summary(tmp_path / "summary.json", slide_summary())
+    assert json.loads((tmp_path / "summary.json").read_text()) == slide_summary()
+
+
+def test_csv_round_trip_with_a_failed_slide(tmp_path):
+    path = tmp_path / "summary.csv"
+    no_hotspot = slide_summary("empty.svs") | {"hotspot": None, "veterinary_2_37_mm2": None, "mitotic_figures": 0}
+
+    report.write_summary_csv(path, [slide_summary(), failed_summary(), no_hotspot])
+    with open(path, newline="") as stream:
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+
+    assert tuple(reader.fieldnames) == report.CSV_COLUMNS
+    assert [row["slide"] for row in rows] == ["case 1.svs", "broken.ndpi", "empty.svs"]
+    good, failed, empty = rows
+    assert float(good["mpp_um"]) == pytest.approx(0.25)
+    assert float(good["tissue_mm2"]) == pytest.approx(123.4567)
+    assert int(good["mitotic_figures"]) == 42
+    assert float(good["density_per_mm2"]) == pytest.approx(0.3402)
+    assert int(good["hotspot_count"]) == 17 and float(good["hotspot_area_mm2"]) == pytest.approx(2.0)
+    assert float(good["hotspot_center_x_mm"]) == pytest.approx(1.0)
+    assert float(good["hotspot_center_y_mm"]) == pytest.approx(0.5)
+    assert int(good["mitotic_score"]) == 3 and int(good["count_2_37_mm2"]) == 19
+    assert good["error"] == ""
+    assert failed["error"] == "cannot read level 0: truncated file"
+    assert all(failed[column] == "" for column in report.CSV_COLUMNS if column not in ("slide", "error"))
+    assert empty["hotspot_count"] == "" and empty["count_2_37_mm2"] == "" and empty["mitotic_figures"] == "0"
+
+
+def test_html_report_escapes_every_name(tmp_path):
+    path = tmp_path / "report.html"
+    hostile = slide_summary("<script>alert(1)</script>&.svs")
+    report.write_report_html(path, [hostile, failed_summary("bad <b>name</b>.svs")])
+    page = path.read_text()
+
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;.svs" in page
+    assert "bad &lt;b&gt;name&lt;/b&gt;.svs" in page
+    assert 'class="error">cannot read level 0: truncated file<' in page
+    assert '<img src="case%201/heatmap.png"' in page  # relative, the only asset
+    assert "http" not in page and "<link" not in page
+    assert ">17 in 2.00 mm&sup2;<" in page
+
+
+def test_heatmap_has_the_thumbnail_size_and_the_hotspot_circle(tmp_path):
+    height, width, downsample = 300, 400, 32.0
+    thumbnail = np.full((height, width, 3), 200, dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    xy_px = rng.normal((250 * downsample, 150 * downsample), 15 * downsample, size=(60, 2))
+    centre_px, radius_px = (250 * downsample, 150 * downsample), 50 * downsample
+    tissue = np.zeros((height // 2, width // 2), dtype=bool)  # another resolution than the thumbnail
+    tissue[:, width // 4 :] = True
+    path = tmp_path / "heatmap.png"
+
+    report.draw_heatmap(path, thumbnail, downsample, xy_px, centre_px, radius_px, tissue_mask=tissue)
+
+    assert_drawn_png(path)
+    with Image.open(path) as image:
+        assert image.size == (width, height)
+        picture = np.asarray(image.convert("RGB")).astype(int)
+    on_circle = picture[150, 250 + 50]
+    assert np.abs(on_circle - 200).sum() > 60
+    assert np.abs(picture[290, 10] - 200).sum() == 0  # off tissue, far from every point: the thumbnail itself
+    assert np.abs(picture[150, 230] - 200).sum() > 30  # the density is drawn where the points are
+
+
+def test_heatmap_without_points_or_hotspot(tmp_path):
+    thumbnail = np.full((50, 80, 3), 230, dtype=np.uint8)
+    report.draw_heatmap(tmp_path / "heatmap.png", thumbnail, 16.0, np.zeros((0, 2)), None, None)
+    with Image.open(tmp_path / "heatmap.png") as image:
+        assert image.size == (80, 50)
+
+
+def _fail_midway(original):
+    """Wrap a writer so that it writes part of its output, then fails like a full disk."""
+
+    def failing(*args, **kwargs):
+        original(*args, **kwargs)
+        raise OSError("No space left on device")
+
+    return failing
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "owner", "method"),
+    [
+        ("mitoses.geojson", lambda p: report.write_geojson(p, np.ones((3, 2)), np.ones(3)), json, "dump"),
+        ("summary.json", lambda p: report.write_summary(p, slide_summary()), json, "dump"),
+        ("summary.csv", lambda p: report.write_summary_csv(p, [slide_summary()] * 3), csv.DictWriter, "writerow"),
+        ("report.html", lambda p: report.write_report_html(p, [slide_summary()]), pathlib.Path, "write_text"),
+        (
+            "heatmap.png",
+            lambda p: report.draw_heatmap(p, np.zeros((20, 30, 3), np.uint8), 1.0, np.ones((2, 2)), None, None),
+            Image.Image,
+            "save",
+        ),
+    ],
+)
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, name, write, owner, method):
+    path = tmp_path / name
+    path.write_bytes(b"the previous run's file")
+    monkeypatch.setattr(owner, method, _fail_midway(getattr(owner, method)))
+
+    with pytest.raises(OSError, match="No space left"):
+        write(path)
+
+    assert path.read_bytes() == b"the previous run's file"
+    assert leftovers(tmp_path) == []
+
+
+def test_density_window_follows_the_hotspot(tmp_path):
+    """Without a window the density is smoothed over about one hotspot diameter: a lone point's colour reaches
+    about one radius away, not the far side of the slide."""
+    thumbnail = np.full((200, 200, 3), 200, dtype=np.uint8)
+    path = tmp_path / "heatmap.png"
+    report.draw_heatmap(path, thumbnail, 10.0, np.array([[1000.0, 1000.0]]), (1000.0, 1000.0), 200.0)
+    with Image.open(path) as image:
+        picture = np.asarray(image.convert("RGB")).astype(int)
+    assert np.abs(picture[100, 100 + 10] - 200).sum() > 30  # half a radius away: coloured
+    assert np.abs(picture[100, 100 + 80] - 200).sum() == 0  # four radii away: untouched
