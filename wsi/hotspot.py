@@ -94,7 +94,7 @@ def densest_circle(
     optimum is among these candidate centres: every point, and both intersections of the radius-r circles around
     every two points at most 2r apart. `on_tissue(centres_mm (M, 2)) -> bool (M,)` removes candidates (the hotspot
     must lie on tissue); equal counts go to the lowest y, then the lowest x, of the centre. Returns None when there
-    is no point or no candidate on tissue. Duplicate points count once each.
+    is no point or no candidate on tissue. Every copy of a repeated point counts.
 
     Enumerating all candidates is O(n^2) pairs when the points crowd into one 2r disc (50,000 points in 2 mm2:
     1.25e9 pairs), so the candidates are searched branch-and-bound over boxes of centres instead. For a box, a point
