@@ -52,3 +52,12 @@ def test_dockerfile_installs_the_runtime_set_only():
         and "requirements-train" not in dockerfile
         and "requirements-dev" not in dockerfile
     )
+
+
+def test_wsi_requirements_cover_the_slide_counter_and_stay_out_of_the_container():
+    needed = {DISTRIBUTION_OF.get(name, name).lower() for name in third_party_imports((REPO / "wsi").glob("*.py"))}
+    pins = pinned(REPO / "requirements-wsi.txt") | pinned(REPO / "requirements.txt")
+    needed = {"openslide-python" if name == "openslide" else name for name in needed} - {"wsi"}
+    assert needed <= pins, f"imported by wsi/ but not pinned: {needed - pins}"
+    assert "requirements-wsi" not in (REPO / "Dockerfile").read_text()
+    assert not pinned(REPO / "requirements-wsi.txt") & pinned(REPO / "requirements.txt")

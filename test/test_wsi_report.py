@@ -53,6 +53,7 @@ def test_geojson_holds_one_qupath_point_detection_per_point(tmp_path):
         "objectType": "detection",
         "classification": {"name": "Mitotic figure"},
         "probability": 0.912346,
+        "measurements": {"probability": 0.912346},
     }
     assert document["features"][1]["geometry"]["coordinates"] == [30000.5, 40000.25]
 

@@ -32,6 +32,12 @@ DEFAULT_HOTSPOT_MM2 = 2.0
 """The hotspot area most digital-pathology studies report (about 10 fields of 0.50 mm diameter)."""
 VETERINARY_HOTSPOT_MM2 = 2.37
 """Meuten et al. (2016): 10 fields of a field-number-22 ocular with a 40x objective (field diameter 0.55 mm)."""
+MAX_ANNOTATED_DENSITY_PER_MM2 = 98.0
+"""The densest region the MIDOG datasets annotate: 239 mitotic figures in image 548 of MIDOG++ (7215 x 5412 px at
+0.25 um/px, 2.44 mm2), the most of its 553 regions and of MIDOG 2021's 200 (at most 82). A hotspot denser than this
+is far more likely a detector naming ordinary nuclei (a stain, tissue or scan it was not trained on) than a tumour:
+`wsi.count` says so in the slide's summary."""
+
 BOUNDARY_TOLERANCE_MM = 1e-9
 """A point this far outside the circle still counts: points on the boundary are inside despite rounding."""
 

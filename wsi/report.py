@@ -30,6 +30,7 @@ CSV_COLUMNS = (
     "hotspot_center_y_mm",
     "mitotic_score",
     "count_2_37_mm2",
+    "warning",
     "error",
 )
 """Columns of `summary.csv`, one row per slide."""
@@ -51,7 +52,7 @@ def write_geojson(
 ) -> None:
     """A GeoJSON FeatureCollection that QuPath imports (File > Import objects): one Point detection per point, at
     level-0 pixel coordinates [x, y] (2 decimals), classified as `classification`, with its probability (6
-    decimals) in `properties`."""
+    decimals) in `properties` and as a QuPath measurement."""
     xy_px = np.asarray(xy_px, dtype=np.float64).reshape(-1, 2)
     probability = np.asarray(probability, dtype=np.float64).reshape(-1)
     if len(probability) != len(xy_px):
@@ -66,6 +67,7 @@ def write_geojson(
                 "objectType": "detection",
                 "classification": {"name": classification},
                 "probability": round(p, 6),
+                "measurements": {"probability": round(p, 6)},  # what QuPath shows as the detection's measurement
             },
         }
         for (x, y), p in zip(xy_px.tolist(), probability.tolist(), strict=True)
@@ -213,6 +215,7 @@ def _csv_row(summary: dict) -> dict[str, str]:
         "hotspot_center_y_mm": centre_mm[1],
         "mitotic_score": summary.get("mitotic_score"),
         "count_2_37_mm2": veterinary.get("count"),
+        "warning": summary.get("warning"),
         "error": summary.get("error"),
     }
     return {column: _cell(value) for column, value in row.items()}
@@ -273,7 +276,7 @@ def _html_row(summary: dict) -> str:
         f"<td>{hotspot_text}</td>",
         f"<td>{_number(summary.get('mitotic_score'), 0)}</td>",
         f"<td>{_number(veterinary.get('count'), 0)}</td>",
-        f'<td class="error">{html.escape(str(summary.get("error") or ""))}</td>',
+        f'<td class="error">{html.escape(str(summary.get("error") or summary.get("warning") or ""))}</td>',
     ]
     return "<tr>" + "".join(cells) + "</tr>"
 
@@ -285,7 +288,7 @@ def write_report_html(path: Path, summaries: list[dict]) -> None:
     header = (
         "<tr><th>Heatmap</th><th>Slide</th><th>Mitotic figures</th><th>Tissue (mm&sup2;)</th>"
         "<th>Density (/mm&sup2;)</th><th>Hotspot</th><th>Mitotic score</th><th>Count in 2.37 mm&sup2;</th>"
-        "<th>Error</th></tr>"
+        "<th>Error or warning</th></tr>"
     )
     failed = sum(1 for summary in summaries if summary.get("error"))
     page = "\n".join(
