@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evaluation.metrics import FROC_MAX_FP_PER_IMAGE
+from model.preflight import folder_write_problem, same_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,37 +48,6 @@ def format_value(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _folder_write_problem(folder: Path) -> str | None:
-    """Why files cannot be created in `folder` (created on demand when missing), or None when they can.
-
-    An existing folder is probed for real (a temporary file made and removed: permissions, read-only mounts and ACLs
-    all answer); for a missing one, its nearest existing ancestor must be a folder this user can write. (The same
-    rule as `model.preflight.folder_write_problem`, which imports torch; the evaluation does not need it.)
-    """
-    folder = Path(folder).absolute()
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    if existing != folder:
-        return None if os.access(existing, os.W_OK | os.X_OK) else f"folder {existing} is not writable"
-    try:
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        return f"folder {folder} is not writable ({error.strerror or error})"
-    return None
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist: compare the resolved paths
-        return Path(a).resolve() == Path(b).resolve()
-
-
 def check_report_destination(report_dir: Path, predictions_dir: Path, input_files: Iterable[Path]) -> None:
     """Refuse, before any work, a `--report` folder the report cannot or must not be written to.
 
@@ -89,19 +59,19 @@ def check_report_destination(report_dir: Path, predictions_dir: Path, input_file
     report_dir = Path(report_dir)
     inputs = [Path(path) for path in input_files]
     for path in inputs:
-        if _same_file(report_dir, path):
+        if same_file(report_dir, path):
             raise ReportError(f"--report {report_dir} is an input file of this evaluation, not a folder for the report")
     if report_dir.exists() and not report_dir.is_dir():
         raise ReportError(f"--report {report_dir} is a file, not a folder")
-    if _same_file(report_dir, predictions_dir):
+    if same_file(report_dir, predictions_dir):
         raise ReportError(
             f"--report {report_dir} is the predictions folder: its {METRICS_FILE} would be read as predictions later"
         )
     for name in REPORT_FILES:
         for path in inputs:
-            if _same_file(report_dir / name, path):
+            if same_file(report_dir / name, path):
                 raise ReportError(f"--report {report_dir}: writing {name} there would replace the input file {path}")
-    problem = _folder_write_problem(report_dir)
+    problem = folder_write_problem(report_dir)
     if problem is not None:
         raise ReportError(f"--report {report_dir}: {problem}")
     try:

@@ -14,11 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from model.image_io import SUPPORTED_SUFFIXES, ImageHeader, InputImageError, read_header
-from model.precision import autocast_dtype, pick_device
 
 CONTAINER_MARKER = Path("/.dockerenv")
 """Docker creates this file in every container: a folder that is not writable there usually means a bind-mounted
@@ -142,7 +140,12 @@ def check_overlay_file(path: Path) -> None:
 
 
 def check_device(requested: str | None, precision: str) -> None:
-    """The device exists here and the precision suits it (else torch fails later with a traceback)."""
+    """The device exists here and the precision suits it (else torch fails later with a traceback). torch is
+    imported here only: the file-system checks above serve tools without torch (`evaluation.report`)."""
+    import torch
+
+    from model.precision import autocast_dtype, pick_device
+
     try:
         device = torch.device(requested) if requested else None
     except RuntimeError:

@@ -294,7 +294,7 @@ def test_unwritable_report_folder_is_refused_before_work(tmp_path, capsys, monke
 
     monkeypatch.setattr(report.tempfile, "mkstemp", denied)  # what a read-only folder answers (root ignores modes)
     code, _, err = run(capsys, predictions, gt_path, "--report", str(report_dir))
-    assert_one_error(code, err, f"--report {report_dir}", "not writable", "Permission denied")
+    assert_one_error(code, err, f"--report {report_dir}", "not writable by user id")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
