@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 import tifffile
 
+from model import threads
 from model.geometry import RECEPTIVE_FIELD_PX
 from model.spacing import DEFAULT_SPACING_MM, check_usable_spacing, describe_um, model_size_px, resolve_spacing_mm
 
@@ -180,7 +181,7 @@ def read_tiff_rgb(path: Path, header: ImageHeader) -> np.ndarray | None:
                 or any(count <= 0 or offset + count > file_bytes for offset, count in chunks)
             ):
                 return None
-            pixels = page.asarray(maxworkers=DECODE_THREADS)
+            pixels = page.asarray(maxworkers=min(DECODE_THREADS, threads.budget()))
     except Exception:  # anything tifffile trips on goes to SimpleITK, which reports it if it is really broken
         return None
     if pixels.shape != (header.height_px, header.width_px, page.samplesperpixel) or pixels.dtype != np.uint8:

@@ -1,8 +1,8 @@
 """Every bad or odd input of process.py answers with one line and exit code 1 (and no output file), or rightly.
 
-Most cases must fail before the models load: `process.Detector` is replaced by a tripwire there. Permission cases
-need an unprivileged process (root ignores file modes): when the suite runs as root they run in a forked child that
-drops to user `nobody`.
+Most cases must fail before the models load: `model.algorithm.Detector` is replaced by a tripwire there. Permission
+cases need an unprivileged process (root ignores file modes): when the suite runs as root they run in a forked child
+that drops to user `nobody`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from test_process import tissue_like, validate_schema, write_tiff
 
 import process
-from model import preflight
+from model import algorithm, preflight
 
 
 class ModelsMustNotLoad(AssertionError):
@@ -36,7 +36,7 @@ def no_models(monkeypatch):
     def tripwire(*args, **kwargs):
         raise ModelsMustNotLoad("the models were loaded before the bad input was noticed")
 
-    monkeypatch.setattr(process, "Detector", tripwire)
+    monkeypatch.setattr(algorithm, "Detector", tripwire)
 
 
 def one_line_error(capsys, code: int) -> str:
@@ -372,7 +372,7 @@ def test_write_failure_after_detection_is_one_line(tmp_path, capsys, random_bund
     def disk_full(data, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(process, "write_json_atomically", disk_full)
+    monkeypatch.setattr(algorithm, "write_json_atomically", disk_full)
     code = process.main(
         [
             "--input",
@@ -459,7 +459,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_file(tmp_path, capsys, random_bundle_d
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(process.Detector, "detect", interrupted)
+    monkeypatch.setattr(algorithm.Detector, "detect", interrupted)
     out = tmp_path / "o.json"
     code = process.main(
         ["--input", str(image_folder(tmp_path)), "--output", str(out), "--bundle", str(random_bundle_dir)]
