@@ -1,9 +1,11 @@
 """Wall time, peak memory and time per stage of `process.py` (both models) on one MIDOG-sized image.
 
-    python benchmarks/process_speed.py [--image PATH] [--threads 2] [--repeats 1] [--compare REV] [--json OUT]
+    python benchmarks/process_speed.py [--region tissue|glass | --image PATH] [--threads 2] [--repeats 1]
+                                       [--compare REV] [--exact-too] [--json OUT]
 
-Default image: one of the real 7215x5412 canine tiles of ../shared/data/real, written as a TIFF with 0.25 um/px
-resolution tags (the MIDOG 2022 size).
+Default image (`--region tissue`): the 7168x5120 mosaic of the 35 real MiDeSeC fields (`benchmarks/tissue_region.py`,
+74% tissue), what a MIDOG region of interest looks like. `--region glass`: a real 7215x5412 canine tile whose tissue
+fills its lower sixth. Both written as tiled TIFFs with 0.25 um/px resolution tags (the MIDOG 2022 size).
 
 What is measured, and why this way:
 
@@ -70,14 +72,17 @@ STAGES = (
 GIB = 1024**3
 
 
-def write_midog_like_tiff(source: Path, target: Path, spacing_um: float | None = None) -> tuple[int, int]:
+def write_midog_like_tiff(source: Path | np.ndarray, target: Path, spacing_um: float | None = None) -> tuple[int, int]:
     """A tiled, zlib-compressed RGB TIFF with resolution tags, like MIDOG's files, so reading costs what it costs.
-    Default pixel size: the model's (`model.spacing.DEFAULT_SPACING_MM`)."""
+    `source`: a picture file or an RGB array. Default pixel size: the model's (`model.spacing.DEFAULT_SPACING_MM`)."""
     from model.spacing import DEFAULT_SPACING_MM
 
     spacing_um = DEFAULT_SPACING_MM * 1000.0 if spacing_um is None else spacing_um
-    with Image.open(source) as image:
-        rgb = np.asarray(image.convert("RGB"))
+    if isinstance(source, np.ndarray):
+        rgb = source
+    else:
+        with Image.open(source) as image:
+            rgb = np.asarray(image.convert("RGB"))
     per_cm = 1e4 / spacing_um
     tifffile.imwrite(
         target,
@@ -458,7 +463,19 @@ def format_report(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--image", type=Path, default=None, help="image to process (default: a real 7215x5412 tile)")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="image to process (default: --region's)",
+    )
+    parser.add_argument(
+        "--region",
+        choices=["tissue", "glass"],
+        default="tissue",
+        help="the built-in image: tissue = the 7168x5120 mosaic of real fields (benchmarks/tissue_region.py, 74%%\n"
+        "tissue, what MIDOG regions look like); glass = the real 7215x5412 canine tile, tissue in its lower sixth",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of every run (default: 2, like CI)")
     parser.add_argument("--repeats", type=int, default=1, help="end-to-end runs each; the fastest is reported")
     parser.add_argument("--precision", default="auto", help="process.py --precision (default: auto)")
@@ -489,7 +506,12 @@ def main() -> None:
             os.symlink(args.image.resolve(), image)
         else:
             image = input_dir / "001.tiff"
-            write_midog_like_tiff(DEFAULT_SOURCE, image)
+            if args.region == "tissue":
+                from benchmarks.tissue_region import tissue_mosaic
+
+                write_midog_like_tiff(tissue_mosaic(REPO.parent / "shared/data/real"), image)
+            else:
+                write_midog_like_tiff(DEFAULT_SOURCE, image)
         stages = run_stages_child(image, args, scratch)
         head = git("rev-parse", "--short", "HEAD").strip()
         current_runs: list[ChildRun] = []
@@ -535,7 +557,7 @@ def main() -> None:
             )
             old = summarise_runs(f"{args.compare} ({short})", old_runs, scratch / "old.json") if old_runs else None
     result = {
-        "image": str(args.image or DEFAULT_SOURCE),
+        "image": str(args.image or (f"{args.region} region" if args.region == "tissue" else DEFAULT_SOURCE)),
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "threads": args.threads,

@@ -85,6 +85,11 @@ PART_FITTED_TILES = {"A": False, "B": True}
 output is exact whatever B scores beyond its wanted cells (module docstring), so B takes the cheaper fitted tiles.
 A keeps the fixed grid: which of A's candidates are trusted depends on every cell A scored, and the screen's
 threshold was chosen with the grid's cells (fitted tiles made A slower overall: docs/performance.md)."""
+FULL_MAP_SHARE = 0.5
+"""When a model would score more than this share of an image's cells in part, it scores the whole map instead, in
+the full map's larger tiles: on tissue B's wanted cells cover most of the image, and scattered small tiles cost
+about twice as much per window as the full map's (docs/performance.md). The points stay exact: a full map computes
+every cell a partial one would."""
 PART_BATCH_TILES = {"A": 4, "B": 16}
 """Tiles of that size scored per forward call (16 per call on a GPU)."""
 CUDA_TILE_CELLS = 128
