@@ -122,8 +122,8 @@ def cascade_points(
 
     map_a, computed_a = map_a_of(None if passing is None else cells_near(passing, md_cells))
     candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
-    if full_maps:
-        map_b, computed_b = map_b_of(None)
+    if full_maps or cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells).mean() > FULL_MAP_SHARE:
+        map_b, computed_b = map_b_of(None)  # B wanted over most of the image (tissue): its whole map costs less
     else:  # B in two steps: around every A candidate, then the peak margin only where B can reach the floor
         map_b, computed_b = map_b_of(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0))
         candidates_a = candidates_a.subset(b_reaches_floor(map_b, candidates_a.cells, radius_px, floor))

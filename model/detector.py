@@ -28,7 +28,7 @@ from model.geometry import RECEPTIVE_FIELD_PX, map_shape
 from model.plain import PlainP4ResNet
 from model.precision import autocast_dtype, pick_device
 from model.resample import detect_at_model_spacing
-from model.screen import p4_cells_passing, screen_map
+from model.screen import p4_cells_passing, screen_cells_off_glass, screen_map
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,21 @@ class Detector:
         validation): `full_maps` scores both models everywhere without the screen, as B's own candidates are complete
         only where B scored everywhere."""
         passing = self.screen_passing(image_rgb) if self.screen is not None and not full_maps else None
+        # None: A everywhere (no screen, or an image the screen cannot pay on)
         map_a_of, map_b_of = (
             self._map_of(role, net, image_rgb, progress) for role, net in zip("AB", self.networks, strict=True)
         )
         return cascade.cascade_points(self.bundle, spacing_mm, map_a_of, map_b_of, passing, full_maps)
 
-    def screen_passing(self, image_rgb: np.ndarray) -> np.ndarray:
-        """P4 cells the screen passes (owned by screen cells at or above the bundle's screen threshold)."""
-        probability = screen_map(image_rgb, self.screen, self.device, self.autocast_dtype)
+    def screen_passing(self, image_rgb: np.ndarray) -> np.ndarray | None:
+        """P4 cells the screen passes (owned by screen cells at or above the bundle's screen threshold), or None
+        when more than `cascade.FULL_MAP_SHARE` of the image is off glass: on tissue the screen passes nearly
+        every cell (all of them on the tissue region of `benchmarks/tissue_region.py`), so A would score its whole
+        map anyway and the screen would only add its own time (docs/performance.md)."""
+        off_glass = screen_cells_off_glass(image_rgb)
+        if off_glass.mean() > cascade.FULL_MAP_SHARE:
+            return None
+        probability = screen_map(image_rgb, self.screen, self.device, self.autocast_dtype, off_glass)
         return p4_cells_passing(probability >= self.bundle.screen.threshold, map_shape(*image_rgb.shape[:2]))
 
     def scorer(self, network: PlainP4ResNet):

@@ -103,11 +103,16 @@ def screen_cells_off_glass(image_rgb: np.ndarray) -> np.ndarray:
 
 
 def screen_map(
-    image_rgb: np.ndarray, network: ScreenNet, device: torch.device, dtype: torch.dtype | None
+    image_rgb: np.ndarray,
+    network: ScreenNet,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    cells: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The screen's probability map of an image (mirrored like the P4 maps); only glass is skipped (0 there)."""
+    """The screen's probability map of an image (mirrored like the P4 maps); only glass is skipped (0 there).
+    `cells`: `screen_cells_off_glass(image_rgb)` when the caller has it already."""
     scorer = screen_scorer(network, device, dtype)
-    cells = screen_cells_off_glass(image_rgb)
+    cells = screen_cells_off_glass(image_rgb) if cells is None else cells
     return probability_map(image_rgb, scorer, device, SCREEN_TILE_CELLS, grid=SCREEN_GRID, cells=cells, fitted=True)
 
 
