@@ -86,10 +86,10 @@ output is exact whatever B scores beyond its wanted cells (module docstring), so
 A keeps the fixed grid: which of A's candidates are trusted depends on every cell A scored, and the screen's
 threshold was chosen with the grid's cells (fitted tiles made A slower overall: docs/performance.md)."""
 FULL_MAP_SHARE = 0.5
-"""When a model would score more than this share of an image's cells in part, it scores the whole map instead, in
-the full map's larger tiles: on tissue B's wanted cells cover most of the image, and scattered small tiles cost
-about twice as much per window as the full map's (docs/performance.md). The points stay exact: a full map computes
-every cell a partial one would."""
+"""When the tiles holding a model's wanted cells would cover more than this share of its map, it scores the whole
+map instead, in the full map's larger tiles: on tissue B's tiles cover most of the image, and scattered small tiles
+cost about twice as much per window as the full map's (docs/performance.md). The points stay exact: a full map
+computes every cell a partial one would."""
 PART_BATCH_TILES = {"A": 4, "B": 16}
 """Tiles of that size scored per forward call (16 per call on a GPU)."""
 CUDA_TILE_CELLS = 128
@@ -122,7 +122,7 @@ def cascade_points(
 
     map_a, computed_a = map_a_of(None if passing is None else cells_near(passing, md_cells))
     candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
-    if full_maps or cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells).mean() > FULL_MAP_SHARE:
+    if full_maps or full_map_pays(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells), "B"):
         map_b, computed_b = map_b_of(None)  # B wanted over most of the image (tissue): its whole map costs less
     else:  # B in two steps: around every A candidate, then the peak margin only where B can reach the floor
         map_b, computed_b = map_b_of(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0))
@@ -133,3 +133,10 @@ def cascade_points(
             map_b, computed_b = np.where(computed_b, map_b, more_b), computed_b | more_computed
     candidates_b = local_maxima(map_b, min_distance_px, floor, trusted(computed_b))
     return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_b, radius_px)
+
+
+def full_map_pays(cells: np.ndarray, role: str) -> bool:
+    """Would the tiles holding `cells` (model `role`'s part tiles) cover more than `FULL_MAP_SHARE` of its map?"""
+    from model.dense import covered_cells  # torch: only where maps are computed
+
+    return bool(covered_cells(cells, PART_TILE_CELLS[role], PART_FITTED_TILES[role]).mean() > FULL_MAP_SHARE)

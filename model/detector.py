@@ -136,7 +136,7 @@ class Detector:
 
         def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
             score = self.scorer(network)
-            if cells is None or cells.mean() > cascade.FULL_MAP_SHARE:
+            if cells is None or cascade.full_map_pays(cells, role):
                 full = probability_map(image_rgb, score, self.device, self.tile_cells, stage)
                 return full, (None if cells is None else np.ones_like(cells, dtype=bool))
             values = probability_map(
