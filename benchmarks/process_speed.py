@@ -413,7 +413,7 @@ def run_stages_child(image: Path, args: argparse.Namespace, scratch: Path) -> di
 def stage_note(stage: str) -> str:
     """What a stage that did not run means."""
     if stage == "screen":
-        return "absent (this detector has no screen: the P4 models score every window)"
+        return "not run (no screen in the bundle, or an image mostly off glass: the P4 models score every window)"
     if stage == "resample":
         return "not needed (image at the model's 0.25 um/px)"
     return "did not run"
