@@ -48,13 +48,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tifffile
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/process_speed.py` puts benchmarks/, not the repository, on the path
     sys.path.insert(0, str(REPO))
+
+from benchmarks.tissue_region import tissue_mosaic, write_midog_like_tiff  # noqa: E402
 
 DEFAULT_SOURCE = REPO.parent / "shared/data/real/tiles/cmc-no-mitosis/2191a7aa287ce1d5dbc0_patch_0_28860.jpg"
 STAGES = (
@@ -70,30 +68,6 @@ STAGES = (
 """Report order; a stage that did not run is None (resample at the model's spacing, screen while none exists)."""
 
 GIB = 1024**3
-
-
-def write_midog_like_tiff(source: Path | np.ndarray, target: Path, spacing_um: float | None = None) -> tuple[int, int]:
-    """A tiled, zlib-compressed RGB TIFF with resolution tags, like MIDOG's files, so reading costs what it costs.
-    `source`: a picture file or an RGB array. Default pixel size: the model's (`model.spacing.DEFAULT_SPACING_MM`)."""
-    from model.spacing import DEFAULT_SPACING_MM
-
-    spacing_um = DEFAULT_SPACING_MM * 1000.0 if spacing_um is None else spacing_um
-    if isinstance(source, np.ndarray):
-        rgb = source
-    else:
-        with Image.open(source) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    per_cm = 1e4 / spacing_um
-    tifffile.imwrite(
-        target,
-        rgb,
-        photometric="rgb",
-        resolution=(per_cm, per_cm),
-        resolutionunit="CENTIMETER",
-        tile=(256, 256),
-        compression="zlib",
-    )
-    return rgb.shape[1], rgb.shape[0]
 
 
 def cpu_model() -> str:
@@ -507,8 +481,6 @@ def main() -> None:
         else:
             image = input_dir / "001.tiff"
             if args.region == "tissue":
-                from benchmarks.tissue_region import tissue_mosaic
-
                 write_midog_like_tiff(tissue_mosaic(REPO.parent / "shared/data/real"), image)
             else:
                 write_midog_like_tiff(DEFAULT_SOURCE, image)

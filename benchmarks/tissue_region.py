@@ -1,4 +1,5 @@
-"""A MIDOG-sized region full of tissue, built deterministically from real fields: what the speed benchmark times.
+"""The images the speed benchmarks time: a MIDOG-sized region full of tissue built from real fields, written like
+MIDOG's files.
 
     python -m benchmarks.tissue_region --data ../shared/data/real --out tissue.tiff
 
@@ -14,6 +15,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 FIELD_PX = 1024
 COLUMNS, ROWS = 7, 5
@@ -34,12 +37,35 @@ def tissue_mosaic(data_root: Path) -> np.ndarray:
     return mosaic
 
 
+def write_midog_like_tiff(source: Path | np.ndarray, target: Path, spacing_um: float | None = None) -> tuple[int, int]:
+    """A tiled, zlib-compressed RGB TIFF with resolution tags, like MIDOG's files, so reading costs what it costs.
+    `source`: a picture file or an RGB array. Default pixel size: the model's (`model.spacing.DEFAULT_SPACING_MM`)."""
+    from model.spacing import DEFAULT_SPACING_MM
+
+    spacing_um = DEFAULT_SPACING_MM * 1000.0 if spacing_um is None else spacing_um
+    if isinstance(source, np.ndarray):
+        rgb = source
+    else:
+        with Image.open(source) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    per_cm = 1e4 / spacing_um
+    tifffile.imwrite(
+        target,
+        rgb,
+        photometric="rgb",
+        resolution=(per_cm, per_cm),
+        resolutionunit="CENTIMETER",
+        tile=(256, 256),
+        compression="zlib",
+    )
+    return rgb.shape[1], rgb.shape[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the real data folder (../shared/data/real)")
     parser.add_argument("--out", type=Path, required=True, help="TIFF to write")
     args = parser.parse_args(argv)
-    from benchmarks.process_speed import write_midog_like_tiff
     from model.tissue import tissue_mask
 
     mosaic = tissue_mosaic(args.data)

@@ -100,6 +100,6 @@ def test_report_names_absent_stages_and_the_ratio():
     }
     report = process_speed.format_report(result)
     assert "Some CPU" in report and "threads 2" in report
-    assert "screen" in report and "absent" in report
+    assert "screen" in report and "not run" in report
     assert "ratio old/new: wall 4.00x, peak RSS 1.00x" in report
     assert "P4 A 100.0%, P4 B 25.0%" in report and "-> 62.5%" in report
