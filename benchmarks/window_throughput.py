@@ -1,12 +1,13 @@
 """Cost of one P4 window under each execution setting: tile size, batching, autocast precision, memory format, threads.
 
-    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--json OUT]
+    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--compile] [--json OUT]
 
 Where the detector's settings come from (`model.dense.DEFAULT_TILE_CELLS`, `model.cascade.PART_TILE_CELLS` and
 `PART_BATCH_TILES`, bf16 autocast on CPU, channels-last): each row times the shipped model A's forward pass on random
 input of one tile shape, repeated for `--seconds`, and reports microseconds per map cell (one 78 px window). Rows run
 one after the other in this process, so compare them as ratios within one run; absolute times depend on the CPU,
-which the report names.
+which the report names. `--compile` adds the reference setting through `torch.compile` (inductor; its compile time
+is reported apart, and its output checked against eager).
 """
 
 from __future__ import annotations
@@ -76,22 +77,46 @@ def time_setting(
     }
 
 
+def time_compiled(network, device, seconds: float) -> dict:
+    """The 64-cell reference setting through `torch.compile`: compile time, output difference to eager, and speed."""
+    torch.set_num_threads(2)
+    network = network.to(memory_format=torch.channels_last)
+    side_px = RECEPTIVE_FIELD_PX + 63 * OUTPUT_STRIDE_PX
+    tile = torch.rand(1, 3, side_px, side_px, generator=torch.Generator().manual_seed(0)).to(device)
+    tile = tile.contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(network, dynamic=False)
+    started = time.perf_counter()
+    with torch.no_grad():
+        max_diff = float((compiled(tile) - network(tile)).abs().max())
+    compile_s = time.perf_counter() - started
+    row = time_setting(compiled, device, 64, 1, "auto", True, 2, seconds)
+    return row | {"compile_s": compile_s, "max_diff": max_diff}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="time per setting (default 5)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also time the 64-cell setting through torch.compile")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     bundle = read_bundle(DEFAULT_BUNDLE_DIR)
     network = load_networks(bundle, DEFAULT_BUNDLE_DIR)[0].to(device)
     rows = [time_setting(network, device, *setting, args.seconds) for setting in SETTINGS]
+    if args.compile:
+        rows.append(time_compiled(network, device, args.seconds))
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); device {device}")
     print(f"{'tile cells':>10}{'tiles/call':>11}{'precision':>10}{'ch-last':>8}{'threads':>8}{'us/window':>11}")
     for row in rows:
         print(
             f"{row['tile_cells']:>10}{row['tiles_per_call']:>11}{row['precision']:>10}{row['channels_last']!s:>8}"
             f"{row['threads']:>8}{row['us_per_window']:>11.1f}"
+            + (
+                f"  torch.compile: {row['compile_s']:.0f} s to compile, max |diff| {row['max_diff']:.1e}"
+                if "compile_s" in row
+                else ""
+            )
         )
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_model(), "device": str(device), "rows": rows}, indent=2) + "\n")
