@@ -99,7 +99,7 @@ class MitosisDetection(DetectionAlgorithm):
             write_output(self.predict(input_image=case), case.output)
         except (InputImageError, UsageError) as error:
             self.failures += 1
-            print(f"error: {error}", file=sys.stderr)
+            say(f"error: {error}")
             return False
         return True
 

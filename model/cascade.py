@@ -122,7 +122,9 @@ def cascade_points(
 
     map_a, computed_a = map_a_of(None if passing is None else cells_near(passing, md_cells))
     candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
-    if full_maps or full_map_pays(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells), "B"):
+    if full_maps or full_map_pays(
+        part_tiles(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells), "B")
+    ):
         map_b, computed_b = map_b_of(None)  # B wanted over most of the image (tissue): its whole map costs less
     else:  # B in two steps: around every A candidate, then the peak margin only where B can reach the floor
         map_b, computed_b = map_b_of(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0))
@@ -135,8 +137,13 @@ def cascade_points(
     return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_b, radius_px)
 
 
-def full_map_pays(cells: np.ndarray, role: str) -> bool:
-    """Would the tiles holding `cells` (model `role`'s part tiles) cover more than `FULL_MAP_SHARE` of its map?"""
+def part_tiles(cells: np.ndarray, role: str) -> np.ndarray:
+    """The cells model `role`'s part tiles compute when asked for `cells` (`model.dense.covered_cells`)."""
     from model.dense import covered_cells  # torch: only where maps are computed
 
-    return bool(covered_cells(cells, PART_TILE_CELLS[role], PART_FITTED_TILES[role]).mean() > FULL_MAP_SHARE)
+    return covered_cells(cells, PART_TILE_CELLS[role], PART_FITTED_TILES[role])
+
+
+def full_map_pays(covered: np.ndarray) -> bool:
+    """Would part tiles computing `covered` (`part_tiles`) cover more than `FULL_MAP_SHARE` of the map?"""
+    return bool(covered.mean() > FULL_MAP_SHARE)

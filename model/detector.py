@@ -23,7 +23,7 @@ import torch
 from model import cascade, spacing
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, load_screen, read_bundle
 from model.candidates import Candidates, EnsembleDetections, ensemble_probability, name_mitotic_figures
-from model.dense import DEFAULT_TILE_CELLS, covered_cells, probability_map, window_scorer
+from model.dense import DEFAULT_TILE_CELLS, probability_map, window_scorer
 from model.geometry import RECEPTIVE_FIELD_PX, map_shape
 from model.plain import PlainP4ResNet
 from model.precision import autocast_dtype, pick_device
@@ -136,13 +136,14 @@ class Detector:
 
         def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
             score = self.scorer(network)
-            if cells is None or cascade.full_map_pays(cells, role):
+            covered = None if cells is None else cascade.part_tiles(cells, role)
+            if covered is None or cascade.full_map_pays(covered):
                 full = probability_map(image_rgb, score, self.device, self.tile_cells, stage)
                 return full, (None if cells is None else np.ones_like(cells, dtype=bool))
             values = probability_map(
                 image_rgb, score, self.device, tile_cells, stage, cells=cells, batch_tiles=batch_tiles, fitted=fitted
             )
-            return values, covered_cells(cells, tile_cells, fitted)
+            return values, covered
 
         return map_of
 

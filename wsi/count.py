@@ -28,7 +28,7 @@ import numpy as np
 
 from model import spacing
 from model.bundle import BUNDLE_FILE, DEFAULT_BUNDLE_DIR, BundleError, read_bundle
-from model.output import atomic_output, write_json_atomically
+from model.output import write_json_atomically
 from model.preflight import UsageError, check_device, check_output_folder
 from model.progress import progress_bar
 from wsi import hotspot, report
@@ -92,16 +92,6 @@ def plan_slide(path: Path, out_dir: Path, mpp_um: float | None, settings: Settin
     return SlidePlan(path, folder, slide, mpp_um, thumbnail_rgb, px_per_thumbnail_px, tissue, um2, tiles)
 
 
-def save_tile(result: TileResult, path: Path) -> None:
-    with atomic_output(path) as temporary, open(temporary, "wb") as stream:
-        np.savez(stream, **result.to_arrays())
-
-
-def load_tile(path: Path, key: str) -> TileResult:
-    with np.load(path) as data:
-        return TileResult(key, data["xy_px"], data["probability"], data["is_mitosis"], float(data["seconds"]))
-
-
 Runner = Callable[[list[tuple[SlidePlan, Tile]]], Iterable[tuple[SlidePlan, TileResult]]]
 
 
@@ -139,7 +129,7 @@ def detect_slides(plans: list[SlidePlan], runner: Runner) -> None:
         bars[plan.path].update(len(plan.tiles) - sum(1 for p, _ in pending if p is plan))
     try:
         for plan, result in runner(pending):
-            save_tile(result, plan.folder / "tiles" / f"{result.key}.npz")
+            result.save(plan.folder / "tiles" / f"{result.key}.npz")
             bars[plan.path].update(1)
     finally:
         for bar in bars.values():
@@ -148,7 +138,7 @@ def detect_slides(plans: list[SlidePlan], runner: Runner) -> None:
 
 def summarise(plan: SlidePlan, hotspot_mm2: float, candidates: bool) -> dict:
     """Merge a slide's tiles, find the hotspot and score, write the slide's outputs; returns its summary."""
-    results = [load_tile(plan.cached(tile), tile.key) for tile in plan.tiles]
+    results = [TileResult.load(plan.cached(tile), tile.key) for tile in plan.tiles]
     xy_level_px = np.concatenate([r.xy_px for r in results]) if results else np.zeros((0, 2))
     probability = np.concatenate([r.probability for r in results]) if results else np.zeros(0)
     named = np.concatenate([r.is_mitosis for r in results]).astype(bool) if results else np.zeros(0, bool)

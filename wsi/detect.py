@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.output import atomic_output
 from wsi.slide import Slide, open_slide
 from wsi.tiles import Tile
 
@@ -39,13 +40,21 @@ class TileResult:
     is_mitosis: np.ndarray  # (N,) bool
     seconds: float  # reading and detecting the tile
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "xy_px": self.xy_px,
-            "probability": self.probability,
-            "is_mitosis": self.is_mitosis,
-            "seconds": np.float64(self.seconds),
-        }
+    def save(self, path: Path) -> None:
+        """To an .npz, atomically (an interrupted run keeps only whole tiles); `load` reads it back."""
+        with atomic_output(path) as temporary, open(temporary, "wb") as stream:
+            np.savez(
+                stream,
+                xy_px=self.xy_px,
+                probability=self.probability,
+                is_mitosis=self.is_mitosis,
+                seconds=np.float64(self.seconds),
+            )
+
+    @classmethod
+    def load(cls, path: Path, key: str) -> TileResult:
+        with np.load(path) as data:
+            return cls(key, data["xy_px"], data["probability"], data["is_mitosis"], float(data["seconds"]))
 
 
 @functools.lru_cache(maxsize=2)

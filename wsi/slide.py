@@ -49,8 +49,7 @@ class Slide:
         return tuple(value * self.level_downsample / 1000 for value in self.mpp_um)
 
     def read(self, x_px: int, y_px: int, width_px: int, height_px: int) -> np.ndarray:
-        """(height, width, 3) uint8 RGB of the level read, from its pixel (x, y); transparent parts (outside the
-        scanned area) are white, as glass."""
+        """(height, width, 3) uint8 RGB of the level read, from its pixel (x, y) (`over_white`)."""
         factor = self.level_downsample
         try:
             region = self.handle.read_region(
@@ -58,20 +57,22 @@ class Slide:
             )
         except Exception as error:  # openslide.OpenSlideError and friends: a damaged tile
             raise SlideError(f"cannot read {width_px}x{height_px} px at ({x_px}, {y_px}): {error}") from None
-        rgba = np.asarray(region, dtype=np.uint8)
-        alpha = rgba[..., 3:4].astype(np.uint16)
-        rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255
-        return np.ascontiguousarray(rgb.astype(np.uint8))
+        return over_white(region)
 
     def thumbnail(self, max_side_px: int = 2048) -> tuple[np.ndarray, float]:
         """An RGB thumbnail (longest side at most `max_side_px`) and the level-0 pixels per thumbnail pixel."""
         width_px, height_px = self.handle.dimensions
         scale = max(width_px, height_px) / max_side_px
         image = self.handle.get_thumbnail((max(1, int(width_px / scale)), max(1, int(height_px / scale))))
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
-        alpha = rgba[..., 3:4].astype(np.uint16)
-        rgb = ((rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8)
+        rgb = over_white(image)
         return rgb, width_px / rgb.shape[1]
+
+
+def over_white(image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a Pillow image, its transparent parts (outside the scanned area) white, as glass."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    return np.ascontiguousarray(((rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8))
 
 
 def read_mpp_um(properties: dict, given_um: float | None) -> tuple[float, float]:
