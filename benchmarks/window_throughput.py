@@ -1,24 +1,27 @@
 """Cost of one P4 window under each execution setting: tile size, batching, autocast precision, memory format, threads.
 
-    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--compile] [--json OUT]
+    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--compile] [--int8 DATA] [--json OUT]
 
 Where the detector's settings come from (`model.dense.DEFAULT_TILE_CELLS`, `model.cascade.PART_TILE_CELLS` and
 `PART_BATCH_TILES`, bf16 autocast on CPU, channels-last): each row times the shipped model A's forward pass on random
 input of one tile shape, repeated for `--seconds`, and reports microseconds per map cell (one 78 px window). Rows run
 one after the other in this process, so compare them as ratios within one run; absolute times depend on the CPU,
 which the report names. `--compile` adds the reference setting through `torch.compile` (inductor; its compile time
-is reported apart, and its output checked against eager).
+is reported apart, and its output checked against eager). `--int8 DATA` adds fp32 and int8 post-training quantization
+of the 64-cell setting, with how far int8 moves the probabilities on real tiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +96,69 @@ def time_compiled(network, device, seconds: float) -> dict:
     return row | {"compile_s": compile_s, "max_diff": max_diff}
 
 
+def real_tiles(images: list[Path], per_image: int, seed: int) -> list[torch.Tensor]:
+    """`per_image` random 64-cell tiles (channels-last, [0, 1]) of each real image, for calibration and checks."""
+    from training.data import real_data  # only this measurement reads real images
+
+    side_px = RECEPTIVE_FIELD_PX + 63 * OUTPUT_STRIDE_PX
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for path in images:
+        rgb = real_data.read_image(path)
+        for _ in range(per_image):
+            y, x = (int(rng.integers(0, size - side_px + 1)) for size in rgb.shape[:2])
+            tile = torch.from_numpy(np.ascontiguousarray(rgb[y : y + side_px, x : x + side_px])).permute(2, 0, 1)
+            tiles.append((tile[None].float() / 255).contiguous(memory_format=torch.channels_last))
+    return tiles
+
+
+def time_int8(network, data: Path, seconds: float) -> dict:
+    """Model A quantized after training (FX graph mode, the "x86" backend: int8 weights per channel, uint8
+    activations per tensor, eager int8 kernels, no compilation), calibrated on tiles of the unlabeled MITOS 2012
+    fields, against fp32 on tiles of the MiDeSeC fields: speed of both in this process, and how far the
+    probabilities move (the container test allows 0.04)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    torch.set_num_threads(2)
+    network = network.to(memory_format=torch.channels_last).eval()
+    calibration = real_tiles(sorted((data / "unlabeled" / "mitos2012").glob("*.jpg")), 2, seed=0)
+    checks = real_tiles(sorted((data / "fields" / "midesec").glob("*.webp"))[::5], 1, seed=1)
+    with torch.no_grad():
+        prepared = prepare_fx(copy.deepcopy(network), get_default_qconfig_mapping("x86"), (calibration[0],))
+        for tile in calibration:
+            prepared(tile)
+        quantized = convert_fx(prepared)
+        differences = torch.cat(
+            [
+                (torch.softmax(quantized(tile), 1)[:, 1] - torch.softmax(network(tile), 1)[:, 1]).abs().flatten()
+                for tile in checks
+            ]
+        )
+    rows = [time_setting(net, torch.device("cpu"), 64, 1, "fp32", True, 2, seconds) for net in (network, quantized)]
+    rows[1]["precision"] = "int8"
+    rows[1] |= {
+        "max_diff": float(differences.max()),
+        "mean_diff": float(differences.mean()),
+        "share_over_0.04": float((differences > 0.04).float().mean()),
+    }
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="time per setting (default 5)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time the 64-cell setting through torch.compile")
+    parser.add_argument(
+        "--int8",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help="also time model A quantized to int8 after training, calibrated and checked on real data in DATA "
+        "(../shared/data/real); CPU only",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -106,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [time_setting(network, device, *setting, args.seconds) for setting in SETTINGS]
     if args.compile:
         rows.append(time_compiled(network, device, args.seconds))
+    if args.int8 is not None:
+        rows.extend(time_int8(network.cpu(), args.int8, args.seconds))
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); device {device}")
     print(f"{'tile cells':>10}{'tiles/call':>11}{'precision':>10}{'ch-last':>8}{'threads':>8}{'us/window':>11}")
     for row in rows:
@@ -115,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             + (
                 f"  torch.compile: {row['compile_s']:.0f} s to compile, max |diff| {row['max_diff']:.1e}"
                 if "compile_s" in row
+                else ""
+            )
+            + (
+                f"  int8 against fp32 on real tiles: max |diff| {row['max_diff']:.3f}, mean {row['mean_diff']:.4f}, "
+                f"{100 * row['share_over_0.04']:.1f}% of windows over 0.04"
+                if "max_diff" in row and "compile_s" not in row
                 else ""
             )
         )
