@@ -13,7 +13,9 @@ on the image size: the image may be a numpy memory map or any array-like that su
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -195,11 +197,47 @@ def probability_map(
             by_shape.setdefault(tile[2:], []).append(tile)
         batches = [group[i : i + batch_tiles] for group in by_shape.values() for i in range(0, len(group), batch_tiles)]
     stage = progress if isinstance(progress, str) else "tiles"
+
+    def score_batch(batch: list[tuple[int, ...]]) -> np.ndarray:
+        windows = [padded[input_window_of_tile(*tile, grid)] for tile in batch]
+        return score_fn(to_input_tensor(np.stack(windows), device)).float().cpu().numpy()
+
     with progress_bar(total=len(tiles), stage=stage, unit="tile", show=bool(progress)) as bar:
-        for batch in batches:
-            windows = [padded[input_window_of_tile(*tile, grid)] for tile in batch]
-            probabilities = score_fn(to_input_tensor(np.stack(windows), device)).float().cpu().numpy()
+        # in order, whichever worker scored a batch: fitted tiles may overlap, and the last write must not vary
+        for batch, probabilities in zip(batches, in_tile_workers(score_batch, batches, device), strict=True):
             for (row0, col0, rows, cols), tile_map in zip(batch, probabilities, strict=True):
                 result[row0 : row0 + rows, col0 : col0 + cols] = tile_map
             bar.update(len(batch))
     return result
+
+
+def in_tile_workers(score_batch: Callable[[list], np.ndarray], batches: list[list], device: torch.device) -> Iterator:
+    """`score_batch` of each batch, in order. On a CPU, one single-threaded worker per thread of the budget
+    (`model.threads`) scores whole batches side by side: a 2-thread convolution meets its other thread at a barrier
+    after every layer, and with passive waiting (needed on a busy machine) each meeting costs a wake-up; small tiles
+    meet thousands of times (docs/performance.md, "Threads"). Workers never meet. A batch's result does not depend on
+    the worker that scored it (each scores single-threaded). As many workers as torch has threads in the calling
+    thread (`process.py --threads`)."""
+    threads = torch.get_num_threads()  # the budget process.py set (`model.threads`), or what a caller chose
+    workers = min(threads, len(batches)) if device.type == "cpu" else 1
+    if workers <= 1:
+        yield from map(score_batch, batches)
+        return
+
+    def score_alone(batch: list) -> np.ndarray:
+        torch.set_num_threads(1)  # this worker thread's own OpenMP team: itself
+        with torch.no_grad():  # grad mode is per thread
+            return score_batch(batch)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tiles") as pool:
+            queued = 2 * workers  # a worker finishing before the oldest batch finds the next one waiting
+            pending = deque(pool.submit(score_alone, batch) for batch in batches[:queued])
+            for batch in batches[queued:]:  # at most `queued` batches in flight or waiting: bounded memory
+                done = pending.popleft().result()
+                pending.append(pool.submit(score_alone, batch))
+                yield done
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        torch.set_num_threads(threads)  # the workers lowered torch's default for threads started later

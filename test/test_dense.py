@@ -3,6 +3,8 @@ a map gives the full map's values on the cells it covers."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,31 @@ def test_fitted_tiles_score_every_wanted_cell_exactly_and_fewer_others(score_fn)
     for row0, col0, rows, cols in tiles_holding(wanted, wanted.shape, 16, fitted=True):
         assert rows in (8, 16) and cols in (8, 16)  # few distinct input shapes: oneDNN reuses its kernels
         assert 0 <= row0 and row0 + rows <= wanted.shape[0] and 0 <= col0 and col0 + cols <= wanted.shape[1]
+
+
+def test_tile_workers_score_side_by_side_with_the_single_thread_result(score_fn):
+    """On a CPU with 2 threads, batches go to 2 single-threaded workers (no grad, results written in order); the map
+    equals the single-threaded one and the caller's thread count is left as it was."""
+    image = np.random.default_rng(1).integers(0, 256, size=(78 + 8 * 20, 78 + 8 * 20, 3), dtype=np.uint8)
+    seen = []
+
+    def recording(batch):
+        seen.append((threading.current_thread().name, torch.is_grad_enabled(), torch.get_num_threads()))
+        return score_fn(batch)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = probability_map(image, recording, torch.device("cpu"), tile_cells=4)
+        assert {name for name, _, _ in seen} == {threading.current_thread().name}
+        seen.clear()
+        torch.set_num_threads(2)
+        side_by_side = probability_map(image, recording, torch.device("cpu"), tile_cells=4)
+        assert torch.get_num_threads() == 2
+        again = probability_map(image, score_fn, torch.device("cpu"), tile_cells=4)
+    finally:
+        torch.set_num_threads(before)
+    assert len({name for name, _, _ in seen}) == 2 and all(name.startswith("tiles") for name, _, _ in seen)
+    assert not any(grad for _, grad, _ in seen) and {threads for _, _, threads in seen} == {1}
+    np.testing.assert_allclose(side_by_side, alone, atol=1e-6)
+    assert np.array_equal(side_by_side, again)  # identical output for identical input
