@@ -71,6 +71,12 @@ STAGES = (
 GIB = 1024**3
 
 
+def write_region_image(region: str, target: Path) -> None:
+    """The built-in benchmark image `region` ("tissue" or "glass", see the module docstring) as a TIFF at `target`."""
+    source = tissue_mosaic(REPO.parent / "shared/data/real") if region == "tissue" else DEFAULT_SOURCE
+    write_midog_like_tiff(source, target)
+
+
 def cpu_model() -> str:
     """The CPU's name: absolute times are only comparable on the same model (bf16 / AMX change them by 2x)."""
     with contextlib.suppress(OSError):
@@ -481,10 +487,7 @@ def main() -> None:
             os.symlink(args.image.resolve(), image)
         else:
             image = input_dir / "001.tiff"
-            if args.region == "tissue":
-                write_midog_like_tiff(tissue_mosaic(REPO.parent / "shared/data/real"), image)
-            else:
-                write_midog_like_tiff(DEFAULT_SOURCE, image)
+            write_region_image(args.region, image)
         stages = run_stages_child(image, args, scratch)
         head = git("rev-parse", "--short", "HEAD").strip()
         current_runs: list[ChildRun] = []
