@@ -229,15 +229,16 @@ def in_tile_workers(score_batch: Callable[[list], np.ndarray], batches: list[lis
         with torch.no_grad():  # grad mode is per thread
             return score_batch(batch)
 
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tiles")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tiles") as pool:
-            queued = 2 * workers  # a worker finishing before the oldest batch finds the next one waiting
-            pending = deque(pool.submit(score_alone, batch) for batch in batches[:queued])
-            for batch in batches[queued:]:  # at most `queued` batches in flight or waiting: bounded memory
-                done = pending.popleft().result()
-                pending.append(pool.submit(score_alone, batch))
-                yield done
-            while pending:
-                yield pending.popleft().result()
-    finally:
+        queued = 2 * workers  # a worker finishing before the oldest batch finds the next one waiting
+        pending = deque(pool.submit(score_alone, batch) for batch in batches[:queued])
+        for batch in batches[queued:]:  # at most `queued` batches in flight or waiting: bounded memory
+            done = pending.popleft().result()
+            pending.append(pool.submit(score_alone, batch))
+            yield done
+        while pending:
+            yield pending.popleft().result()
+    finally:  # an error or Ctrl-C: drop the waiting batches, let the running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)  # the workers lowered torch's default for threads started later

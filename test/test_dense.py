@@ -126,3 +126,25 @@ def test_tile_workers_score_side_by_side_with_the_single_thread_result(score_fn)
     assert not any(grad for _, grad, _ in seen) and {threads for _, _, threads in seen} == {1}
     np.testing.assert_allclose(side_by_side, alone, atol=1e-6)
     assert np.array_equal(side_by_side, again)  # identical output for identical input
+
+
+def test_a_failing_tile_worker_raises_in_the_caller_and_restores_the_threads(score_fn):
+    image = np.random.default_rng(2).integers(0, 256, size=(78 + 8 * 20, 78 + 8 * 20, 3), dtype=np.uint8)
+    calls = []
+
+    def failing(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("tile 3 failed")
+        return score_fn(batch)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="tile 3 failed"):
+            probability_map(image, failing, torch.device("cpu"), tile_cells=2)
+        assert torch.get_num_threads() == 2
+        tiles = len(list(tile_grid(*geometry.map_shape(*image.shape[:2]), 2)))
+        assert len(calls) <= 3 + 2 * 2 < tiles  # the batches still waiting were dropped
+    finally:
+        torch.set_num_threads(before)
