@@ -4,8 +4,9 @@
 
 Users run the detector on shared servers and laptops, where other jobs want the same cores. OpenMP threads that spin
 at barriers take turns with such a job and a run becomes several times slower; `model.threads` makes them wait
-passively. Each run is `process.py` end to end (start-up included) on the container test's sample image, with the
-threads it chooses itself (no OMP_NUM_THREADS given), first with the machine quiet, then with one competing process
+passively, and the dense maps are scored by single-threaded tile workers that never meet (`model.dense`). Each run
+is `process.py` end to end (start-up included) on the container test's sample image, with the threads it chooses
+itself (no OMP_NUM_THREADS given), first with the machine quiet, then with one competing process
 that spins on one core for the whole run. The ratio loaded / quiet is what to compare (the issue's target: <= 2).
 `--region` runs one of `benchmarks/process_speed.py`'s MIDOG-sized images instead of the sample.
 """

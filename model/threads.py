@@ -4,7 +4,8 @@ The default is the CPUs this process may run on (`os.sched_getaffinity`: a conta
 not the machine's). OpenMP threads wait passively (`OMP_WAIT_POLICY=PASSIVE`): by default they spin at every
 barrier, and on a machine where another job wants the same cores, spinning threads take turns with it and a run
 became 3-9x slower (docs/performance.md, "Threads"). Both must be in the environment before torch is imported,
-which is why `process.py` parses its arguments first. Image decoding (tifffile) stays within the same budget.
+which is why `process.py` parses its arguments first. Image decoding (tifffile) stays within the same budget. The
+dense maps avoid barriers altogether: one single-threaded tile worker per thread (`model.dense.in_tile_workers`).
 """
 
 from __future__ import annotations
