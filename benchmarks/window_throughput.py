@@ -1,6 +1,7 @@
 """Cost of one P4 window under each execution setting: tile size, batching, autocast precision, memory format, threads.
 
-    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--compile] [--int8 DATA] [--json OUT]
+    python benchmarks/window_throughput.py [--seconds 5] [--device cpu] [--compile] [--int8 DATA] [--layers]
+                                           [--json OUT]
 
 Where the detector's settings come from (`model.dense.DEFAULT_TILE_CELLS`, `model.cascade.PART_TILE_CELLS` and
 `PART_BATCH_TILES`, bf16 autocast on CPU, channels-last): each row times the shipped model A's forward pass on random
@@ -8,7 +9,8 @@ input of one tile shape, repeated for `--seconds`, and reports microseconds per 
 one after the other in this process, so compare them as ratios within one run; absolute times depend on the CPU,
 which the report names. `--compile` adds the reference setting through `torch.compile` (inductor; its compile time
 is reported apart, and its output checked against eager). `--int8 DATA` adds fp32 and int8 post-training quantization
-of the 64-cell setting, with how far int8 moves the probabilities on real tiles.
+of the 64-cell setting, with how far int8 moves the probabilities on real tiles. `--layers` times model A's
+convolutions one by one, single-threaded, with their GFLOP/s.
 """
 
 from __future__ import annotations
@@ -146,6 +148,61 @@ def time_int8(network, data: Path, seconds: float) -> dict:
     return rows
 
 
+def time_layers(network, repeats: int = 3) -> list[dict]:
+    """Model A's convolutions on one 64-cell tile, single-threaded as the tile workers run them (`model.dense`),
+    grouped by shape: milliseconds per tile (fastest of `repeats`) and GFLOP/s, to tell layers bound by arithmetic
+    from layers bound by memory."""
+    torch.set_num_threads(1)
+    network = network.cpu().to(memory_format=torch.channels_last).eval()
+    side_px = RECEPTIVE_FIELD_PX + 63 * OUTPUT_STRIDE_PX
+    tile = torch.rand(1, 3, side_px, side_px, generator=torch.Generator().manual_seed(0))
+    tile = tile.contiguous(memory_format=torch.channels_last)
+    started: dict[int, float] = {}
+    seconds: dict[tuple, list[float]] = {}
+    macs: dict[tuple, int] = {}
+    modules_of: dict[tuple, set[int]] = {}
+    run = [0]  # the repeat being recorded
+
+    def before(module, _inputs):
+        started[id(module)] = time.perf_counter()
+
+    def after(module, _inputs, output):
+        key = (module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0])
+        seconds.setdefault(key, [0.0] * repeats)[run[0]] += time.perf_counter() - started[id(module)]
+        if run[0] == 0:
+            macs[key] = macs.get(key, 0) + output.numel() * module.weight[0].numel()
+            modules_of.setdefault(key, set()).add(id(module))
+
+    with torch.no_grad():
+        network(tile)  # warm-up (oneDNN primitive creation), not recorded
+        convolutions = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+        handles = [
+            h for m in convolutions for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))
+        ]
+        try:
+            for run[0] in range(repeats):
+                network(tile)
+        finally:
+            for handle in handles:
+                handle.remove()
+    rows = []
+    for (inputs, outputs, kernel, stride), times in seconds.items():
+        best = min(times)
+        gmac = macs[(inputs, outputs, kernel, stride)] / 1e9
+        rows.append(
+            {
+                "in": inputs,
+                "out": outputs,
+                "kernel": kernel,
+                "stride": stride,
+                "layers": len(modules_of[(inputs, outputs, kernel, stride)]),
+                "ms": best * 1e3,
+                "gflops": 2 * gmac / best,
+            }
+        )
+    return sorted(rows, key=lambda row: -row["ms"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="time per setting (default 5)")
@@ -159,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also time model A quantized to int8 after training, calibrated and checked on real data in DATA "
         "(../shared/data/real); CPU only",
     )
+    parser.add_argument("--layers", action="store_true", help="also time model A's convolutions one by one (CPU)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -187,8 +245,18 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
         )
+    layers = time_layers(network) if args.layers else []
+    if layers:
+        print("\nmodel A's convolutions, one 64-cell tile, 1 thread (as a tile worker), grouped by shape:")
+        print(f"{'in':>5}{'out':>5}{'kernel':>7}{'stride':>7}{'layers':>7}{'ms':>8}{'GFLOP/s':>9}")
+        for row in layers:
+            print(
+                f"{row['in']:>5}{row['out']:>5}{row['kernel']:>7}{row['stride']:>7}{row['layers']:>7}"
+                f"{row['ms']:>8.1f}{row['gflops']:>9.1f}"
+            )
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "device": str(device), "rows": rows}, indent=2) + "\n")
+        report = {"cpu": cpu_model(), "device": str(device), "rows": rows, "layers": layers}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
