@@ -37,8 +37,8 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 class ChannelAffine(nn.Module):
     """x * scale + shift per channel: an eval-mode batch norm whose input is needed elsewhere, so it cannot be folded
-    into a convolution. One fused multiply-add per element; eval-mode `BatchNorm2d` took about 1.8x longer on
-    channels-last CPU features (docs/performance.md, "Per window")."""
+    into a convolution. One fused multiply-add per element, cheaper than eval-mode `BatchNorm2d` on channels-last
+    CPU features (docs/performance.md, "Per window")."""
 
     def __init__(self, bn: nn.BatchNorm2d):
         super().__init__()
