@@ -15,6 +15,7 @@ when F1 and AP stay within 0.01 of the exact path (docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -48,10 +49,8 @@ def detect_both(detectors: dict[str, Detector], rgb: np.ndarray, spacing_mm: flo
     results = {}
     for path, detector in detectors.items():
         started = time.perf_counter()
-        if path == "exact":
-            with mock.patch.object(cascade, "FULL_MAP_SHARE", 0.0):
-                found = detector.detect(rgb, (spacing_mm, spacing_mm), source=name)
-        else:
+        whole_maps = mock.patch.object(cascade, "FULL_MAP_SHARE", 0.0) if path == "exact" else contextlib.nullcontext()
+        with whole_maps:
             found = detector.detect(rgb, (spacing_mm, spacing_mm), source=name)
         results[path] = (found, time.perf_counter() - started)
     return results
@@ -74,23 +73,24 @@ def measure(data: Path, precision: str = "auto", bundle: Path = DEFAULT_BUNDLE_D
         results = detect_both(detectors, rgb, image.spacing_mm, image.path.name)
         differing += points_differing(results["default"][0], results["exact"][0])
         differing += points_differing(results["exact"][0], results["default"][0])
+        is_field = image in fields
+        if is_field:
+            truth_mm = spacing.mm_from_px(image.mitoses_xy_px, (image.spacing_mm, image.spacing_mm))
+            truths.append(truth_mm)
         for path, (found, took) in results.items():
             seconds[path] += took
-            if image in fields:
-                truth_mm = spacing.mm_from_px(image.mitoses_xy_px, (image.spacing_mm, image.spacing_mm))
+            if is_field:
                 counts[path] = counts[path] + detection_counts(truth_mm, found.xy_mm[found.is_mitosis])
                 points[path].append(found.xy_mm)
                 scores[path].append(found.probability)
             else:
                 tile_named[path] += int(found.is_mitosis.sum())
-        if image in fields:
-            truths.append(spacing.mm_from_px(image.mitoses_xy_px, (image.spacing_mm, image.spacing_mm)))
         print(f"{image.path.name}: {differing} differing points so far", file=sys.stderr, flush=True)
     rows = {}
     for path in PATHS:
         total = counts[path]
         rows[path] = {
-            "f1": round(2 * total.tp / max(2 * total.tp + total.fp + total.fn, 1), 4),
+            "f1": round(total.f1 or 0.0, 4),
             "ap": round(float(average_precision(truths, points[path], scores[path]).ap), 4),
             "tp": total.tp,
             "fp": total.fp,
