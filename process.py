@@ -67,6 +67,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "On a GPU the exact path is the default: it is faster there",
     )
     parser.add_argument(
+        "--no-verifier",
+        action="store_true",
+        help="skip the bundle's verifier (model/verifier.py): the dense nets' own probabilities and naming rule,\n"
+        "the output of the bundle before it had one",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=["auto", "fp32", "bf16", "fp16"],

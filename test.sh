@@ -83,9 +83,10 @@ fi
 set +e
 # Strict: every "mitotic figure" and every candidate >= COMPARE_ABOVE; lower candidates, which bf16 / fp32 and
 # different CPUs place or keep differently, are reported as INFO. A name may flip only at the bundle's threshold.
-threshold=$("$PYTHON" -c 'import json; print(json.load(open("model/weights/bundle.json"))["threshold"])')
+# With a verifier the names come from its two thresholds (inside the image, border strip), else the bundle's.
+read -r -a thresholds <<< "$("$PYTHON" -c 'import json; b = json.load(open("model/weights/bundle.json")); v = b.get("verifier"); print(*([v["threshold"], v["strip_threshold"]] if v else [b["threshold"]]))')"
 "$PYTHON" test/container/compare_output.py "$result" "$EXPECTED" --compare-above "${COMPARE_ABOVE:-0.3}" \
-    --threshold "$threshold"
+    --threshold "${thresholds[@]}"
 rc=$?
 set -e
 exit "$rc"

@@ -133,7 +133,13 @@ def run(args: argparse.Namespace, default_output: Path) -> int:
         preflight.check_device(args.device, args.precision)
         use_screen = False if args.no_screen else None  # None: the screen on CPUs, the exact path on GPUs
         bundle_dir = args.bundle or DEFAULT_BUNDLE_DIR
-        detector = Detector(bundle_dir, device=args.device, precision=args.precision, use_screen=use_screen)
+        detector = Detector(
+            bundle_dir,
+            device=args.device,
+            precision=args.precision,
+            use_screen=use_screen,
+            verifier=not args.no_verifier,
+        )
         algorithm = MitosisDetection(detector, jobs)
         algorithm.process()
     except (InputImageError, BundleError, UsageError) as error:

@@ -20,6 +20,7 @@ from model.matching import MATCH_RADIUS_UM
 from model.output import write_json_atomically
 from model.plain import PlainP4ResNet
 from model.screen import ScreenNet
+from model.verifier import Verifier, VerifierEntry, VerifierModel
 
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLE_FILE = "bundle.json"
@@ -58,6 +59,9 @@ class Bundle:
     """Lowest ensemble probability written: no held-out field mitosis scored below 0.31, the fields' AP is the same
     for any floor up to 0.3, and the higher the floor the fewer windows the cascade scores (`model.cascade`)."""
     screen: ScreenEntry | None = None
+    verifier: VerifierEntry | None = None
+    """The second stage (`model.verifier`): when present, it gives every point its probability and the naming."""
+    verifier_extra: dict = field(default_factory=dict)  # how the verifier was chosen and measured: informative only
     extra: dict = field(default_factory=dict)  # provenance, validation, hnm, enrichment: informative only
 
     def to_json(self) -> dict:
@@ -70,6 +74,7 @@ class Bundle:
             "candidate_floor": self.candidate_floor,
             "models": [vars(entry) for entry in self.models],
             **({"screen": vars(self.screen)} if self.screen else {}),
+            **({"verifier": self.verifier.to_json() | self.verifier_extra} if self.verifier else {}),
             **self.extra,
         }
 
@@ -102,6 +107,7 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
         "candidate_floor",
         "models",
         "screen",
+        "verifier",
     }
     try:
         if data["format_version"] != FORMAT_VERSION:
@@ -116,20 +122,40 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
             screen=ScreenEntry(data["screen"]["file"], data["screen"]["sha256"], float(data["screen"]["threshold"]))
             if "screen" in data
             else None,
+            verifier=_verifier_entry(data["verifier"]) if "verifier" in data else None,
+            verifier_extra={
+                k: v for k, v in data.get("verifier", {}).items() if k not in VerifierEntry.__dataclass_fields__
+            },
             extra={k: v for k, v in data.items() if k not in known},
         )
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"{path}: malformed bundle ({error!r})") from error
 
 
-def _verified_weights(bundle_dir: Path, file: str, sha256: str) -> dict[str, torch.Tensor]:
+def _verifier_entry(record: dict) -> VerifierEntry:
+    crop_px = record["crop_px"]
+    return VerifierEntry(
+        str(record["file"]),
+        str(record["sha256"]),
+        str(record["kind"]),
+        None if crop_px is None else int(crop_px),
+        float(record["threshold"]),
+        float(record["strip_threshold"]),
+    )
+
+
+def _verified_path(bundle_dir: Path, file: str, sha256: str) -> Path:
     path = Path(bundle_dir) / file
     if not path.is_file():
         raise BundleError(f"weights file {path} listed in the bundle is missing")
     actual = sha256_of(path)
     if actual != sha256:
         raise BundleError(f"checksum mismatch for {path}: expected {sha256}, found {actual}")
-    return load_file(str(path))
+    return path
+
+
+def _verified_weights(bundle_dir: Path, file: str, sha256: str) -> dict[str, torch.Tensor]:
+    return load_file(str(_verified_path(bundle_dir, file, sha256)))
 
 
 def load_networks(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> list[PlainP4ResNet]:
@@ -151,6 +177,21 @@ def load_screen(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Screen
     network = ScreenNet()
     network.load_state_dict(_verified_weights(bundle_dir, bundle.screen.file, bundle.screen.sha256), strict=True)
     return network.eval()
+
+
+def load_verifier(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Verifier | None:
+    """The bundle's verifier after checking its sha256, or None when the bundle has none."""
+    entry = bundle.verifier
+    if entry is None:
+        return None
+    from safetensors.numpy import load_file as load_arrays
+
+    arrays = load_arrays(str(_verified_path(bundle_dir, entry.file, entry.sha256)))
+    try:
+        model = VerifierModel.from_tensors(entry.kind, entry.crop_px, arrays)
+    except KeyError as error:
+        raise BundleError(f"{Path(bundle_dir) / entry.file}: not a {entry.kind} verifier ({error!r} missing)") from None
+    return Verifier(model, entry.threshold, entry.strip_threshold)
 
 
 def write_screen(bundle: Bundle, state_dict: dict[str, torch.Tensor], threshold: float, bundle_dir: Path) -> Bundle:

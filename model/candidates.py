@@ -7,9 +7,10 @@ threshold are named "mitotic figure" (the only ones the challenge's F1 counts).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import ndimage
 from skimage.feature import peak_local_max
 
 from model.geometry import OUTPUT_STRIDE_PX, pixel_from_map_index
@@ -117,6 +118,16 @@ class EnsembleDetections:
     xy_px: np.ndarray  # (N, 2)
     probability: np.ndarray  # (N,) ensemble probability
     agreed: np.ndarray  # (N,) bool: the other model has a candidate within the agreement radius
+    probability_a: np.ndarray | None = None  # (N,) model A's peak (what the verifier reads; None: not kept)
+    probability_b: np.ndarray | None = None  # (N,) B's partner peak, or B's map at A's cell when alone
+    cell_a: np.ndarray | None = None  # (N, 2) A's map cell (row, col) of each point
+    neighbourhood: np.ndarray | None = None  # (N, 2) A's and B's maps averaged over the 3 x 3 cells around `cell_a`
+
+    def subset(self, keep: np.ndarray) -> EnsembleDetections:
+        """The points `keep` selects (a boolean mask or indices), in that order."""
+        return EnsembleDetections(
+            *(None if value is None else value[keep] for value in (getattr(self, f) for f in self.__dataclass_fields__))
+        )
 
 
 def agree(
@@ -157,11 +168,14 @@ def agree(
     """
     pairs = greedy_match(candidates_a.xy_px, candidates_b.xy_px, agreement_radius_px)
     matched_a = {a for a, _ in pairs}
-    xy, probability, agreed = [], [], []
+    xy, probability, agreed, probability_a, probability_b, source = [], [], [], [], [], []
     for a, b in pairs:
+        source.append(a)
         xy.append((candidates_a.xy_px[a] + candidates_b.xy_px[b]) / 2)
         probability.append(ensemble_probability(candidates_a.probability[a], candidates_b.probability[b]))
         agreed.append(True)
+        probability_a.append(candidates_a.probability[a])
+        probability_b.append(candidates_b.probability[b])
     for index in range(len(candidates_a.probability)):
         if index in matched_a:
             continue
@@ -169,11 +183,32 @@ def agree(
         xy.append(candidates_a.xy_px[index])
         probability.append(ensemble_probability(candidates_a.probability[index], float(map_b[row, col])))
         agreed.append(False)
+        probability_a.append(candidates_a.probability[index])
+        probability_b.append(float(map_b[row, col]))
+        source.append(index)
     if not xy:
-        return EnsembleDetections(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=bool))
+        empty = np.zeros(0)
+        return EnsembleDetections(
+            np.zeros((0, 2)), empty, np.zeros(0, dtype=bool), empty, empty, np.zeros((0, 2), dtype=np.int64)
+        )
     xy_arr, probability_arr, agreed_arr = np.asarray(xy), np.asarray(probability, dtype=np.float64), np.asarray(agreed)
     order = np.argsort(-probability_arr, kind="stable")
-    return EnsembleDetections(xy_arr[order], probability_arr[order], agreed_arr[order])
+    a_arr, b_arr = np.asarray(probability_a, dtype=np.float64), np.asarray(probability_b, dtype=np.float64)
+    cells = candidates_a.cells[np.asarray(source, dtype=np.int64)]
+    return EnsembleDetections(
+        xy_arr[order], probability_arr[order], agreed_arr[order], a_arr[order], b_arr[order], cells[order]
+    )
+
+
+def with_neighbourhood(points: EnsembleDetections, map_a: np.ndarray, map_b: np.ndarray) -> EnsembleDetections:
+    """`points` with both maps averaged over the 3 x 3 cells around each point's A cell: how broad the peak is
+    (what the verifier reads; the cells lie inside what the cascade computed: A's candidates are peaks of trusted
+    cells, and B is scored around them)."""
+    if points.cell_a is None or not len(points.cell_a):
+        return replace(points, neighbourhood=np.zeros((len(points.probability), 2)))
+    rows, cols = points.cell_a[:, 0], points.cell_a[:, 1]
+    means = [ndimage.uniform_filter(m.astype(np.float64), size=3, mode="nearest")[rows, cols] for m in (map_a, map_b)]
+    return replace(points, neighbourhood=np.column_stack(means))
 
 
 def name_mitotic_figures(points: EnsembleDetections, threshold: float, image_rgb: np.ndarray) -> np.ndarray:
@@ -181,7 +216,13 @@ def name_mitotic_figures(points: EnsembleDetections, threshold: float, image_rgb
     probability is at least the bundle's `threshold`, and its window looks like a micrograph
     (`model.plausibility`: a 70-layer classifier names noise confidently). `image_rgb` is the image the points'
     `xy_px` refer to."""
-    named = points.agreed & (points.probability >= threshold)
+    return only_micrographs(points.agreed & (points.probability >= threshold), image_rgb, points.xy_px)
+
+
+def only_micrographs(named: np.ndarray, image_rgb: np.ndarray, xy_px: np.ndarray) -> np.ndarray:
+    """`named` less the points whose window does not look like a micrograph (`model.plausibility`), for either
+    naming rule (the dense nets' or the verifier's)."""
+    named = np.array(named, dtype=bool)
     if named.any():  # the guard reads pixels: only where it can change a name
-        named[named] = looks_like_micrograph(image_rgb, points.xy_px[named])
+        named[named] = looks_like_micrograph(image_rgb, xy_px[named])
     return named

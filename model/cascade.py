@@ -32,7 +32,14 @@ import numpy as np
 from scipy import ndimage
 
 from model import spacing
-from model.candidates import Candidates, EnsembleDetections, agree, local_maxima, min_distance_cells
+from model.candidates import (
+    Candidates,
+    EnsembleDetections,
+    agree,
+    local_maxima,
+    min_distance_cells,
+    with_neighbourhood,
+)
 from model.geometry import OUTPUT_STRIDE_PX
 
 if TYPE_CHECKING:  # reading a bundle's fields needs no torch
@@ -134,7 +141,8 @@ def cascade_points(
             more_b, more_computed = map_b_of(wanted)
             map_b, computed_b = np.where(computed_b, map_b, more_b), computed_b | more_computed
     candidates_b = local_maxima(map_b, min_distance_px, floor, trusted(computed_b))
-    return candidates_a, candidates_b, agree(candidates_a, candidates_b, map_b, radius_px)
+    merged = with_neighbourhood(agree(candidates_a, candidates_b, map_b, radius_px), map_a, map_b)
+    return candidates_a, candidates_b, merged
 
 
 def part_tiles(cells: np.ndarray, role: str) -> np.ndarray:

@@ -21,10 +21,16 @@ import numpy as np
 import torch
 
 from model import cascade, spacing
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, load_screen, read_bundle
-from model.candidates import Candidates, EnsembleDetections, ensemble_probability, name_mitotic_figures
+from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, load_screen, load_verifier, read_bundle
+from model.candidates import (
+    Candidates,
+    EnsembleDetections,
+    ensemble_probability,
+    name_mitotic_figures,
+    only_micrographs,
+)
 from model.dense import DEFAULT_TILE_CELLS, probability_map, window_scorer
-from model.geometry import RECEPTIVE_FIELD_PX, map_shape
+from model.geometry import OUTPUT_STRIDE_PX, RECEPTIVE_FIELD_PX, map_shape
 from model.plain import PlainP4ResNet
 from model.precision import autocast_dtype, pick_device
 from model.resample import detect_at_model_spacing
@@ -35,9 +41,10 @@ from model.screen import p4_cells_passing, screen_cells_off_glass, screen_map
 class Detections:
     xy_px: np.ndarray  # (N, 2) continuous pixel coordinates (x, y) of the input image
     xy_mm: np.ndarray  # (N, 2) physical coordinates in mm
-    probability: np.ndarray  # (N,) ensemble probability
+    probability: np.ndarray  # (N,) the output probability: the verifier's where it runs, else the ensemble's
     agreed: np.ndarray  # (N,) bool: both models have a candidate here
-    is_mitosis: np.ndarray  # (N,) bool: the naming rule (`model.candidates.name_mitotic_figures`)
+    is_mitosis: np.ndarray  # (N,) bool: the naming rule (the verifier's, or `model.candidates.name_mitotic_figures`)
+    ensemble_probability: np.ndarray | None = None  # (N,) the two dense nets' probability (their minimum)
 
 
 class Detector:
@@ -50,6 +57,7 @@ class Detector:
         precision: str = "auto",
         tile_cells: int | None = None,
         use_screen: bool | None = None,
+        verifier: bool = True,
     ):
         self.bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = read_bundle(self.bundle_dir)
@@ -60,6 +68,8 @@ class Detector:
         ]
         if use_screen is None:  # the screen pays on CPUs; on a GPU the exact dense path is faster
             use_screen = self.device.type == "cpu"
+        self.verifier = load_verifier(self.bundle, bundle_dir) if verifier else None
+        """The second stage (`model.verifier`); None: the dense nets' own rule, today's output exactly."""
         screen = load_screen(self.bundle, bundle_dir) if use_screen else None
         self.screen = screen.to(self.device).to(memory_format=torch.channels_last) if screen is not None else None
         on_gpu = self.device.type == "cuda"
@@ -89,14 +99,23 @@ class Detector:
     ) -> Detections:
         """`detect` on an image already at the networks' pixel size."""
         merged = self.candidates(image_rgb, spacing_mm, progress)[2]
-        keep = merged.probability >= self.bundle.candidate_floor
-        merged = EnsembleDetections(merged.xy_px[keep], merged.probability[keep], merged.agreed[keep])
+        merged = merged.subset(merged.probability >= self.bundle.candidate_floor)
+        if self.verifier is None:
+            probability = merged.probability
+            is_mitosis = name_mitotic_figures(merged, self.bundle.threshold, image_rgb)
+        else:  # every candidate re-judged; strongest first
+            probability = self.verifier.probability(image_rgb, merged)
+            order = np.argsort(-probability, kind="stable")
+            merged, probability = merged.subset(order), probability[order]
+            named = self.verifier.names(probability, merged.xy_px, image_rgb.shape[:2])
+            is_mitosis = only_micrographs(named, image_rgb, merged.xy_px)
         return Detections(
             xy_px=merged.xy_px,
             xy_mm=spacing.mm_from_px(merged.xy_px, spacing_mm, origin_mm),
-            probability=merged.probability,
+            probability=probability,
             agreed=merged.agreed,
-            is_mitosis=name_mitotic_figures(merged, self.bundle.threshold, image_rgb),
+            is_mitosis=is_mitosis,
+            ensemble_probability=merged.probability,
         )
 
     def candidates(
@@ -149,23 +168,39 @@ class Detector:
 
     @torch.no_grad()
     def centre_probability(self, patch_rgb: np.ndarray) -> float:
-        """Ensemble probability that a patch (any size >= 1 px, at the networks' pixel size) is centred on a
-        mitotic figure. The central 78 px window is scored; smaller patches are reflection-padded."""
-        window = centre_window(patch_rgb)
-        scores = [
-            float(probability_map(window, self.scorer(net), self.device, pad_px=0)[0, 0]) for net in self.networks
-        ]
-        return float(ensemble_probability(np.float64(scores[0]), np.float64(scores[1])))
+        """Probability that a patch (any size >= 1 px, at the networks' pixel size) is centred on a mitotic figure:
+        the two nets score the central 78 px window (smaller patches reflection-padded); the verifier, where it runs,
+        re-judges their scores with the patch's own pixels around its centre."""
+        if self.verifier is None:
+            window = centre_window(patch_rgb)
+            scores = [
+                float(probability_map(window, self.scorer(net), self.device, pad_px=0)[0, 0]) for net in self.networks
+            ]
+            return float(ensemble_probability(np.float64(scores[0]), np.float64(scores[1])))
+        # the verifier also reads the 3 x 3 cells around the centre: the window grown by one stride on each side
+        window = centre_window(patch_rgb, RECEPTIVE_FIELD_PX + 2 * OUTPUT_STRIDE_PX)
+        maps = [probability_map(window, self.scorer(net), self.device, pad_px=0) for net in self.networks]
+        height, width = patch_rgb.shape[:2]
+        centre = EnsembleDetections(
+            xy_px=np.array([[(width - 1) / 2, (height - 1) / 2]]),
+            probability=np.array([min(m[1, 1] for m in maps)], dtype=np.float64),
+            agreed=np.array([True]),  # both score the same centre
+            probability_a=np.array([maps[0][1, 1]], dtype=np.float64),
+            probability_b=np.array([maps[1][1, 1]], dtype=np.float64),
+            neighbourhood=np.array([[maps[0].mean(), maps[1].mean()]], dtype=np.float64),
+        )
+        return float(self.verifier.probability(patch_rgb, centre)[0])
 
 
-def centre_window(patch_rgb: np.ndarray) -> np.ndarray:
-    """The receptive-field-sized window centred on the patch centre, reflection-padded when the patch is smaller."""
+def centre_window(patch_rgb: np.ndarray, side_px: int = RECEPTIVE_FIELD_PX) -> np.ndarray:
+    """The window of `side_px` (default: the receptive field) centred on the patch centre, reflection-padded when
+    the patch is smaller."""
     height, width = patch_rgb.shape[:2]
-    pad_y, pad_x = max(0, RECEPTIVE_FIELD_PX - height), max(0, RECEPTIVE_FIELD_PX - width)
+    pad_y, pad_x = max(0, side_px - height), max(0, side_px - width)
     if pad_y or pad_x:
         patch_rgb = np.pad(
             patch_rgb, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)), mode="reflect"
         )
         height, width = patch_rgb.shape[:2]
-    y0, x0 = (height - RECEPTIVE_FIELD_PX) // 2, (width - RECEPTIVE_FIELD_PX) // 2
-    return patch_rgb[y0 : y0 + RECEPTIVE_FIELD_PX, x0 : x0 + RECEPTIVE_FIELD_PX]
+    y0, x0 = (height - side_px) // 2, (width - side_px) // 2
+    return patch_rgb[y0 : y0 + side_px, x0 : x0 + side_px]

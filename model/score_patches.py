@@ -117,6 +117,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="model bundle (default: shipped)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--no-verifier", action="store_true", help="the dense nets' ensemble probability, without the bundle's verifier"
+    )
     return parser
 
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         preflight.check_outputs_apart(paths, {"--out": args.out})
         preflight.check_output_file(args.out, "--out")
         preflight.check_device(args.device, "auto")
-        detector = Detector(args.bundle, device=args.device)
+        detector = Detector(args.bundle, device=args.device, verifier=not args.no_verifier)
         rows = []
         for path in progress_bar(paths, stage="patches", unit="patch"):
             try:

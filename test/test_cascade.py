@@ -118,6 +118,13 @@ def test_model_b_on_part_of_the_image_changes_nothing_synthetic(random_bundle_di
     np.testing.assert_array_equal(fast_xy[order_fast], exact_xy[order_exact])
     np.testing.assert_array_equal(fast_agreed[order_fast], exact_agreed[order_exact])
     np.testing.assert_allclose(fast_p[order_fast], exact_p[order_exact], atol=1e-5)
+    # what the verifier reads of the maps is exact too: both probabilities and the 3 x 3 neighbourhoods
+    exact_all = detector.candidates(rgb, SPACING_MM, full_maps=True)[2]
+    for name in ("probability_a", "probability_b", "neighbourhood"):
+        exact_values = getattr(exact_all, name)[exact_all.probability >= floor][order_exact]
+        np.testing.assert_allclose(
+            getattr(merged, name)[merged.probability >= floor][order_fast], exact_values, atol=1e-5
+        )
     wanted_b = cells_for_model_b(candidates_a.cells, map_a.shape, 30.0, 3)
     # the low floor takes B's whole map (its tiles would cover more than FULL_MAP_SHARE), the high ones B in part
     assert full_map_pays(part_tiles(wanted_b, "B")) == (floor_quantile == 0.9), wanted_b.mean()

@@ -37,3 +37,6 @@ def test_a_name_may_flip_only_at_the_threshold():
     flipped = doc(("non-mitotic figure", 0.1, 0.905))
     assert compare_output.comparison_errors(flipped, expected, 2e-4, 0.02, threshold=0.91) == []
     assert compare_output.comparison_errors(flipped, expected, 2e-4, 0.02, threshold=0.5)
+    # a bundle with a verifier names with two thresholds (inside, border strip): either may explain a flip
+    assert compare_output.comparison_errors(flipped, expected, 2e-4, 0.02, threshold=[0.5, 0.91]) == []
+    assert compare_output.comparison_errors(flipped, expected, 2e-4, 0.02, threshold=[0.5, 0.8])

@@ -107,7 +107,13 @@ def nested_choice(fields: Sequence[OutOfFoldField], iterations: Sequence[int] | 
 def field_counts(field: OutOfFoldField, iteration: int, threshold: float) -> dict[str, float]:
     """Challenge counts of one field at one checkpoint and threshold, split by the border strip."""
     xy, probability = field.points[iteration]
-    named = xy[probability >= threshold]
+    return named_counts(field, xy[probability >= threshold])
+
+
+def named_counts(field: OutOfFoldField, named: np.ndarray) -> dict[str, float]:
+    """Challenge counts of one field for the points named "mitotic figure" (`named`: (M, 2) xy px), split by the
+    border strip."""
+    named = np.asarray(named, dtype=np.float64).reshape(-1, 2)
     pairs = greedy_match(field.mitoses_xy_px, named, field.radius_px)
     matched_predictions = np.zeros(len(named), dtype=bool)
     matched_targets = np.zeros(len(field.mitoses_xy_px), dtype=bool)

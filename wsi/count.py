@@ -49,6 +49,7 @@ class Settings:
     precision: str
     mpp_um: float | None
     core_px: int
+    verifier: bool = True
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -232,6 +233,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="model bundle (default: shipped)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--no-verifier", action="store_true", help="skip the bundle's verifier (model/verifier.py)")
     parser.add_argument("--workers", type=int, default=0, help="run tiles on a local Dask cluster of N processes")
     parser.add_argument("--scheduler", default=None, help="run tiles on an existing Dask cluster (tcp://host:8786)")
     parser.add_argument("--tile-px", type=int, default=CORE_PX, help=argparse.SUPPRESS)  # tests: seams on small slides
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         area_mm2 = check_arguments(args)
         bundle_sha256 = hashlib.sha256((args.bundle / BUNDLE_FILE).read_bytes()).hexdigest()
         read_bundle(args.bundle)
-        settings = Settings(bundle_sha256, args.precision, args.mpp, args.tile_px)
+        settings = Settings(bundle_sha256, args.precision, args.mpp, args.tile_px, not args.no_verifier)
         plans = []
         for path in args.slides:
             try:
@@ -284,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         # a local cluster shares this machine's cores between its workers (torch would give each worker all of them)
         threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers else 0
-        detector_settings = DetectorSettings(str(args.bundle.absolute()), args.device, args.precision, threads)
+        detector_settings = DetectorSettings(
+            str(args.bundle.absolute()), args.device, args.precision, threads, not args.no_verifier
+        )
         if args.workers or args.scheduler:
             from distributed import Client, LocalCluster
 

@@ -28,6 +28,7 @@ class DetectorSettings:
     device: str | None = None
     precision: str = "auto"
     threads: int = 0  # torch CPU threads per worker; 0: torch's choice
+    verifier: bool = True  # the bundle's second stage (`model.verifier`)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,13 @@ def _detector(settings: DetectorSettings):
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    return Detector(Path(settings.bundle_dir), device=settings.device, precision=settings.precision, use_screen=False)
+    return Detector(
+        Path(settings.bundle_dir),
+        device=settings.device,
+        precision=settings.precision,
+        use_screen=False,
+        verifier=settings.verifier,
+    )
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,8 +12,8 @@ differs by at most --prob-tol (default 0.04: bf16 and fp32 dense maps of the shi
 What a user relies on is compared strictly, the rest is information: with --compare-above P, only "mitotic figure"
 points and candidates with probability >= P (on either side) must match; differences among lower candidates (a local
 maximum that moves by one map cell or appears at the floor when bf16 and fp32, or two CPUs, round differently) are
-printed as INFO and do not fail. With --threshold T, a point within --prob-tol of the naming threshold may carry
-either name.
+printed as INFO and do not fail. With --threshold T [T ...], a point within --prob-tol of a naming threshold may
+carry either name (a bundle with a verifier has two: inside the image and in its border strip).
 Prints PASS or FAIL with the reasons; exit code 0 on PASS, 1 on FAIL, 2 if a file cannot be read.
 """
 
@@ -82,6 +82,15 @@ def schema_errors(doc):
     return errors
 
 
+def near(probability, thresholds, prob_tol):
+    """Is `probability` within `prob_tol` of a naming threshold (one number, a list of them, or None)?"""
+    if thresholds is None:
+        return False
+    if not isinstance(thresholds, (list, tuple)):
+        thresholds = [thresholds]
+    return any(abs(probability - t) <= prob_tol for t in thresholds)
+
+
 def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None, threshold=None, info=None):
     """Match expected points one-to-one to actual ones; return the differences (see the module docstring).
     Differences that do not count are appended to `info` (a list) when given."""
@@ -89,7 +98,7 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
     errors = []
 
     def informational(point):
-        near_threshold = threshold is not None and abs(point["probability"] - threshold) <= prob_tol
+        near_threshold = near(point["probability"], threshold, prob_tol)
         return (
             compare_above is not None
             and point["probability"] < compare_above - prob_tol
@@ -98,7 +107,7 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
         )
 
     def same_name(a, e):
-        near_threshold = threshold is not None and abs(e["probability"] - threshold) <= prob_tol
+        near_threshold = near(e["probability"], threshold, prob_tol)
         return a["name"] == e["name"] or near_threshold
 
     if compare_above is None and len(a_points) != len(e_points):
@@ -166,7 +175,9 @@ def main(argv=None):
         default=None,
         help="candidates below this probability (and not named) are compared for information only",
     )
-    parser.add_argument("--threshold", type=float, default=None, help="naming threshold of the bundle (optional)")
+    parser.add_argument(
+        "--threshold", type=float, nargs="+", default=None, help="naming threshold(s) of the bundle (optional)"
+    )
     args = parser.parse_args(argv)
 
     actual = load(args.actual, "actual")
