@@ -201,6 +201,10 @@ def _real_like_folder(root: Path, fields: int = 6) -> None:
     tiles.mkdir(parents=True)
     tile = render_image(rng, 480, 320, TUMOUR_TYPES[1], SCANNERS[0], annotate=False).pixels
     Image.fromarray(tile).save(tiles / "tile_0.jpg", quality=95)
+    unlabeled = root / "unlabeled" / "mitos2012"
+    unlabeled.mkdir(parents=True)
+    field = render_image(rng, 300, 300, TUMOUR_TYPES[0], SCANNERS[1], annotate=False).pixels
+    Image.fromarray(field).save(unlabeled / "A00_00.jpg", quality=95)
 
 
 def test_training_runs_end_to_end_on_a_tiny_folder_and_resumes(tmp_path, capsys):

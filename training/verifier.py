@@ -65,10 +65,12 @@ class Variant:
     kind: str  # "logistic" or "trees"
     crop_px: int | None  # None: the detector's numbers and the edge distance only
     crop_positives: bool
+    mined_positives: bool = False  # seed 003's mined mitoses of the MITOS 2012 fields as extra positives
 
     @property
     def key(self) -> str:
-        return f"{self.kind}-crop{self.crop_px or 0}-{'crops' if self.crop_positives else 'fields'}"
+        extra = ("+crops" if self.crop_positives else "") + ("+mined" if self.mined_positives else "")
+        return f"{self.kind}-crop{self.crop_px or 0}-fields{extra}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class VerifierSettings:
     kinds: tuple[str, ...] = ("logistic", "trees")
     crops_px: tuple[int | None, ...] = (None, 64, 96)
     crop_positives: tuple[bool, ...] = (False, True)
+    mined_positives: tuple[bool, ...] = (False, True)
     trees_iterations: int = 150
     trees_depth: int = 3
     trees_learning_rate: float = 0.05
@@ -89,7 +92,9 @@ class VerifierSettings:
     extra: dict = field(default_factory=dict)
 
     def variants(self) -> list[Variant]:
-        return [Variant(*v) for v in itertools.product(self.kinds, self.crops_px, self.crop_positives)]
+        return [
+            Variant(*v) for v in itertools.product(self.kinds, self.crops_px, self.crop_positives, self.mined_positives)
+        ]
 
 
 # --- features --------------------------------------------------------------------------------------------------------
@@ -100,6 +105,7 @@ def image_paths(name: str, root: Path) -> dict[str, Path]:
         "fields": root / "fields" / "midesec" / name,
         "crops": root / name,
         "tiles": root / "tiles" / "cmc-no-mitosis" / name,
+        "mined": root / "unlabeled" / "mitos2012" / name,
     }
 
 
@@ -247,6 +253,10 @@ class Study:
             parts.append((self.features[("crops", crop)][crop_rows], crop_labels))
             field_positives = max(float(parts[0][1].sum()), 1.0)
             weights.append(np.full(len(crop_labels), field_positives / len(crop_labels)))
+        mined = self.sets["mined"]
+        if variant.mined_positives and len(mined.label):
+            parts.append((self.features[("mined", crop)], mined.label))
+            weights.append(np.full(len(mined.label), min(1.0, float(parts[0][1].sum()) / len(mined.label))))
         x = np.vstack([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts]).astype(int)
         return x, y, np.concatenate(weights)

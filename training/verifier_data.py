@@ -8,6 +8,9 @@ point at or above the bundle's candidate floor is kept with A's, B's and the ens
 * Mitosis crops (128 px, centred on a mitotic figure): the candidate matched to the centre is a positive. The other
   candidates of a crop are dropped: a crop's neighbours are not known to be non-mitotic.
 * Mitosis-free canine tiles: every candidate is a negative.
+* MITOS 2012 fields (unlabeled; they hold unannotated mitoses): seed 003's mined stage (`training.mined_positives`)
+  keeps the agreed candidates both nets score >= `MINED_THRESHOLD` under all 8 dihedral views, on tissue, as
+  positives; the other candidates are dropped (an unlabeled point is not known to be a negative).
 
 Each set is cached as one `.npz` under the run folder (`collect` skips a set already there), so a rerun only adds
 what is missing.
@@ -30,7 +33,10 @@ from training.data.sources import validation_fold
 
 logger = logging.getLogger("training.verifier_data")
 
-SETS = ("fields", "crops", "tiles")
+SETS = ("fields", "crops", "tiles", "mined")
+MINED_THRESHOLD = 0.95
+"""The mined stage's cut (`training.field_cv.MiningSettings.threshold`): the lowest probability over both nets and
+the 8 views."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,10 @@ def _assemble(names, groups, held_out, per_image: list[tuple]) -> CandidateSet:
         agreed.append(points.agreed)
         context.append(points.neighbourhood.reshape(-1, 2))
         label.append(labels)
-    cat = np.concatenate
+
+    def cat(parts: list) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     return CandidateSet(
         np.asarray(names, dtype=str),
         np.asarray(groups, dtype=str),
@@ -148,12 +157,42 @@ def tile_candidates(detector, root: Path) -> CandidateSet:
     return _assemble(names, names, [False] * len(names), per_image)
 
 
+def mined_candidates(detector, root: Path) -> CandidateSet:
+    """Seed 003's mined mitoses of the unlabeled MITOS 2012 fields, as positive candidates (module docstring)."""
+    import torch
+
+    from model.tissue import tissue_mask
+    from training.augment import centre_windows
+    from training.data.sources import SOURCE_PX
+    from training.mined_positives import view_agreement
+
+    fields = real_data.load_unlabeled_fields(root)
+    per_image = []
+    half = SOURCE_PX // 2
+    for field in tqdm(fields, desc="verifier data: MITOS 2012 fields (mined)", unit="field"):
+        rgb = real_data.read_image(field.path)
+        merged = detector.candidates(rgb, (field.spacing_mm, field.spacing_mm))[2]
+        points = merged.subset(merged.agreed & (merged.probability >= MINED_THRESHOLD))
+        rc = np.round(points.xy_px[:, ::-1]).astype(np.int64).reshape(-1, 2)
+        keep = tissue_mask(rgb[rc[:, 0], rc[:, 1]][None])[0] if len(rc) else np.zeros(0, dtype=bool)
+        if keep.any():
+            padded = np.pad(rgb, ((half, half), (half, half), (0, 0)), mode="reflect")
+            crops = np.stack([padded[r : r + SOURCE_PX, c : c + SOURCE_PX] for r, c in rc[keep]])
+            networks = dict(zip("AB", detector.networks, strict=True))
+            lowest = view_agreement(networks, centre_windows(torch.from_numpy(crops)))
+            keep[np.flatnonzero(keep)] = lowest >= MINED_THRESHOLD
+        per_image.append((points.subset(keep), np.ones(int(keep.sum()), dtype=np.int8)))
+    names = [f.path.name for f in fields]
+    return _assemble(names, names, [False] * len(names), per_image)
+
+
 def collect(detector, root: Path, folder: Path, never_trained: set[str], crop_limit: int | None = None) -> dict:
     """Every set, computed once and cached in `folder` (<set>.npz)."""
     makers = {
         "fields": lambda: field_candidates(detector, root, never_trained),
         "crops": lambda: crop_candidates(detector, root, crop_limit),
         "tiles": lambda: tile_candidates(detector, root),
+        "mined": lambda: mined_candidates(detector, root),
     }
     sets = {}
     for name, make in makers.items():
