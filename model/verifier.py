@@ -164,7 +164,7 @@ def blob_shape(h_smooth: np.ndarray, h: np.ndarray, inside: np.ndarray, crop_px:
     from skimage.measure import label, regionprops
 
     centre = crop_px // 2
-    reach = min(BLOB_REACH_PX, centre)
+    reach = min(BLOB_REACH_PX, centre, crop_px - centre - 1)  # the window stays inside the crop
     window = (slice(centre - reach, centre + reach + 1),) * 2
     smooth, raw, real = h_smooth[window], h[window], inside[window]
     background = float(np.median(h[inside])) if inside.any() else 0.0

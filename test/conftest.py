@@ -47,3 +47,26 @@ def random_bundle_dir(tmp_path_factory) -> Path:
         directory,
     )
     return directory
+
+
+@pytest.fixture(scope="session")
+def random_verifier_bundle_dir(random_bundle_dir, tmp_path_factory) -> Path:
+    """The random bundle with a random verifier that reads every feature (96 px crops) and names by both thresholds:
+    for plumbing and exactness tests (tiled == whole) of the second stage."""
+    import json
+    import shutil
+
+    from model.bundle import BUNDLE_FILE
+    from model.verifier import VerifierEntry, VerifierModel, feature_names, save_verifier
+
+    directory = tmp_path_factory.mktemp("verifier-bundle")
+    shutil.copytree(random_bundle_dir, directory, dirs_exist_ok=True)
+    names = feature_names(96)
+    weights = {"logit_min": 1.0, "logit_a_3x3": 0.5, "edge_distance": 0.5, "h_disk_minus_ring": 20.0, "blob_solidity": 1.0}
+    coef = np.array([weights.get(name, 0.0) for name in names])  # nets, neighbourhood, edge and pixels all count
+    model = VerifierModel("logistic", 96, np.zeros(len(names)), np.ones(len(names)), np.array([1.0, -1.0]), coef)
+    sha256 = save_verifier(model, directory / "verifier.safetensors")
+    payload = json.loads((directory / BUNDLE_FILE).read_text())
+    payload["verifier"] = VerifierEntry("verifier.safetensors", sha256, "logistic", 96, 0.5, 0.7).to_json()
+    (directory / BUNDLE_FILE).write_text(json.dumps(payload))
+    return directory

@@ -169,3 +169,22 @@ def test_batch_mode_writes_one_file_per_image_and_reports_bad_ones(tmp_path, ran
     assert sorted(p.name for p in out_dir.iterdir()) == ["001.json", "002.json"]
     for path in out_dir.iterdir():
         validate_schema(json.loads(path.read_text()))
+
+
+def test_no_verifier_writes_the_dense_nets_output_exactly(tmp_path, random_bundle_dir, random_verifier_bundle_dir):
+    """`--no-verifier` on a bundle with a verifier writes byte for byte what the same bundle without one writes; by
+    default the verifier's probabilities are written instead."""
+    (tmp_path / "in").mkdir()
+    write_tiff(tmp_path / "in" / "001.tiff", tissue_like(400, 380))
+    outputs = {}
+    for label, bundle, extra in (
+        ("none", random_bundle_dir, ()),
+        ("off", random_verifier_bundle_dir, ("--no-verifier",)),
+        ("on", random_verifier_bundle_dir, ()),
+    ):
+        code, out = run(tmp_path, bundle, "--precision", "fp32", *extra)
+        assert code == 0
+        outputs[label] = out.read_bytes()
+        validate_schema(json.loads(outputs[label]))
+    assert outputs["off"] == outputs["none"]
+    assert outputs["on"] != outputs["none"]

@@ -216,7 +216,7 @@ def test_training_runs_end_to_end_on_a_tiny_folder_and_resumes(tmp_path, capsys)
 
     data, out = tmp_path / "data", tmp_path / "run"
     _real_like_folder(data)
-    argv = ["--data", str(data), "--out", str(out), "--kinds", "logistic", "trees", "--crops-px", "0", "32"]
+    argv = ["--data", str(data), "--out", str(out), "--kinds", "logistic", "--crops-px", "0", "32"]  # trees: above
     assert training_verifier.main([*argv, "--bootstrap", "20"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["all_fields"]) >= {"verifier", "shipped_rule", "ensemble_threshold_out_of_fold"}

@@ -84,8 +84,12 @@ def run_count(slide: Path, out: Path, bundle: Path, *extra: str) -> int:
     return count.main([*argv, "--tile-px", "256", *extra])
 
 
-def test_seams_are_exact(synthetic_slide, random_bundle_dir, tmp_path):
-    """Tiles of 256 px with their margins give the points, probabilities and names of the whole image at once."""
+@pytest.mark.parametrize("with_verifier", [False, True])
+def test_seams_are_exact(synthetic_slide, random_bundle_dir, random_verifier_bundle_dir, tmp_path, with_verifier):
+    """Tiles of 256 px with their margins give the points, probabilities and names of the whole image at once, with
+    and without a verifier (its crops and edge distance see the slide's pixels, never a tile's edge)."""
+    if with_verifier:
+        random_bundle_dir = random_verifier_bundle_dir
     slide, rgb = synthetic_slide
     assert run_count(slide, tmp_path / "out", random_bundle_dir) == 0
     summary = json.loads((tmp_path / "out" / "blotches" / "summary.json").read_text())
@@ -100,6 +104,9 @@ def test_seams_are_exact(synthetic_slide, random_bundle_dir, tmp_path):
     np.testing.assert_allclose(xy, expected_xy, atol=0.01)  # GeoJSON rounds to 0.01 px
     np.testing.assert_allclose(probability, expected_p, atol=1e-5)
     assert (named == expected_named).all()
+    if with_verifier:  # the verifier named some and re-scored all (its probability is not the ensemble's)
+        assert 0 < named.sum() < len(named)
+        assert not np.allclose(whole.probability, whole.ensemble_probability)
 
 
 def test_dask_cluster_gives_the_same_points(synthetic_slide, random_bundle_dir, tmp_path):

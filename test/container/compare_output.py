@@ -82,7 +82,7 @@ def schema_errors(doc):
     return errors
 
 
-def near(probability, thresholds, prob_tol):
+def near_a_threshold(probability, thresholds, prob_tol):
     """Is `probability` within `prob_tol` of a naming threshold (one number, a list of them, or None)?"""
     if thresholds is None:
         return False
@@ -98,7 +98,7 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
     errors = []
 
     def informational(point):
-        near_threshold = near(point["probability"], threshold, prob_tol)
+        near_threshold = near_a_threshold(point["probability"], threshold, prob_tol)
         return (
             compare_above is not None
             and point["probability"] < compare_above - prob_tol
@@ -107,7 +107,7 @@ def comparison_errors(actual, expected, coord_tol, prob_tol, compare_above=None,
         )
 
     def same_name(a, e):
-        near_threshold = near(e["probability"], threshold, prob_tol)
+        near_threshold = near_a_threshold(e["probability"], threshold, prob_tol)
         return a["name"] == e["name"] or near_threshold
 
     if compare_above is None and len(a_points) != len(e_points):
