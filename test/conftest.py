@@ -62,7 +62,13 @@ def random_verifier_bundle_dir(random_bundle_dir, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("verifier-bundle")
     shutil.copytree(random_bundle_dir, directory, dirs_exist_ok=True)
     names = feature_names(96)
-    weights = {"logit_min": 1.0, "logit_a_3x3": 0.5, "edge_distance": 0.5, "h_disk_minus_ring": 20.0, "blob_solidity": 1.0}
+    weights = {
+        "logit_min": 1.0,
+        "logit_a_3x3": 0.5,
+        "edge_distance": 0.5,
+        "h_disk_minus_ring": 20.0,
+        "blob_solidity": 1.0,
+    }
     coef = np.array([weights.get(name, 0.0) for name in names])  # nets, neighbourhood, edge and pixels all count
     model = VerifierModel("logistic", 96, np.zeros(len(names)), np.ones(len(names)), np.array([1.0, -1.0]), coef)
     sha256 = save_verifier(model, directory / "verifier.safetensors")
