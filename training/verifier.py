@@ -558,14 +558,14 @@ def tile_false_positives(study: Study, model: VerifierModel, rule: Rule, shipped
 
 def plot_precision_recall(study: Study, cv: dict, path: Path) -> None:
     """Out-of-fold precision-recall curves of the fields' candidates, with and without the verifier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     field_set = study.sets["fields"]
     every = np.arange(len(field_set.label))
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    figure = Figure(figsize=(11, 4.6))  # object API on the Agg canvas: no pyplot state (test_layout)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
     for axis, (title, names) in zip(
         axes,
         (("35 MiDeSeC fields", None), ("10 fields the dense nets never trained on", study.never_trained)),
@@ -596,7 +596,6 @@ def plot_precision_recall(study: Study, cv: dict, path: Path) -> None:
         axis.legend(loc="lower left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def write_verifier_bundle(source: Path, out: Path, model: VerifierModel, rule: Rule, extra: dict) -> Path:
