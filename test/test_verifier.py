@@ -25,7 +25,7 @@ from model.verifier import (
     pixel_features,
     save_verifier,
 )
-from training.verifier import Variant, VerifierSettings, fit_model, platt
+from training.verifier import Variant, VerifierSettings, classifier, fit_model, platt
 
 has_real_data = pytest.mark.skipif(
     not (REAL_DATA / "fields" / "midesec").is_dir(), reason="../shared/data/real not available"
@@ -41,29 +41,11 @@ def _toy(seed: int = 0, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("kind", ["logistic", "trees"])
 def test_stored_model_computes_what_sklearn_fitted(kind, tmp_path):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-
     x, y = _toy()
     settings = VerifierSettings()
     model = fit_model(Variant(kind, None, False), x, y, np.ones(len(y)), settings)
     z = (x - model.mean) / model.scale
-    if kind == "logistic":
-        expected = LogisticRegression(C=settings.logistic_c, max_iter=5000).fit(z, y).decision_function(z)
-    else:
-        expected = (
-            HistGradientBoostingClassifier(
-                max_iter=settings.trees_iterations,
-                max_depth=settings.trees_depth,
-                learning_rate=settings.trees_learning_rate,
-                min_samples_leaf=settings.trees_min_leaf,
-                l2_regularization=1.0,
-                early_stopping=False,
-                random_state=settings.seed,
-            )
-            .fit(z, y)
-            .decision_function(z)
-        )
+    expected = classifier(kind, settings).fit(z, y).decision_function(z)  # sklearn's own prediction
     np.testing.assert_allclose(model.raw(x), expected, rtol=1e-6, atol=1e-6)
     model.calibration = platt(model.raw(x), y)
     path = tmp_path / "verifier.safetensors"

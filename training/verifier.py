@@ -142,9 +142,6 @@ def cached_features(sets: dict, root: Path, folder: Path, crops_px: Sequence[int
 
 def fit_model(variant: Variant, x: np.ndarray, y: np.ndarray, weight: np.ndarray, settings: VerifierSettings):
     """An uncalibrated `VerifierModel` (calibration [1, 0]) fitted on standardised features."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -155,10 +152,20 @@ def fit_model(variant: Variant, x: np.ndarray, y: np.ndarray, weight: np.ndarray
         prevalence = float(np.clip(np.average(y, weights=weight), 1e-3, 1 - 1e-3))
         constant = float(np.log(prevalence / (1 - prevalence)))
         return VerifierModel(**{**common, "kind": "logistic"}, coef=np.zeros(x.shape[1]), intercept=constant)
+    fitted = classifier(variant.kind, settings).fit(z, y, sample_weight=weight)
     if variant.kind == "logistic":
-        fitted = LogisticRegression(C=settings.logistic_c, max_iter=5000).fit(z, y, sample_weight=weight)
         return VerifierModel(**common, coef=fitted.coef_[0].copy(), intercept=float(fitted.intercept_[0]))
-    fitted = HistGradientBoostingClassifier(
+    return VerifierModel(**common, **trees_of(fitted))
+
+
+def classifier(kind: str, settings: VerifierSettings):
+    """The unfitted sklearn model of a variant kind (its settings in one place)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    if kind == "logistic":
+        return LogisticRegression(C=settings.logistic_c, max_iter=5000)
+    return HistGradientBoostingClassifier(
         max_iter=settings.trees_iterations,
         max_depth=settings.trees_depth,
         learning_rate=settings.trees_learning_rate,
@@ -166,8 +173,7 @@ def fit_model(variant: Variant, x: np.ndarray, y: np.ndarray, weight: np.ndarray
         l2_regularization=1.0,
         early_stopping=False,
         random_state=settings.seed,
-    ).fit(z, y, sample_weight=weight)
-    return VerifierModel(**common, **trees_of(fitted))
+    )
 
 
 def trees_of(fitted) -> dict:
