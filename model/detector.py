@@ -86,12 +86,27 @@ class Detector:
         progress: bool = False,
         source: str = "image",
     ) -> Detections:
-        """Every candidate of an (H, W, 3) uint8 image at `spacing_mm` (x, y), with its ensemble probability and the
-        mitosis decision. Raises ValueError for a resolution outside `model.spacing.USABLE_SPACING_MM`."""
+        """Every candidate of an (H, W, 3) uint8 image at `spacing_mm` (x, y), with its probability (the verifier's
+        where the detector has one) and the mitosis decision. Raises ValueError (one line) for a resolution outside
+        `model.spacing.USABLE_SPACING_MM`, an image smaller than the receptive field at the networks' pixel size, or
+        a spacing or origin that is not a finite number."""
         image_rgb = np.asarray(image_rgb)
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image_rgb.dtype} {image_rgb.shape}")
+        spacing_mm, origin_mm = _xy("spacing_mm", spacing_mm), _xy("origin_mm", origin_mm)
         spacing.check_usable_spacing(spacing_mm)
+        height_px, width_px = image_rgb.shape[:2]
+        model_width_px, model_height_px = (
+            spacing.model_size_px(width_px, height_px, spacing_mm)
+            if spacing.needs_resampling(spacing_mm)
+            else (width_px, height_px)
+        )
+        if min(model_width_px, model_height_px) < RECEPTIVE_FIELD_PX:
+            raise ValueError(
+                f"image of {width_px}x{height_px} px ({model_width_px}x{model_height_px} px at the networks' "
+                f"{spacing.DEFAULT_SPACING_MM * 1000:g} um/px) is smaller than the {RECEPTIVE_FIELD_PX} px "
+                "receptive field"
+            )
         return detect_at_model_spacing(self._detect_native, image_rgb, spacing_mm, origin_mm, progress, source)
 
     def _detect_native(
@@ -190,6 +205,20 @@ class Detector:
             neighbourhood=np.array([[maps[0].mean(), maps[1].mean()]], dtype=np.float64),
         )
         return float(self.verifier.probability(patch_rgb, centre)[0])
+
+
+def _xy(name: str, values) -> tuple[float, float]:
+    """(x, y) of a spacing or origin given as one number (both axes) or a sequence (x, y[, z]); ValueError (one line)
+    unless both are finite numbers."""
+    try:
+        array = np.atleast_1d(np.asarray(values, dtype=np.float64)).ravel()
+    except (TypeError, ValueError):
+        array = np.zeros(0)
+    if array.size == 1:
+        array = np.repeat(array, 2)
+    if array.size < 2 or not np.isfinite(array[:2]).all():
+        raise ValueError(f"{name} must be two finite numbers (x, y) or one for both, got {values!r}")
+    return float(array[0]), float(array[1])
 
 
 def centre_window(patch_rgb: np.ndarray, side_px: int = RECEPTIVE_FIELD_PX) -> np.ndarray:

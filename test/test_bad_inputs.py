@@ -22,7 +22,7 @@ import torch
 from test_process import tissue_like, validate_schema, write_tiff
 
 import process
-from model import algorithm, preflight
+from model import Detector, algorithm, preflight
 
 
 class ModelsMustNotLoad(AssertionError):
@@ -488,3 +488,27 @@ def test_closed_stdout_and_stderr_are_no_error(tmp_path, random_bundle_dir):
     )
     assert code == 0
     validate_schema(json.loads(out.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "message"),
+    [
+        ((0, 0, 3), {}, "smaller than the 78 px receptive field"),
+        ((30, 30, 3), {}, "smaller than the 78 px receptive field"),
+        ((200, 200, 3), {"origin_mm": (float("nan"), 0.0)}, "origin_mm must be two finite numbers"),
+        ((200, 200, 3), {"spacing_mm": "fine"}, "spacing_mm must be two finite numbers"),
+    ],
+)
+def test_detector_refuses_what_it_cannot_detect_in_one_line(random_bundle_dir, shape, kwargs, message):
+    """An empty image, one smaller than the receptive field (not the screen's 96 px), a NaN origin: one clear
+    ValueError each, never numpy's own or NaN coordinates."""
+    detector = Detector(random_bundle_dir)
+    with pytest.raises(ValueError, match=message):
+        detector.detect(np.full(shape, 180, np.uint8), **kwargs)
+
+
+def test_detector_takes_one_number_for_both_axes(random_bundle_dir):
+    detector = Detector(random_bundle_dir, precision="fp32")
+    image = np.random.default_rng(0).integers(120, 255, (160, 150, 3), dtype=np.uint8)
+    one, two = detector.detect(image, 0.00025), detector.detect(image, (0.00025, 0.00025))
+    np.testing.assert_array_equal(one.xy_mm, two.xy_mm)
