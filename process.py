@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -90,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         if argv and Path(argv[0]).name in SHELL_NAMES:
             argv = argv[1:]
     args = get_args_parser().parse_args(argv)  # --help and argument errors answer before torch is imported
-    from model import threads
+    try:  # importing torch and evalutils takes seconds: Ctrl-C there is one line too, as later
+        from model import threads
 
-    threads.configure(args.threads)  # before torch starts its thread pool
-    from model.algorithm import run
-
+        threads.configure(args.threads)  # before torch starts its thread pool
+        from model.algorithm import run
+    except KeyboardInterrupt:
+        print("error: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT  # as `model.algorithm.run` answers it
     return run(args, DEFAULT_OUTPUT_FILE)
 
 

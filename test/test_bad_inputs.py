@@ -512,3 +512,18 @@ def test_detector_takes_one_number_for_both_axes(random_bundle_dir):
     image = np.random.default_rng(0).integers(120, 255, (160, 150, 3), dtype=np.uint8)
     one, two = detector.detect(image, 0.00025), detector.detect(image, (0.00025, 0.00025))
     np.testing.assert_array_equal(one.xy_mm, two.xy_mm)
+
+
+def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the seconds of importing torch and evalutils: one line and exit 130, as later, no traceback."""
+    from model import threads
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads, "configure", interrupted)
+    code = process.main(["--input", str(tmp_path), "--output", str(tmp_path / "out.json")])
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: interrupted while starting; nothing was written"]
+    assert not (tmp_path / "out.json").exists()
