@@ -263,3 +263,16 @@ def test_an_existing_cluster_by_its_address(synthetic_slide, random_bundle_dir, 
     one, remote = slide_points(tmp_path / "one", "blotches"), slide_points(tmp_path / "remote", "blotches")
     np.testing.assert_array_equal(one[0], remote[0])
     assert (one[2] == remote[2]).all()
+
+
+def test_a_slide_tagged_with_no_microscope_s_pixel_size_is_refused(
+    synthetic_slide, random_bundle_dir, tmp_path, capsys
+):
+    """A tag of 0.01 um/px on a pyramid: its coarse levels look usable, and it was counted as 0 mm2 of tissue and 0
+    figures with exit 0. Now one line for that slide, and --mpp with the right size counts it."""
+    slide, rgb = synthetic_slide
+    wrong = write_pyramid(tmp_path / "wrong.tiff", rgb, mpp_um=0.01)
+    assert run_count(wrong, tmp_path / "out", random_bundle_dir) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "0.01 um/px is no microscope's" in errors[0] and "--mpp" in errors[0], errors
+    assert run_count(wrong, tmp_path / "out2", random_bundle_dir, "--mpp", "0.25") == 0

@@ -76,15 +76,25 @@ def over_white(image) -> np.ndarray:
 
 
 def read_mpp_um(properties: dict, given_um: float | None) -> tuple[float, float]:
-    """The level-0 pixel size from the slide's properties (`openslide.mpp-x/y`), or `given_um` (--mpp)."""
+    """The level-0 pixel size from the slide's properties (`openslide.mpp-x/y`), or `given_um` (--mpp). A size no
+    microscope has (`model.spacing.PLAUSIBLE_SPACING_MM`, e.g. a tag of 0.01 um/px) is refused: counted as given,
+    it made a slide of zero tissue and zero figures."""
     if given_um is not None:
-        return float(given_um), float(given_um)
-    try:
-        mpp = (float(properties["openslide.mpp-x"]), float(properties["openslide.mpp-y"]))
-    except (KeyError, ValueError):
-        raise SlideError("the slide does not say its pixel size: give it with --mpp (um per pixel)") from None
+        mpp, where = (float(given_um), float(given_um)), "--mpp"
+    else:
+        try:
+            mpp = (float(properties["openslide.mpp-x"]), float(properties["openslide.mpp-y"]))
+        except (KeyError, ValueError):
+            raise SlideError("the slide does not say its pixel size: give it with --mpp (um per pixel)") from None
+        where = "the slide's pixel size"
     if not all(math.isfinite(value) and value > 0 for value in mpp):
-        raise SlideError(f"the slide's pixel size {mpp} um is not usable: give it with --mpp (um per pixel)")
+        raise SlideError(f"{where} {mpp} um is not usable: give it with --mpp (um per pixel)")
+    low_um, high_um = (value * 1000 for value in spacing.PLAUSIBLE_SPACING_MM)
+    if not all(low_um <= value <= high_um for value in mpp):
+        raise SlideError(
+            f"{where} {spacing.describe_um([v / 1000 for v in mpp])} is no microscope's ({low_um:g}-{high_um:g} um/px):"
+            " give the right one with --mpp (um per pixel)"
+        )
     return mpp
 
 
