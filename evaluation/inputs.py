@@ -318,6 +318,13 @@ def find_prediction_files(folder: Path) -> PredictionFiles:
         jobs = read_json(jobs_path, str(jobs_path))
     if not isinstance(jobs, list):
         return PredictionFiles(LAYOUT_FOLDER, {path.stem: path for path in sorted(folder.glob("*.json"))})
+    others = sorted(path.name for path in folder.glob("*.json") if path.name != PLATFORM_JOBS_FILE)
+    if not jobs and others:  # which layout, and why, rather than "no prediction file"
+        raise EvaluationInputError(
+            f"{jobs_path} holds an empty list, which makes this folder the platform's layout (a list of jobs), with no "
+            f"job; the folder also holds {len(others)} per-image file(s) ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}): remove or rename {PLATFORM_JOBS_FILE} to evaluate those"
+        )
     paths: dict[str, Path] = {}
     first_job: dict[str, int] = {}
     for index, job in enumerate(jobs):

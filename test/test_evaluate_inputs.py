@@ -372,3 +372,14 @@ def test_report_without_points_replaces_an_older_froc_curve(tmp_path, capsys):
     assert run(capsys, predictions, gt_path, "--report", str(report_dir))[0] == 0
     assert json.loads((report_dir / "metrics.json").read_text())["aggregates"]["froc"] is None
     assert (report_dir / "froc.png").read_bytes() != old_froc
+
+
+def test_an_empty_platform_job_list_beside_per_image_files_says_which_layout_and_why(tmp_path):
+    """`predictions.json` holding `[]` picks the platform's layout, which then has no job: say so and name the
+    per-image files it hides, instead of "no prediction file"."""
+    (tmp_path / "predictions.json").write_text("[]")
+    (tmp_path / "001.json").write_text(json.dumps({"type": "Multiple points", "points": []}))
+    with pytest.raises(inputs.EvaluationInputError, match=r"empty list.*001\.json.*remove or rename predictions\.json"):
+        inputs.find_prediction_files(tmp_path)
+    (tmp_path / "001.json").unlink()  # alone, an empty job list is an empty platform run
+    assert inputs.find_prediction_files(tmp_path).paths == {}
