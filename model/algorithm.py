@@ -111,6 +111,9 @@ class MitosisDetection(DetectionAlgorithm):
         if len(self.jobs) > 1:
             written = len(self.jobs) - self.failures
             logger.info("%d of %s written to %s", written, plural(len(self.jobs), "image"), self.jobs[0].output.parent)
+        elif not self.failures:
+            extra = f" (overlay {self.jobs[0].overlay})" if self.jobs[0].overlay is not None else ""
+            logger.info("written to %s%s", self.jobs[0].output, extra)
 
 
 def plan(args: argparse.Namespace, default_output: Path) -> list[preflight.Job]:

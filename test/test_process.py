@@ -188,3 +188,12 @@ def test_no_verifier_writes_the_dense_nets_output_exactly(tmp_path, random_bundl
         validate_schema(json.loads(outputs[label]))
     assert outputs["off"] == outputs["none"]
     assert outputs["on"] != outputs["none"]
+
+
+def test_single_image_mode_says_where_it_wrote(tmp_path, random_bundle_dir, caplog):
+    (tmp_path / "in").mkdir()
+    write_tiff(tmp_path / "in" / "001.tiff", tissue_like())
+    with caplog.at_level("INFO"):
+        code, out = run(tmp_path, random_bundle_dir)
+    assert code == 0 and out.is_file()
+    assert f"written to {out}" in caplog.text
