@@ -50,6 +50,11 @@ def distance_to_border_px(xy_px: np.ndarray, height_px: int, width_px: int) -> n
     return np.minimum.reduce([xy[:, 0], xy[:, 1], width_px - 1 - xy[:, 0], height_px - 1 - xy[:, 1]])
 
 
+def in_border_strip(xy_px: np.ndarray, height_px, width_px) -> np.ndarray:
+    """Which points (x, y) lie in the border strip (`BORDER_STRIP_PX`); the image size may be one per point."""
+    return distance_to_border_px(xy_px, height_px, width_px) < BORDER_STRIP_PX
+
+
 @dataclass(frozen=True)
 class Grid:
     """Where a dense network's map cells sit: window side and distance between neighbouring windows, in pixels."""

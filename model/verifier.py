@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from model.candidates import EnsembleDetections
-from model.geometry import BORDER_STRIP_PX, distance_to_border_px
+from model.geometry import BORDER_STRIP_PX, distance_to_border_px, in_border_strip
 
 DETECTOR_FEATURES = ("logit_a", "logit_b", "logit_min", "agreed", "logit_a_3x3", "logit_b_3x3")
 BORDER_FEATURES = ("edge_distance",)
@@ -124,19 +124,18 @@ def pixel_features(image_rgb: np.ndarray, xy_px: np.ndarray, crop_px: int) -> np
         gradient = np.zeros_like(grey)
         h_smooth[near] = ndimage.gaussian_filter(hed[..., 0][near], 1.5)
         gradient[near] = np.hypot(ndimage.sobel(grey[near], 0), ndimage.sobel(grey[near], 1))
+        real = inside if inside.any() else np.ones_like(inside)  # a point outside the image: the whole crop
         in_disk, in_ring = disk & inside, ring & inside
-        if not in_disk.any():  # a point outside the image: nothing to see
-            in_disk = inside if inside.any() else np.ones_like(inside)
+        if not in_disk.any():
+            in_disk = real
         if not in_ring.any():
             in_ring = in_disk
         h_disk, h_ring = hed[..., 0][in_disk], hed[..., 0][in_ring]
         grey_disk = grey[in_disk]
-        crop_grey = grey[inside] if inside.any() else grey.ravel()
         # relative to the crop's own background (its median): absolute stain levels say which lab and scanner a
         # crop comes from, and the training positives come from other labs than the field negatives
-        real = inside if inside.any() else np.ones_like(inside)
         h_background, e_background = np.median(hed[..., 0][real]), np.median(hed[..., 1][real])
-        grey_background = max(float(np.median(crop_grey)), 1e-3)
+        grey_background = max(float(np.median(grey[real])), 1e-3)
         rows.append(
             [
                 h_disk.mean() - h_background,
@@ -315,10 +314,17 @@ class Verifier:
         return self.model.probability(features) if len(features) else np.zeros(0)
 
     def names(self, probability: np.ndarray, xy_px: np.ndarray, shape_px: tuple[int, int]) -> np.ndarray:
-        """The naming rule with the verifier: its probability at or above the threshold, the strip's inside the
-        border strip."""
-        in_strip = distance_to_border_px(xy_px, shape_px[0], shape_px[1]) < BORDER_STRIP_PX
-        return np.asarray(probability) >= np.where(in_strip, self.strip_threshold, self.threshold)
+        """The naming rule with the verifier (`names_by_rule`) for points of an image of `shape_px`."""
+        in_strip = in_border_strip(xy_px, shape_px[0], shape_px[1])
+        return names_by_rule(probability, in_strip, self.threshold, self.strip_threshold)
+
+
+def names_by_rule(
+    probability: np.ndarray, in_strip: np.ndarray, threshold: float, strip_threshold: float
+) -> np.ndarray:
+    """The verifier's naming rule, in one place: its probability at or above `threshold`, or `strip_threshold` for a
+    point in the border strip."""
+    return np.asarray(probability) >= np.where(in_strip, strip_threshold, threshold)
 
 
 def save_verifier(model: VerifierModel, path: Path) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.metrics import best_threshold, f1_by_threshold
-from model.geometry import BORDER_STRIP_PX, distance_to_border_px
+from model.geometry import BORDER_STRIP_PX, in_border_strip
 from model.matching import MATCH_RADIUS_UM, greedy_match
 
 
@@ -121,8 +121,8 @@ def named_counts(field: OutOfFoldField, named: np.ndarray) -> dict[str, float]:
         matched_targets[target] = True
         matched_predictions[prediction] = True
     height, width = field.shape_px
-    in_strip = distance_to_border_px(named, height, width) < BORDER_STRIP_PX
-    mitosis_in_strip = distance_to_border_px(field.mitoses_xy_px, height, width) < BORDER_STRIP_PX
+    in_strip = in_border_strip(named, height, width)
+    mitosis_in_strip = in_border_strip(field.mitoses_xy_px, height, width)
     strip_mm2, interior_mm2 = field.strip_area_mm2()
     return {
         "tp": int(matched_predictions.sum()),

@@ -41,10 +41,17 @@ from tqdm import tqdm
 
 from evaluation.metrics import best_threshold, f1_by_threshold, match_image, precision_recall
 from model.bundle import BUNDLE_FILE, DEFAULT_BUNDLE_DIR, read_bundle
-from model.geometry import BORDER_STRIP_PX, distance_to_border_px
+from model.geometry import in_border_strip
 from model.output import write_json_atomically
 from model.spacing import DEFAULT_SPACING_MM
-from model.verifier import VerifierEntry, VerifierModel, candidate_features, feature_names, save_verifier
+from model.verifier import (
+    VerifierEntry,
+    VerifierModel,
+    candidate_features,
+    feature_names,
+    names_by_rule,
+    save_verifier,
+)
 from training.cv_report import OutOfFoldField, bootstrap_f1, named_counts, summarise
 from training.data import real_data
 from training.data.sources import TILE_TRAIN_FRACTION, midesec_validation_names
@@ -328,7 +335,7 @@ class Rule:
     strip_threshold: float
 
     def names(self, probability: np.ndarray, in_strip: np.ndarray) -> np.ndarray:
-        return probability >= np.where(in_strip, self.strip_threshold, self.threshold)
+        return names_by_rule(probability, in_strip, self.threshold, self.strip_threshold)
 
 
 def field_groups(study: Study, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -339,18 +346,11 @@ def field_groups(study: Study, rows: np.ndarray) -> list[tuple[str, np.ndarray]]
 
 
 def in_strip_of(study: Study, rows: np.ndarray) -> np.ndarray:
+    """Which field candidates among `rows` lie in their field's border strip."""
     field_set = study.sets["fields"]
-    shapes = np.array(
-        [
-            (study.fields[str(field_set.names[i])].height_px, study.fields[str(field_set.names[i])].width_px)
-            for i in field_set.image[rows]
-        ]
-    ).reshape(-1, 2)
-    xy = field_set.xy_px[rows]
-    distance = np.array(
-        [distance_to_border_px(p[None], int(s[0]), int(s[1]))[0] for p, s in zip(xy, shapes, strict=True)]
-    )
-    return distance < BORDER_STRIP_PX
+    shapes = np.array([(f.height_px, f.width_px) for f in (study.fields[str(n)] for n in field_set.names)])
+    shape_of = shapes[field_set.image[rows]].reshape(-1, 2)
+    return in_border_strip(field_set.xy_px[rows], shape_of[:, 0], shape_of[:, 1])
 
 
 def counts_of(study: Study, rows: np.ndarray, named: np.ndarray) -> list[dict]:
@@ -547,13 +547,7 @@ def tile_false_positives(study: Study, model: VerifierModel, rule: Rule, shipped
     today = tiles.agreed & (tiles.probability >= shipped_threshold)
     shapes = {t.path.name: (t.height_px, t.width_px) for t in real_data.load_mitosis_free_tiles(study.root)}
     shape_of = np.array([shapes[str(tiles.names[i])] for i in tiles.image]).reshape(-1, 2)
-    in_strip = np.array(
-        [
-            distance_to_border_px(p[None], int(s[0]), int(s[1]))[0] < BORDER_STRIP_PX
-            for p, s in zip(tiles.xy_px, shape_of, strict=True)
-        ],
-        dtype=bool,
-    ).reshape(-1)
+    in_strip = in_border_strip(tiles.xy_px, shape_of[:, 0], shape_of[:, 1])
     verified = rule.names(model.probability(x), in_strip) if len(x) else np.zeros(0, dtype=bool)
     held_out = ~study.tile_train
     return {

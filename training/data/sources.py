@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from model.dense import reflect_indices
-from model.geometry import BORDER_STRIP_PX, NEAREST_CENTRE_PX, RECEPTIVE_FIELD_PX, distance_to_border_px
+from model.geometry import BORDER_STRIP_PX, NEAREST_CENTRE_PX, RECEPTIVE_FIELD_PX, in_border_strip
 from model.spacing import px_from_um
 from training.data import real_data
 from training.data.midog_dataset import ImageRecord, load_dataset, read_spacing_mm, read_window, unlisted_images
@@ -302,7 +302,7 @@ def border_grid(rgb: np.ndarray, step_px: int, x_range: tuple[int, int] | None =
     step = max(1, step_px // 2)
     grid = tissue_grid(rgb, step, x_range, margin_px=int(np.ceil(NEAREST_CENTRE_PX)))
     xy = grid[:, ::-1]
-    return grid[distance_to_border_px(xy, *rgb.shape[:2]) < BORDER_STRIP_PX]
+    return grid[in_border_strip(xy, *rgb.shape[:2])]
 
 
 def away_from(centres_rc: np.ndarray, mitoses_rc: np.ndarray, min_distance_px: float) -> np.ndarray:
