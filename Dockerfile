@@ -63,6 +63,7 @@ RUN set -eu; \
 
 WORKDIR /opt/algorithm
 COPY process.py /opt/algorithm/
+COPY app/ /opt/algorithm/app/
 COPY model/ /opt/algorithm/model/
 # Owned by root and read-only for the algorithm user. Files written with mkstemp (e.g. freshly exported weights) are
 # 0600 in a working tree: make everything readable (COPY --chmod would need BuildKit).

@@ -7,7 +7,7 @@ python process.py --input DIR --output out.json --overlay out.png
 python process.py --input DIR --output-dir OUT [--overlay-dir PNGS]   # batch: OUT/<stem>.json per image
 
 One loop for both modes: a single image is a batch of one with a fixed output name. Everything that can be checked
-before the models run is (`model.preflight`): a bad option, input or output stops with one line on stderr and exit
+before the models run is (`app.preflight`): a bad option, input or output stops with one line on stderr and exit
 code 1, and no output file. Outputs are written atomically and never onto an input or onto each other.
 """
 
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from model import threads
 
         threads.configure(args.threads)  # before torch starts its thread pool
-        from model.algorithm import run
+        from app.algorithm import run
     except KeyboardInterrupt:
         print("error: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
-        return 128 + signal.SIGINT  # as `model.algorithm.run` answers it
+        return 128 + signal.SIGINT  # as `app.algorithm.run` answers it
     return run(args, DEFAULT_OUTPUT_FILE)
 
 

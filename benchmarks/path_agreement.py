@@ -26,8 +26,8 @@ import numpy as np
 
 from evaluation.metrics import Counts, average_precision, detection_counts
 from model import Detector, cascade, spacing
+from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR
-from model.output import write_json_atomically
 from training.data import real_data
 
 PATHS = ("default", "exact")

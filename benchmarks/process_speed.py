@@ -300,11 +300,12 @@ def measure_stages(
     the number of windows of the exact dense map."""
     import torch
 
+    from app.output import multiple_points
     from model import spacing
+    from model.atomic_files import write_json_atomically
     from model.bundle import DEFAULT_BUNDLE_DIR
     from model.geometry import map_shape
     from model.image_io import read_header, read_rgb
-    from model.output import multiple_points, write_json_atomically
 
     try:
         from model.detector import Detector

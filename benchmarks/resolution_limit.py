@@ -22,8 +22,8 @@ import numpy as np
 
 from evaluation.metrics import Counts, detection_counts
 from model import Detector, spacing
+from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR
-from model.output import write_json_atomically
 from model.resample import resample_rgb
 from training.data import real_data
 from training.field_validation import held_out_fields

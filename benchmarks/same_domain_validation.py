@@ -35,6 +35,7 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
+from app.output import multiple_points
 from evaluation.inputs import read_ground_truth
 from evaluation.metrics import (
     MATCH_RADIUS_MM,
@@ -45,8 +46,8 @@ from evaluation.metrics import (
     f1_by_threshold,
 )
 from model import Detections, Detector
+from model.atomic_files import write_json_atomically
 from model.matching import greedy_match
-from model.output import multiple_points, write_json_atomically
 from model.spacing import DEFAULT_SPACING_MM
 from training.data.composite import generate_composite, is_held_out_positive
 from training.data.real_data import load_patches

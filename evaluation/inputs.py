@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
 from evaluation.metrics import MATCH_RADIUS_MM
-from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
 from model.spacing import DEFAULT_SPACING_MM, PLAUSIBLE_SPACING_MM, describe_um
 
 MAX_COORDINATE_MM: float = 10.0

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app.preflight import folder_write_problem, same_file
 from evaluation.metrics import FROC_MAX_FP_PER_IMAGE
-from model.preflight import folder_write_problem, same_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.architecture import ArchitectureConfig
+from model.atomic_files import write_json_atomically
 from model.matching import MATCH_RADIUS_UM
-from model.output import write_json_atomically
 from model.plain import PlainP4ResNet
 from model.screen import ScreenNet
 from model.verifier import Verifier, VerifierEntry, VerifierModel

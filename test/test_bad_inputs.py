@@ -1,6 +1,6 @@
 """Every bad or odd input of process.py answers with one line and exit code 1 (and no output file), or rightly.
 
-Most cases must fail before the models load: `model.algorithm.Detector` is replaced by a tripwire there. Permission
+Most cases must fail before the models load: `app.algorithm.Detector` is replaced by a tripwire there. Permission
 cases need an unprivileged process (root ignores file modes): when the suite runs as root they run in a forked child
 that drops to user `nobody`.
 """

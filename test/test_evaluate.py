@@ -16,9 +16,9 @@ import pytest
 from conftest import assert_drawn_png
 from evalutils.scorers import score_detection
 
+from app import output
 from evaluation import evaluate as ev
 from evaluation import metrics
-from model import output
 
 
 def reference_coco_ap(images: list[tuple[list, list, list]]) -> float:

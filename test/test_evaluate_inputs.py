@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from app.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
 from evaluation import evaluate as ev
 from evaluation import inputs, report
-from model.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
 from model.spacing import PLAUSIBLE_SPACING_MM
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-PACKAGES = ("model", "training", "evaluation", "benchmarks")
+PACKAGES = ("model", "app", "training", "evaluation", "wsi", "benchmarks")
 
 
 def project_modules() -> dict[str, Path]:
@@ -58,6 +58,33 @@ def test_no_import_circle():
     assert "training.pipeline" in graph and "training.threshold" in graph["training.pipeline"]
 
 
+def test_the_detector_imports_no_application():
+    """timm's rule: the library holds the detector and imports none of its applications (the container app, training,
+    whole-slide counting, evaluation, benchmarks); they import it."""
+    imports = project_imports()
+    library = [module for module in imports if module.split(".")[0] == "model"]
+    assert len(library) >= 15
+    arrows = {(module, name) for module in library for name in imports[module] if name.split(".")[0] != "model"}
+    assert not arrows, sorted(arrows)
+
+
+def test_the_container_app_imports_no_training():
+    """The container installs only what inference needs: `app` and `process.py` import nothing from training."""
+    imports = project_imports()
+    app = [module for module in imports if module.split(".")[0] == "app"]
+    assert len(app) >= 5
+    assert not {name for module in app for name in imports[module] if name.split(".")[0] in ("training", "benchmarks")}
+
+
+def test_app_modules_live_in_app():
+    """The grand-challenge app's modules live in `app/`, not in the detector library (`model.score_patches` is only
+    the contract's command alias, running `app.score_patches`)."""
+    for name in ("algorithm", "preflight", "output", "overlay"):
+        assert (REPO / "app" / f"{name}.py").is_file() and not (REPO / "model" / f"{name}.py").exists()
+    alias = (REPO / "model" / "score_patches.py").read_text()
+    assert "app.score_patches" in alias and "import app" not in alias and "from app" not in alias
+
+
 def test_offline_evaluation_imports_nothing_from_training():
     """People who never train use the offline evaluation: no module of `evaluation` pulls in the recipe."""
     imports = project_imports()
@@ -92,8 +119,8 @@ def test_documented_commands_and_files_exist():
     documents = [*documentation_pages(), *(REPO / "examples").glob("*.sh")]
     assert len(documents) > 4, "docs/*.md pages not found"
     text = "\n".join(path.read_text() for path in documents)
-    modules = set(re.findall(r"python -m ((?:model|training|evaluation|benchmarks)[\w.]*)", text))
-    files = set(re.findall(r"\b((?:model|training|evaluation|benchmarks)/[\w/]+\.py)\b", text))
+    modules = set(re.findall(r"python -m ((?:model|app|training|evaluation|wsi|benchmarks)[\w.]*)", text))
+    files = set(re.findall(r"\b((?:model|app|training|evaluation|wsi|benchmarks)/[\w/]+\.py)\b", text))
     assert "training.pipeline" in modules and "evaluation.evaluate" in modules
     assert not {name for name in modules if importlib.util.find_spec(name) is None}
     assert not {name for name in files if not (REPO / name).is_file()}

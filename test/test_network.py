@@ -85,7 +85,7 @@ def test_plain_net_does_not_need_e2cnn():
 
     code = (
         "import sys; sys.modules['e2cnn'] = None\n"
-        "import process, model.algorithm, model.detector, model.score_patches\nprint('ok')"
+        "import process, app.algorithm, model.detector, app.score_patches\nprint('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

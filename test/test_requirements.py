@@ -1,4 +1,4 @@
-"""requirements.txt is exactly what the detector imports: process.py and model/ (the container) need nothing from
+"""requirements.txt is exactly what the container imports: process.py, app/ and model/ need nothing from
 requirements-train.txt, and everything they import is pinned in requirements.txt."""
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def third_party_imports(paths) -> set[str]:
                 found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
-    return {
-        name for name in found if name not in sys.stdlib_module_names and name not in ("model", "torch", "__future__")
-    }
+    own = ("app", "model", "torch", "__future__")
+    return {name for name in found if name not in sys.stdlib_module_names and name not in own}
 
 
 def test_runtime_requirements_cover_the_detector_and_nothing_else():
-    runtime = [REPO / "process.py"] + [p for p in (REPO / "model").glob("*.py") if p.name not in TRAINING_ONLY_MODULES]
+    runtime = [REPO / "process.py", *(REPO / "app").glob("*.py")]
+    runtime += [p for p in (REPO / "model").glob("*.py") if p.name not in TRAINING_ONLY_MODULES]
     needed = {DISTRIBUTION_OF.get(name, name).lower() for name in third_party_imports(runtime)}
     runtime_pins = pinned(REPO / "requirements.txt")
     assert needed <= runtime_pins, f"imported by the detector but not in requirements.txt: {needed - runtime_pins}"

@@ -1,4 +1,4 @@
-"""model.score_patches: one CSV row per readable patch, reflection padding for small ones."""
+"""app.score_patches: one CSV row per readable patch, reflection padding for small ones."""
 
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model.architecture import architecture
+from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle, write_bundle
-from model.output import write_json_atomically
 from model.precision import autocast_dtype
 from training.augment import centre_windows
 from training.config import TrainSettings

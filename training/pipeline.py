@@ -42,8 +42,8 @@ from safetensors.torch import load_file
 
 from model import Detector
 from model.architecture import architecture
+from model.atomic_files import write_json_atomically
 from model.bundle import Bundle, write_bundle
-from model.output import write_json_atomically
 from training.config import load_config
 from training.data.sources import load_training_data
 from training.enrichment import enrich, load_enrichment

@@ -38,12 +38,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model import Detector
+from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR, SCREEN_FILE, read_bundle, write_screen
 from model.candidates import EnsembleDetections, ensemble_probability, name_mitotic_figures
 from model.cascade import PART_FITTED_TILES, PART_TILE_CELLS, cascade_points
 from model.dense import MirroredImage, covered_cells, probability_map
 from model.geometry import OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
-from model.output import write_json_atomically
 from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_map_shape, screen_targets
 from model.spacing import DEFAULT_SPACING_MM
 from training.augment import POLICIES, colour_jitter

@@ -40,9 +40,9 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.metrics import best_threshold, f1_by_threshold, match_image, precision_recall
+from model.atomic_files import write_json_atomically
 from model.bundle import BUNDLE_FILE, DEFAULT_BUNDLE_DIR, read_bundle
 from model.geometry import in_border_strip
-from model.output import write_json_atomically
 from model.spacing import DEFAULT_SPACING_MM
 from model.verifier import (
     VerifierEntry,

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.preflight import UsageError, check_device, check_output_folder
 from model import spacing
+from model.atomic_files import write_json_atomically
 from model.bundle import BUNDLE_FILE, DEFAULT_BUNDLE_DIR, BundleError, read_bundle
-from model.output import write_json_atomically
-from model.preflight import UsageError, check_device, check_output_folder
 from model.progress import progress_bar
 from wsi import hotspot, report
 from wsi.detect import DetectorSettings, TileResult, detect_tile

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.output import atomic_output
+from model.atomic_files import atomic_output
 from wsi.slide import Slide, open_slide
 from wsi.tiles import Tile
 

@@ -1,6 +1,6 @@
 """What `python -m wsi.count` leaves behind: per slide a QuPath GeoJSON of the points, a JSON summary and a heatmap
 PNG; per run a CSV with one row per slide and one self-contained HTML page. Every file is written through
-`model.output.atomic_output`, so an interrupted run never leaves a half-written file in place of an older one.
+`app.output.atomic_output`, so an interrupted run never leaves a half-written file in place of an older one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from model.output import atomic_output, write_json_atomically
+from model.atomic_files import atomic_output, write_json_atomically
 
 CSV_COLUMNS = (
     "slide",

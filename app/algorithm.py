@@ -16,12 +16,14 @@ from pathlib import Path
 from evalutils import DetectionAlgorithm
 from pandas import DataFrame
 
-from model import Detector, preflight
+from app import preflight
+from app.output import multiple_points
+from app.overlay import draw_overlay
+from app.preflight import UsageError
+from model import Detector
+from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR, BundleError
 from model.image_io import InputImageError, read_rgb
-from model.output import multiple_points, write_json_atomically
-from model.overlay import draw_overlay
-from model.preflight import UsageError
 from model.progress import progress_bar
 from model.spacing import describe_um
 
@@ -59,7 +61,7 @@ def detect_file(detector: Detector, job: preflight.Job) -> dict:
                 job.overlay,
                 detector.bundle.candidate_floor,
             )
-        except OSError as error:  # checked beforehand (`model.preflight`); a full disk can still stop it
+        except OSError as error:  # checked beforehand (`app.preflight`); a full disk can still stop it
             raise UsageError(f"cannot write --overlay {job.overlay}: {error.strerror or error}") from None
     return multiple_points(detections.xy_mm, detections.probability, detections.is_mitosis)
 
@@ -73,7 +75,7 @@ def write_output(document: dict, path: Path) -> None:
 
 
 class MitosisDetection(DetectionAlgorithm):
-    """evalutils' algorithm contract (load, validate, process the cases, save) over the jobs `model.preflight`
+    """evalutils' algorithm contract (load, validate, process the cases, save) over the jobs `app.preflight`
     planned: one image and `/output/mitotic-figures.json` on grand-challenge, or a folder of images locally.
 
     The images were found and checked before the models loaded, so `load` takes the plan as it is and `validate` has
@@ -117,7 +119,7 @@ class MitosisDetection(DetectionAlgorithm):
 
 
 def plan(args: argparse.Namespace, default_output: Path) -> list[preflight.Job]:
-    """The jobs the command line asks for, checked before any model loads (`model.preflight`)."""
+    """The jobs the command line asks for, checked before any model loads (`app.preflight`)."""
     if args.output_dir is not None:
         if args.output is not None or args.overlay is not None:
             raise UsageError(

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from model.atomic_files import atomic_output
 from model.matching import MATCH_RADIUS_UM
-from model.output import atomic_output
 from model.spacing import px_from_um
 
 
