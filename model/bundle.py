@@ -26,6 +26,7 @@ DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLE_FILE = "bundle.json"
 SCREEN_FILE = "screen.safetensors"
 FORMAT_VERSION = 1
+POLICY_NAMES: tuple[str, str] = ("A", "B")  # the paper's augmentation policies, one model each; A leads the cascade
 
 
 class BundleError(RuntimeError):

@@ -21,7 +21,15 @@ import numpy as np
 import torch
 
 from model import cascade, spacing
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, load_screen, load_verifier, read_bundle
+from model.bundle import (
+    DEFAULT_BUNDLE_DIR,
+    POLICY_NAMES,
+    Bundle,
+    load_networks,
+    load_screen,
+    load_verifier,
+    read_bundle,
+)
 from model.candidates import (
     Candidates,
     EnsembleDetections,
@@ -143,7 +151,7 @@ class Detector:
         passing = self.screen_passing(image_rgb) if self.screen is not None and not full_maps else None
         # None: A everywhere (no screen, or an image the screen cannot pay on)
         map_a_of, map_b_of = (
-            self._map_of(role, net, image_rgb, progress) for role, net in zip("AB", self.networks, strict=True)
+            self._map_of(role, net, image_rgb, progress) for role, net in zip(POLICY_NAMES, self.networks, strict=True)
         )
         return cascade.cascade_points(self.bundle, spacing_mm, map_a_of, map_b_of, passing, full_maps)
 
