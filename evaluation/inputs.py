@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,15 @@ import numpy as np
 
 from app.output import MITOTIC_FIGURE, NON_MITOTIC_FIGURE
 from evaluation.metrics import MATCH_RADIUS_MM
+from evaluation.midog_annotations import MITOTIC_FIGURE as MIDOG_MITOTIC_CATEGORY_ID
+from evaluation.midog_annotations import (
+    box_centre_px,
+    box_corners,
+    in_unlabelled_range,
+    is_annotation_file,
+    is_finite_number,
+    tumour_type_of,
+)
 from model.spacing import DEFAULT_SPACING_MM, PLAUSIBLE_SPACING_MM, describe_um
 
 MAX_COORDINATE_MM: float = 10.0
@@ -26,8 +34,6 @@ MIN_COORDINATE_MM_2025: float = -MATCH_RADIUS_MM
 """MIDOG 2025 rejects x or y below minus the matching radius: such a point cannot match anything in the image."""
 DEFAULT_SPACING_UM: float = DEFAULT_SPACING_MM * 1000.0
 """Pixel size assumed for MIDOG JSON boxes when no image is at hand (the model's, `model.spacing`)."""
-MIDOG_MITOTIC_CATEGORY_ID: int = 1
-
 ROI_TYPES: tuple[str, ...] = ("hotspot", "challenging", "random")
 """MIDOG 2025 region-of-interest types, in the order the platform reports them."""
 PLATFORM_INPUT_SLUG = "histopathology-region-of-interest-cropout"
@@ -39,17 +45,6 @@ GROUND_TRUTH_CONTAINER_2025 = "container-2025"
 GROUND_TRUTH_MIDOG_JSON = "midog-json"
 LAYOUT_FOLDER = "folder"
 LAYOUT_PLATFORM = "platform"
-
-# MIDOG 2022 tumour type by image id (first integer in the file name). 355-405 (human melanoma) are unlabelled.
-MIDOG2022_TUMOUR_TYPES: tuple[tuple[int, int, str], ...] = (
-    (1, 150, "human breast cancer"),
-    (151, 194, "canine lung cancer"),
-    (195, 249, "canine lymphoma"),
-    (250, 299, "canine cutaneous mast cell tumor"),
-    (300, 354, "human neuroendocrine tumor"),
-)
-UNLABELLED_ID_RANGE: tuple[int, int] = (355, 405)
-UNKNOWN_TUMOUR_TYPE = "unknown"
 
 _ALLOWED_DOCUMENT_KEYS = {"name", "type", "points", "version"}
 _ALLOWED_POINT_KEYS = {"name", "point", "probability"}
@@ -79,17 +74,6 @@ class GroundTruthImage:
     roi_type: str | None = None
 
 
-def is_finite_number(value: object) -> bool:
-    """A JSON number that is neither a boolean nor NaN / infinity, nor an integer too large for a float (a 400-digit
-    integer is valid JSON; `math.isfinite` would raise OverflowError on it)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, int) and -_LARGEST_FLOAT_INTEGER <= value <= _LARGEST_FLOAT_INTEGER
-
-
-_LARGEST_FLOAT_INTEGER = int(np.finfo(np.float64).max)
 _EXCERPT_CHARACTERS = 160
 
 
@@ -342,23 +326,6 @@ def find_prediction_files(folder: Path) -> PredictionFiles:
     return PredictionFiles(LAYOUT_PLATFORM, paths)
 
 
-def first_integer(file_name: str) -> int | None:
-    """The image id as the MIDOG validators define it: the first integer in the file name (None if there is none, or
-    if it has more digits than any id: int() refuses more than 4300 of them)."""
-    match = re.search(r"\d+", file_name)
-    digits = (match.group().lstrip("0") or "0") if match else ""
-    return int(digits) if 0 < len(digits) <= 18 else None
-
-
-def tumour_type_of(file_name: str) -> str:
-    """MIDOG 2022 tumour type from the id ranges; files outside the ranges are 'unknown'."""
-    image_id = first_integer(file_name)
-    for low, high, tumour_type in MIDOG2022_TUMOUR_TYPES:
-        if image_id is not None and low <= image_id <= high:
-            return tumour_type
-    return UNKNOWN_TUMOUR_TYPE
-
-
 def _stem(file_name: str) -> str:
     return Path(file_name).stem
 
@@ -453,17 +420,33 @@ def _spacing_mm_for(file_name: str, spacing_um: float, images_dir: Path | None) 
 def _read_midog_ground_truth(
     payload: dict, path: Path, spacing_um: float, images_dir: Path | None
 ) -> tuple[dict[str, GroundTruthImage], list[str]]:
-    """MIDOG annotation JSON -> per-image mitotic-figure centres in mm; also the skipped unlabelled images.
-
-    Image ids must be unique (a repeated id would hand one image's annotations to the other and drop the first), and
-    integers or strings (anything else cannot be looked up, or `true` would equal 1).
-    """
+    """MIDOG annotation JSON -> per-image mitotic-figure centres in mm; also the skipped unlabelled images."""
     images: dict[str, GroundTruthImage] = {}
     skipped: list[str] = []
     if not isinstance(payload["images"], list) or not isinstance(payload["annotations"], list):
         raise EvaluationInputError(f"{path}: 'images' and 'annotations' must be lists")
+    by_id = _midog_images_by_id(payload["images"], path)
+    _add_mitotic_centres_px(payload["annotations"], by_id, path)
+    for image, centres_px in by_id.values():
+        file_name = image["file_name"]
+        has_tumour_type = "tumor_type" in image
+        if not has_tumour_type and not centres_px and in_unlabelled_range(file_name):
+            skipped.append(file_name)
+            continue
+        xy_mm = _centres_mm(centres_px, file_name, spacing_um, images_dir, path)
+        tumour_type = str(image["tumor_type"]) if has_tumour_type else tumour_type_of(file_name)
+        _add_image(images, GroundTruthImage(file_name, xy_mm, tumour_type), path)
+    return images, skipped
+
+
+def _midog_images_by_id(images: list, path: Path) -> dict[int | str, tuple[dict, list]]:
+    """Each "images" entry by its id, with an empty list for its mitotic figures' centres.
+
+    Image ids must be unique (a repeated id would hand one image's annotations to the other and drop the first), and
+    integers or strings (anything else cannot be looked up, or `true` would equal 1).
+    """
     by_id: dict[int | str, tuple[dict, list]] = {}
-    for image in payload["images"]:
+    for image in images:
         if not (isinstance(image, dict) and isinstance(image.get("file_name"), str) and _is_id(image.get("id"))):
             raise EvaluationInputError(
                 f"{path}: every image needs a 'file_name' and an integer or string 'id', found {excerpt(image)}"
@@ -474,38 +457,39 @@ def _read_midog_ground_truth(
                 f"have the same id {excerpt(image['id'])}"
             )
         by_id[image["id"]] = (image, [])
-    for annotation in payload["annotations"]:
+    return by_id
+
+
+def _add_mitotic_centres_px(annotations: list, by_id: dict[int | str, tuple[dict, list]], path: Path) -> None:
+    """Append each mitotic figure's box centre (pixels) to its image's list; imposters are not ground truth."""
+    for annotation in annotations:
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
         if not (_is_id(image_id) and image_id in by_id):
             raise EvaluationInputError(f"{path}: annotation without a known 'image_id': {excerpt(annotation)}")
         if annotation.get("category_id") != MIDOG_MITOTIC_CATEGORY_ID:
             continue  # imposters (category 2) are not ground truth for the challenge
-        bbox = annotation.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
+        box = box_corners(annotation.get("bbox"))
+        if box is None:
             raise EvaluationInputError(
-                f"{path}: annotation bbox must be [x1, y1, x2, y2] pixels, found {excerpt(bbox)}"
+                f"{path}: annotation bbox must be [x1, y1, x2, y2] pixels, found {excerpt(annotation.get('bbox'))}"
             )
-        by_id[image_id][1].append(((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0))
-    for image, centres_px in by_id.values():
-        file_name = image["file_name"]
-        has_tumour_type = "tumor_type" in image
-        image_id = first_integer(file_name)
-        low, high = UNLABELLED_ID_RANGE
-        if not has_tumour_type and not centres_px and image_id is not None and low <= image_id <= high:
-            skipped.append(file_name)
-            continue
-        spacing_mm = _spacing_mm_for(file_name, spacing_um, images_dir)
-        xy_mm = np.asarray(centres_px, dtype=np.float64).reshape(-1, 2) * np.asarray(spacing_mm[:2])
-        for xy in xy_mm.tolist():  # pixel boxes times the spacing: a wrong spacing shows here
-            problem = _mm_problem(xy)
-            if problem is not None:
-                raise EvaluationInputError(
-                    f"{path}: {excerpt(file_name)} at {describe_um(spacing_mm)}: {problem}; check --spacing-um or the "
-                    "image's resolution tags"
-                )
-        tumour_type = str(image["tumor_type"]) if has_tumour_type else tumour_type_of(file_name)
-        _add_image(images, GroundTruthImage(file_name, xy_mm, tumour_type), path)
-    return images, skipped
+        by_id[image_id][1].append(box_centre_px(box))
+
+
+def _centres_mm(
+    centres_px: list[tuple[float, float]], file_name: str, spacing_um: float, images_dir: Path | None, path: Path
+) -> np.ndarray:
+    """Pixel centres times the image's spacing, refusing any beyond a region's size: a wrong spacing shows here."""
+    spacing_mm = _spacing_mm_for(file_name, spacing_um, images_dir)
+    xy_mm = np.asarray(centres_px, dtype=np.float64).reshape(-1, 2) * np.asarray(spacing_mm[:2])
+    for xy in xy_mm.tolist():
+        problem = _mm_problem(xy)
+        if problem is not None:
+            raise EvaluationInputError(
+                f"{path}: {excerpt(file_name)} at {describe_um(spacing_mm)}: {problem}; check --spacing-um or the "
+                "image's resolution tags"
+            )
+    return xy_mm
 
 
 def _is_id(value: object) -> bool:
@@ -533,7 +517,7 @@ def load_ground_truth(
     path = Path(path)
     check_spacing_um(spacing_um)
     payload = read_json(path, f"ground truth {path}", unique_keys=True)
-    if isinstance(payload, dict) and "images" in payload and "annotations" in payload:
+    if is_annotation_file(payload):
         images, skipped = _read_midog_ground_truth(payload, path, spacing_um, images_dir)
         return GroundTruth(images, skipped, GROUND_TRUTH_MIDOG_JSON)
     if isinstance(payload, dict) and all(isinstance(value, list) for value in payload.values()):

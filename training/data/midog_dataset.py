@@ -3,7 +3,8 @@
 A MIDOG dataset is one annotation JSON (`info, licenses, images, categories, annotations`) next to a folder of
 TIFF images (`001.tiff`, `002.tiff`, ...). Annotations are `[x1, y1, x2, y2]` boxes in absolute pixels, always
 50x50 and centred on the cell; category 1 is a mitotic figure, category 2 an imposter (a "not mitotic figure", which
-training uses as a hard negative).
+training uses as a hard negative). The format itself (category ids, boxes, MIDOG 2022 id ranges) is defined once in
+`evaluation.midog_annotations`, which the evaluation's ground-truth reader uses too.
 
 Why this module exists: the 354 labelled MIDOG 2022 images are ~40 GB decoded, so the reader lists records and reads
 pixel windows lazily from the TIFF tiles / strips (`read_window`); and a broken download (missing file, box outside
@@ -36,7 +37,17 @@ from typing import TypeVar
 import numpy as np
 import tifffile
 
-from evaluation.inputs import MIDOG2022_TUMOUR_TYPES, UNLABELLED_ID_RANGE, is_finite_number
+from evaluation.midog_annotations import (
+    BOX_SIZE_PX,
+    CATEGORY_NAMES,
+    IMPOSTER,
+    MIDOG2022_TUMOUR_TYPES,
+    MITOTIC_FIGURE,
+    UNLABELLED_ID_RANGE,
+    Box,
+    box_centre_px,
+    box_corners,
+)
 from model.image_io import read_spacing_mm
 from model.spacing import DEFAULT_SPACING_MM
 
@@ -59,13 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MITOTIC_FIGURE: int = 1
-"""Category id of a mitotic figure (the positive class)."""
-IMPOSTER: int = 2
-"""Category id of a "not mitotic figure": a look-alike annotated as a hard negative."""
-CATEGORY_NAMES: dict[int, str] = {MITOTIC_FIGURE: "mitotic figure", IMPOSTER: "not mitotic figure"}
-BOX_SIZE_PX: int = 50
-"""Side of every MIDOG annotation box; the cell is at its centre."""
 IMAGE_SUFFIXES: tuple[str, ...] = (".tiff", ".tif")
 BORDER_TOLERANCE_PX: float = BOX_SIZE_PX / 2
 """How far a box centre may lie outside its image and still be a real annotation: MIDOG++ has two cells cut by
@@ -84,7 +88,7 @@ _UNLABELLED_BREAST_IDS: tuple[int, int] = next(
 )
 _HUMAN_BREAST = "human breast cancer"
 # MIDOG 2022 training set by id (inclusive): tumour type, scanner, labelled. The id ranges are the evaluation's
-# (`evaluation.inputs.MIDOG2022_TUMOUR_TYPES`, the one definition); the scanners are added here.
+# (`evaluation.midog_annotations.MIDOG2022_TUMOUR_TYPES`, the one definition); the scanners are added here.
 _MIDOG2022_SCANNERS: dict[str, str | None] = {
     _HUMAN_BREAST: None,  # from _BREAST_SCANNERS
     "canine lung cancer": "3D Histech",
@@ -128,7 +132,7 @@ class Annotation:
     y_px: float
     label: int
     annotation_id: int
-    bbox_px: tuple[float, float, float, float]
+    bbox_px: Box
 
     @property
     def is_mitotic_figure(self) -> bool:
@@ -441,15 +445,15 @@ def _check_category(category: object, where: str, source: str) -> None:
         raise DatasetError(source, [f"{where}: unknown category_id {category!r} (expected 1 or 2)"])
 
 
-def _box_corners(bbox: object, where: str, source: str) -> tuple[float, float, float, float]:
+def _box_corners(bbox: object, where: str, source: str) -> Box:
     """(x1, y1, x2, y2) in pixels from a JSON box of four finite numbers."""
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
+    box = box_corners(bbox)
+    if box is None:
         raise DatasetError(source, [f"{where}: bbox {bbox!r} is not [x1, y1, x2, y2]"])
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    return x1, y1, x2, y2
+    return box
 
 
-def _check_box_order(box: tuple[float, float, float, float], bbox: list, where: str, source: str) -> None:
+def _check_box_order(box: Box, bbox: list, where: str, source: str) -> None:
     x1, y1, x2, y2 = box
     if not (x2 > x1 and y2 > y1):
         raise DatasetError(source, [f"{where}: bbox {bbox} does not have x2 > x1 and y2 > y1"])
@@ -462,15 +466,10 @@ def _annotated_image(records: dict[int, ImageRecord], image_id: object, where: s
     return record
 
 
-def _box_centre_px(box: tuple[float, float, float, float]) -> tuple[float, float]:
-    x1, y1, x2, y2 = box
-    return (x1 + x2) / 2.0, (y1 + y2) / 2.0
-
-
-def _check_centre_inside(box: tuple[float, float, float, float], record: ImageRecord, where: str, source: str) -> None:
+def _check_centre_inside(box: Box, record: ImageRecord, where: str, source: str) -> None:
     """A centre more than `BORDER_TOLERANCE_PX` outside means a wrong image; closer, a cell cut by the border (kept,
     with a warning)."""
-    x_px, y_px = _box_centre_px(box)
+    x_px, y_px = box_centre_px(box)
     margin_px = _outside_px(x_px, y_px, record.width_px, record.height_px)
     if margin_px > BORDER_TOLERANCE_PX:
         raise DatasetError(
@@ -589,7 +588,7 @@ def _attach_annotations(annotations: list, records: dict[int, ImageRecord], prob
             continue
         usable &= problems.passes(_check_centre_inside, box, record, where, source)
         if usable:
-            record.annotations.append(Annotation(*_box_centre_px(box), int(category), int(annotation_id), box))
+            record.annotations.append(Annotation(*box_centre_px(box), int(category), int(annotation_id), box))
 
 
 def load_dataset(
