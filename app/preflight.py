@@ -9,6 +9,7 @@ is checked here, without side effects: no folder is created and no file is left 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ CONTAINER_MARKER = Path("/.dockerenv")
 host folder owned by another user, and the hint says how to run as that user."""
 
 _DOCKER_HINT = ' (in Docker: create the folder on the host first and run with --user "$(id -u):$(id -g)")'
+
+
+logger = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -52,10 +56,27 @@ def find_images(input_dir: str | Path) -> list[Path]:
         raise InputImageError(f"input folder {input_dir} does not exist")
     if not os.access(input_dir, os.R_OK | os.X_OK):
         raise InputImageError(f"input folder {input_dir} cannot be read (permission denied for user id {os.geteuid()})")
-    images = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    images, unreadable = _walk_images(input_dir)
+    denied = f"(permission denied for user id {os.geteuid()})"
     if not images:
-        raise InputImageError(f"no .tif/.tiff/.mha image in {input_dir}")
+        where = f"; subfolder {unreadable[0]} cannot be read {denied}" if unreadable else ""
+        raise InputImageError(f"no .tif/.tiff/.mha image in {input_dir}{where}")
+    for folder in unreadable:
+        logger.warning("subfolder %s cannot be read %s: images in it, if any, are not processed", folder, denied)
     return images
+
+
+def _walk_images(input_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(sorted image files under `input_dir`, sorted subfolders that could not be listed). Symbolic links to folders
+    are not followed, as `Path.rglob` does not follow them."""
+    images, unreadable = [], []
+
+    def note_unreadable(error: OSError) -> None:
+        unreadable.append(Path(error.filename))
+
+    for folder, _, files in os.walk(input_dir, onerror=note_unreadable):
+        images += [Path(folder) / name for name in files if Path(name).suffix.lower() in SUPPORTED_SUFFIXES]
+    return sorted(p for p in images if p.is_file()), sorted(unreadable)
 
 
 def _in_container() -> bool:

@@ -15,6 +15,7 @@ described from their tags with tifffile, so that every refusal says what the fil
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from model.spacing import DEFAULT_SPACING_MM, check_usable_spacing, describe_um,
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".mha")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _RGB_LIKE = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+logger = logging.getLogger(__name__)
 
 
 class InputImageError(Exception):
@@ -44,6 +46,7 @@ class ImageHeader:
     channels: int
     spacing_mm: tuple[float, float]
     origin_mm: tuple[float, float]
+    smaller_pages_ignored: int = 0  # a TIFF's further pages (a scanner's thumbnail or label): only page 1 is read
 
 
 def _plural(count: int, word: str) -> str:
@@ -114,6 +117,14 @@ def read_header(path: Path) -> ImageHeader:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
         raise InputImageError(f"{path.name}: not a readable image ({first_line})") from None
     size = reader.GetSize()
+    smaller_pages = smaller_pages_after_the_first(path) if len(size) == 3 and size[2] > 1 else None
+    if smaller_pages is not None:
+        size = smaller_pages[0]
+        logger.warning(
+            "%s: reading page 1 (%dx%d px); %s after it, smaller and not flagged as reduced resolution (a thumbnail or "
+            "label), %s ignored",
+            path.name, *size, _plural(smaller_pages[1], "page"), "is" if smaller_pages[1] == 1 else "are",
+        )  # fmt: skip
     if len(size) != 2 and not (len(size) == 3 and size[2] == 1):
         raise InputImageError(f"{path.name}: expected a 2-D image, got size {size}")
     channels = reader.GetNumberOfComponents()
@@ -148,7 +159,35 @@ def read_header(path: Path) -> ImageHeader:
         channels=channels,
         spacing_mm=spacing_mm,
         origin_mm=(float(reader.GetOrigin()[0]), float(reader.GetOrigin()[1])),
+        smaller_pages_ignored=smaller_pages[1] if smaller_pages is not None else 0,
     )
+
+
+_FIRST_PAGE_UNDECODABLE = (
+    "holds further, smaller pages, and page 1 is not a plain uncompressed or deflate 8-bit RGB page that can be read "
+    "on its own: save page 1 as a TIFF of its own"
+)
+
+
+def smaller_pages_after_the_first(path: Path) -> tuple[tuple[int, int], int] | None:
+    """((width, height) of page 1, how many pages follow it) when every further page of a TIFF is smaller than the
+    first: a scanner's thumbnail or label saved without the reduced-resolution flag, which SimpleITK would read as a
+    second slice of a volume. None for anything else (pages of one size are a stack, not an image plus extras).
+    Raises InputImageError when page 1 cannot be decoded alone (SimpleITK reads only all pages together)."""
+    if path.suffix.lower() not in _TIFF_SUFFIXES:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            shapes = [page.shape[:2] for page in tiff.pages]
+            plain = _is_plain_rgb_page(tiff.pages.first, os.fstat(tiff.filehandle.fileno()).st_size)
+    except Exception:  # SimpleITK's own error about the file stands
+        return None
+    (height, width), rest = shapes[0], shapes[1:]
+    if not rest or not all(h <= height and w <= width and (h, w) != (height, width) for h, w in rest):
+        return None
+    if not plain:
+        raise InputImageError(f"{path.name}: {_FIRST_PAGE_UNDECODABLE}")
+    return (int(width), int(height)), len(rest)
 
 
 _PLAIN_COMPRESSIONS = (tifffile.COMPRESSION.NONE, tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE)
@@ -157,28 +196,36 @@ DECODE_THREADS = 4
 """Threads tifffile decodes tiles with (zlib releases the GIL; docs/performance.md)."""
 
 
+def _is_plain_rgb_page(page: tifffile.TiffPage, file_bytes: int) -> bool:
+    """Can tifffile decode this page alone, exactly as libtiff would: contiguous 8-bit RGB(A), uncompressed or
+    deflate, top-left orientation, every tile or strip inside the file."""
+    orientation = page.tags.get("Orientation")
+    return (
+        page.photometric == tifffile.PHOTOMETRIC.RGB
+        and page.planarconfig == tifffile.PLANARCONFIG.CONTIG
+        and page.bitspersample == 8
+        and page.samplesperpixel in (3, 4)
+        and page.compression in _PLAIN_COMPRESSIONS
+        and page.predictor in _PLAIN_PREDICTORS
+        and (orientation is None or orientation.value == tifffile.ORIENTATION.TOPLEFT)
+        and all(
+            count > 0 and offset + count <= file_bytes
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)
+        )
+    )
+
+
 def read_tiff_rgb(path: Path, header: ImageHeader) -> np.ndarray | None:
-    """(H, W, 3) uint8 pixels of a plain single-page 8-bit RGB(A) TIFF, decoded by tifffile; None for anything
-    else (left to SimpleITK): another compression, photometric, orientation or layout, a size that differs from the
-    header's, a tile or strip that lies outside the file, translucent alpha, or any decoding error."""
+    """(H, W, 3) uint8 pixels of a plain 8-bit RGB(A) TIFF's first page, decoded by tifffile; None for anything
+    else (left to SimpleITK): more pages than the header allows, a page `_is_plain_rgb_page` refuses, a size that
+    differs from the header's, translucent alpha, or any decoding error."""
     try:
         with tifffile.TiffFile(path) as tiff:
-            if len(tiff.pages) != 1:
-                return None
             page = tiff.pages.first
-            orientation = page.tags.get("Orientation")
-            file_bytes = os.fstat(tiff.filehandle.fileno()).st_size
-            chunks = zip(page.dataoffsets, page.databytecounts, strict=True)
             if (
-                page.photometric != tifffile.PHOTOMETRIC.RGB
-                or page.planarconfig != tifffile.PLANARCONFIG.CONTIG
-                or page.bitspersample != 8
-                or page.samplesperpixel not in (3, 4)
-                or page.compression not in _PLAIN_COMPRESSIONS
-                or page.predictor not in _PLAIN_PREDICTORS
-                or (orientation is not None and orientation.value != tifffile.ORIENTATION.TOPLEFT)
+                len(tiff.pages) != 1 + header.smaller_pages_ignored
+                or not _is_plain_rgb_page(page, os.fstat(tiff.filehandle.fileno()).st_size)
                 or page.shape[:2] != (header.height_px, header.width_px)
-                or any(count <= 0 or offset + count > file_bytes for offset, count in chunks)
             ):
                 return None
             pixels = page.asarray(maxworkers=min(DECODE_THREADS, threads.budget()))
@@ -196,6 +243,8 @@ def read_rgb(path: Path, header: ImageHeader | None = None) -> tuple[np.ndarray,
     header = header or read_header(path)
     if Path(path).suffix.lower() in _TIFF_SUFFIXES and (pixels := read_tiff_rgb(Path(path), header)) is not None:
         return pixels, header
+    if header.smaller_pages_ignored:  # SimpleITK would read every page as one volume
+        raise InputImageError(f"{Path(path).name}: {_FIRST_PAGE_UNDECODABLE}")
     return read_rgb_simpleitk(path), header
 
 

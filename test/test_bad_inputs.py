@@ -22,7 +22,8 @@ import torch
 from test_process import tissue_like, validate_schema, write_tiff
 
 import process
-from model import Detector, algorithm, preflight
+from app import algorithm, preflight
+from model import Detector
 
 
 class ModelsMustNotLoad(AssertionError):
@@ -527,3 +528,57 @@ def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: interrupted while starting; nothing was written"]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_image_in_an_unreadable_subfolder_says_permission_denied(shared_dir, no_models):
+    """An image inside a subfolder this user may not list: the one line says why nothing was found."""
+    inputs, _ = read_only_setup(shared_dir)
+    hidden = inputs / "scanner"
+    hidden.mkdir()
+    (inputs / "001.tiff").rename(hidden / "001.tiff")
+    hidden.chmod(0o000)
+    answer = as_unprivileged(
+        lambda: run_main_captured(["--input", str(inputs), "--output", str(shared_dir / "o.json")])
+    )
+    hidden.chmod(0o755)
+    assert answer["code"] == 1 and len(answer["stderr"].strip().splitlines()) == 1, answer
+    assert (
+        "no .tif/.tiff/.mha image" in answer["stderr"]
+        and "scanner cannot be read (permission denied" in answer["stderr"]
+    )
+    assert not (shared_dir / "o.json").exists()
+
+
+def write_with_thumbnail(path: Path, rgb: np.ndarray, compression: str | None = None) -> Path:
+    """A scanner's export: the image on page 1, a smaller thumbnail on page 2 without the reduced-resolution flag."""
+    per_cm = 1e4 / 0.25
+    with tifffile.TiffWriter(path) as tiff:
+        tiff.write(
+            rgb, photometric="rgb", resolution=(per_cm, per_cm), resolutionunit="CENTIMETER", compression=compression
+        )
+        tiff.write(rgb[::4, ::4], photometric="rgb")
+    return path
+
+
+def test_unflagged_thumbnail_page_reads_page_one_and_says_so(tmp_path, random_bundle_dir, caplog):
+    rgb = tissue_like(160, 140)
+    (tmp_path / "thumb").mkdir()
+    (tmp_path / "plain").mkdir()
+    write_with_thumbnail(tmp_path / "thumb" / "001.tiff", rgb)
+    write_tiff(tmp_path / "plain" / "001.tiff", rgb)
+    outputs = []
+    for name in ("thumb", "plain"):
+        out = tmp_path / f"{name}.json"
+        code = process.main(["--input", str(tmp_path / name), "--output", str(out), "--bundle", str(random_bundle_dir)])
+        assert code == 0
+        outputs.append(json.loads(out.read_text()))
+    assert outputs[0] == outputs[1]
+    assert "reading page 1 (140x160 px); 1 page after it" in caplog.text
+
+
+def test_thumbnail_tiff_whose_first_page_needs_another_decoder_is_one_line(tmp_path, capsys, no_models):
+    (tmp_path / "in").mkdir()
+    write_with_thumbnail(tmp_path / "in" / "001.tiff", tissue_like(160, 140), compression="lzma")
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o.json")])
+    assert "page 1 is not a plain uncompressed or deflate" in one_line_error(capsys, code)
+    assert not (tmp_path / "o.json").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import score_patches
+from app import score_patches
 
 
 def test_scores_every_format_and_size(tmp_path, random_bundle_dir):
