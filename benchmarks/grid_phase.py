@@ -7,8 +7,8 @@ the stride), so the windows sit where they would without mirroring: phase 0. Mir
 every window by k px (k = 1..7), which is all a different crop of the same slide would do. For each phase this
 scores the 10 held-out MiDeSeC fields with both models everywhere (the exact dense path, the default precision of
 this machine) and reports the agreement ensemble's challenge AP and its best F1 over thresholds (agreed points only,
-as `training.field_validation` does). The spread says how much of a field-level difference between two models or
-two settings is grid luck.
+as `training.validation.field_validation` does). The spread says how much of a field-level difference between two
+models or two settings is grid luck.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from model.dense import probability_map  # noqa: E402
 from model.geometry import BORDER_PAD_PX, OUTPUT_STRIDE_PX  # noqa: E402
 from model.spacing import mm_from_px  # noqa: E402
 from training.data import real_data  # noqa: E402
-from training.field_validation import held_out_fields  # noqa: E402
+from training.validation.field_validation import held_out_fields  # noqa: E402
 
 
 def phase_scores(detector: Detector, fields: list, shift_px: int) -> dict:

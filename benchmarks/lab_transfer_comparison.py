@@ -1,4 +1,5 @@
-"""Does LAB colour transfer (Reinhard; seed 003) help? The final-model stage of a pipeline run, with and without it.
+"""Does LAB colour transfer (Reinhard, as Akram et al. 2018 use it) help? The final-model stage of a pipeline run,
+with and without it.
 
     python -m benchmarks.lab_transfer_comparison --run runs/gpu-short --data ../shared/data/real --out runs/lab-compare
 

@@ -26,7 +26,7 @@ from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR
 from model.resample import resample_rgb
 from training.data import real_data
-from training.field_validation import held_out_fields
+from training.validation.field_validation import held_out_fields
 
 
 def coarser_scan(rgb: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, float]]:

@@ -24,7 +24,7 @@ from model.cascade import (
 from model.dense import covered_cells
 from model.spacing import DEFAULT_SPACING_MM
 from training.data.real_data import read_image
-from training.field_validation import held_out_fields
+from training.validation.field_validation import held_out_fields
 
 has_real_data = pytest.mark.skipif(
     not (REAL_DATA / "patches.csv").is_file(), reason="../shared/data/real not available"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.geometry import BORDER_STRIP_PX
-from training.cv_report import (
+from training.validation.cv_report import (
     OutOfFoldField,
     bootstrap_f1,
     cross_validated,
@@ -14,7 +14,7 @@ from training.cv_report import (
     nested_choice,
     subset_report,
 )
-from training.field_cv import CvSettings, most_chosen_iteration, snapshot_iterations, split_folds
+from training.validation.field_cv import CvSettings, most_chosen_iteration, snapshot_iterations, split_folds
 
 SPACING_MM = 0.00025  # 7.5 um = 30 px
 
@@ -114,7 +114,7 @@ def test_out_of_fold_fields_round_trip_through_json():
 
 def test_hard_negatives_are_the_top_k_without_suspects_plus_the_border_strip():
     from training.data.sources import NegativeSites, TrainingData
-    from training.field_cv import fold_negatives
+    from training.validation.field_cv import fold_negatives
 
     sites = (
         NegativeSites.build(0, np.array([[100, 100], [100, 200], [100, 300]]), "nucleus", "MiDeSeC")

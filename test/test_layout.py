@@ -141,3 +141,24 @@ def test_documentation_links_resolve():
             if path and "://" not in path and not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(REPO)}: {target}")
     assert not broken, broken
+
+
+def test_figure_code_lives_in_training_figures():
+    """Training draws in one place: no training module other than `training.figures` imports matplotlib or PIL's
+    ImageDraw (the synthetic data generator paints its images with ImageDraw; that is data, not a figure)."""
+    drawing = ("matplotlib", "PIL.ImageDraw")
+    allowed = {"training.figures", "training.data.synthetic"}
+    offenders = []
+    for name, path in project_modules().items():
+        if not name.startswith("training.") or name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(n == d or n.startswith(d + ".") for n in names for d in drawing):
+                offenders.append(name)
+    assert not offenders, f"figure code outside training/figures.py: {sorted(set(offenders))}"

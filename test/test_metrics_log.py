@@ -1,4 +1,4 @@
-"""training.metrics_log: the CSV that `training.plots` draws, continued across resumed processes."""
+"""training.metrics_log: the CSV that `training.figures` draws, continued across resumed processes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
+from training.figures import plot_training_curves
 from training.metrics_log import METRICS_COLUMNS, MetricsLog
-from training.plots import plot_training_curves
 
 
 def row(iteration: int, **extra: float) -> dict[str, float]:

@@ -13,10 +13,10 @@ from PIL import Image
 
 from model import Detector
 from model.bundle import DEFAULT_BUNDLE_DIR, load_networks, read_bundle
-from training.cv_report import OutOfFoldField, field_counts, summarise
 from training.data.real_data import load_midesec_fields, load_patches, read_image
 from training.data.sources import TILE_TRAIN_FRACTION, validation_fold
-from training.field_validation import measure_bundle
+from training.validation.cv_report import OutOfFoldField, field_counts, summarise
+from training.validation.field_validation import measure_bundle
 
 FIELD_F1_FLOOR = 0.55
 """Challenge F1 of the agreement ensemble on the 10 held-out MiDeSeC fields must stay above this (measured 0.66 with

@@ -8,6 +8,7 @@ from PIL import Image
 from skimage.color import rgb2hed, rgb_from_hed
 
 from training.data.real_data import DEFAULT_ROOT, read_image, tissue_mask
+from training.figures import write_montage, write_unmixing_figure
 from training.stain import (
     macenko_stain_matrix,
     optical_density,
@@ -15,8 +16,6 @@ from training.stain import (
     residual_density,
     rgb_from_optical_density,
     unmix,
-    write_montage,
-    write_unmixing_figure,
 )
 
 RUIFROK_H = rgb_from_hed[0] / np.linalg.norm(rgb_from_hed[0])

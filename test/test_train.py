@@ -21,7 +21,7 @@ from model.precision import autocast_dtype
 from training import checkpoint, train
 from training.config import load_config
 from training.data.synthetic import generate_dataset
-from training.plots import CURVES_SIZE_PX
+from training.figures import CURVES_SIZE_PX
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from training import stain
 from training.config import Config
 from training.data.sources import NegativeSites, TrainingData
+from training.figures import write_montage
 from training.hnm import score_sites
 
 logger = logging.getLogger("training.enrichment")
@@ -53,7 +54,7 @@ def enrich(config: Config, data: TrainingData, out: Path, cutoff: float) -> Nega
     order = np.argsort(-candidate_scores[keep], kind="stable")
     crops = data.crops(selected, order[:48])
     captions = [f"p={candidate_scores[keep][i]:.2f}" for i in order[:48]]
-    stain.write_montage(
+    write_montage(
         crops,
         out / "figure3_enrichment.png",
         title=f"{keep.sum()} of {len(found)} high-residual windows pass the selection rule (score >= {cutoff:.3f})",

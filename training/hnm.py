@@ -138,7 +138,7 @@ def search_metric(data: TrainingData) -> tuple[str, str]:
     on real validation images); the patch-level calibrated AP only for data without validation fields."""
     if data.field_regions:
         fields = len(data.field_regions)
-        return "field_ap", f"challenge AP on {fields} whole validation fields (training.field_validation)"
+        return "field_ap", f"challenge AP on {fields} whole validation fields (training.validation.field_validation)"
     return "val_ap_calibrated", (
         "patch-level validation AP, negatives weighted to the MIDOG 2022 mitosis density "
         "(training/validation_metrics.py)"

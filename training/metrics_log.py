@@ -1,4 +1,4 @@
-"""One CSV row per validation of a run (`metrics.csv`): what `training.plots.plot_training_curves` draws.
+"""One CSV row per validation of a run (`metrics.csv`): what `training.figures.plot_training_curves` draws.
 
 Why CSV appended row by row: a resumed run continues the same file (rows of the killed process stay, the header is
 written once), and the file is readable while the run goes on (pandas, a spreadsheet, `tail`).
@@ -26,7 +26,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "lr",  # learning rate of the last iteration
     "seconds",  # wall time since this process started training (a resumed run starts again from 0)
 )
-"""The header, in file order; `training.plots` reads the columns by name."""
+"""The header, in file order; `training.figures` reads the columns by name."""
 
 _OPTIONAL_COLUMNS = frozenset({"field_ap", "field_f1"})
 

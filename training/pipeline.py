@@ -47,10 +47,10 @@ from model.bundle import Bundle, write_bundle
 from training.config import load_config
 from training.data.sources import load_training_data
 from training.enrichment import enrich, load_enrichment
+from training.figures import plot_hnm_search, plot_threshold_curves
 from training.hnm import BASE_POLICY, drop_suspects, final_negatives, score_sites, search
-from training.plots import plot_hnm_search
 from training.screen import run_screen_stage
-from training.threshold import plot_threshold_curves, summary, tune
+from training.threshold import summary, tune
 from training.train import BEST_MODEL, train_model
 from training.validation_metrics import patch_metrics
 

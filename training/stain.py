@@ -5,17 +5,13 @@ density in the residual (pigment, ink and other impostors that are neither stain
 
 Library decision: own numpy code, as torchstain 1.4.1 takes no tissue mask and hides its H/E fit in private methods.
 (Checked: on real fields it gives torchstain's NumpyMacenkoNormalizer HERef to 3 decimals, with Io=256.)
+
+Its figures (the unmixing panels, the enrichment montage) are drawn by `training.figures`.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 from scipy.ndimage import gaussian_filter
 from skimage.feature import peak_local_max
 
@@ -25,15 +21,14 @@ __all__ = [
     "residual_candidates",
     "residual_density",
     "unmix",
-    "write_montage",
-    "write_unmixing_figure",
 ]
 
 # Fewer usable pixels than this make the percentile angles meaningless (a 20 x 20 px speck of tissue).
 MIN_TISSUE_PIXELS = 400
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+def check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """`rgb` as an array, refused (ValueError) unless it has shape (H, W, 3)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb must have shape (H, W, 3), got {rgb.shape}")
@@ -74,7 +69,7 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
            stain separation: Ruifrok A. C. and Johnston D. A., "Quantification of histochemical staining by color
            deconvolution", Analytical and Quantitative Cytology and Histology 23(4), 2001, pp. 291-299.
     """
-    rgb = _check_rgb(rgb)
+    rgb = check_rgb(rgb)
     return (-np.log((rgb.astype(np.float32) + 1.0) / 256.0)).astype(np.float32)
 
 
@@ -321,119 +316,3 @@ def residual_candidates(
     peaks = peaks[inside & (density[rows, cols] > threshold)]
     order = np.argsort(-density[peaks[:, 0], peaks[:, 1]], kind="stable")
     return peaks[order][:max_candidates].astype(np.int64)
-
-
-def write_montage(
-    crops: np.ndarray,
-    out_png: Path,
-    columns: int = 8,
-    title: str | None = None,
-    captions: Sequence[str] | None = None,
-) -> None:
-    """Grid of uint8 RGB crops (N, h, w, 3) as a PNG, the paper's Figure 3; 0 crops give a 'no patches' figure."""
-    crops = np.asarray(crops)
-    count = 0 if crops.size == 0 else len(crops)
-    if count and (crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8):
-        raise ValueError(f"crops must be uint8 of shape (N, h, w, 3), got {crops.dtype} {crops.shape}")
-    if captions is not None and len(captions) != count:
-        raise ValueError(f"{len(captions)} captions for {count} crops")
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    if count == 0:
-        figure = Figure(figsize=(4, 2))
-        figure.text(0.5, 0.5, "no patches selected", ha="center", va="center", fontsize=14)
-    else:
-        columns = min(columns, count)
-        rows = -(-count // columns)
-        figure = Figure(figsize=(1.6 * columns, 1.6 * rows + (0.2 * rows if captions else 0)))
-        axes = figure.subplots(rows, columns, squeeze=False)
-        for index, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if index < count:
-                ax.imshow(crops[index])
-                if captions:
-                    ax.set_title(captions[index], fontsize=7)
-        figure.tight_layout(pad=0.3)
-    if title:
-        figure.suptitle(title, fontsize=11)
-        if count:
-            figure.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
-    figure.savefig(out_png, dpi=100)
-
-
-def write_unmixing_figure(
-    rgb: np.ndarray, out_png: Path, stain_matrix: np.ndarray | None = None, max_circles: int = 10
-) -> None:
-    """RGB | H | E | residual density panels, top residual candidates circled: shows what the enrichment picks."""
-    from training.data.real_data import tissue_mask
-
-    rgb = _check_rgb(rgb)
-    if stain_matrix is None:
-        stain_matrix = macenko_stain_matrix(rgb, tissue=tissue_mask(rgb))
-    concentrations = unmix(rgb, stain_matrix)
-    density = residual_density(rgb, stain_matrix)
-    border = min(64, min(rgb.shape[:2]) // 8)
-    candidates = residual_candidates(rgb, stain_matrix, max_candidates=max_circles, border_px=border)
-    panels = [
-        ("RGB", rgb, None),
-        ("hematoxylin concentration", np.clip(concentrations[..., 0], 0, None), "Blues"),
-        ("eosin concentration", np.clip(concentrations[..., 1], 0, None), "RdPu"),
-        ("residual optical density", density, "magma"),
-    ]
-    figure = Figure(figsize=(20, 5.6))
-    axes = figure.subplots(1, 4)
-    vectors = "  ".join(
-        f"{name} [{', '.join(f'{value:.2f}' for value in row)}]" for name, row in zip("HER", stain_matrix, strict=True)
-    )
-    for ax, (name, image, cmap) in zip(axes, panels, strict=True):
-        if cmap is None:
-            ax.imshow(image)
-        else:
-            shown = ax.imshow(image, cmap=cmap, vmin=0, vmax=float(np.percentile(image, 99.5)) or 1.0)
-            figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
-        if name.startswith(("RGB", "residual")):
-            for rank, (row, col) in enumerate(candidates, 1):
-                ax.add_patch(Circle((col, row), 30, fill=False, edgecolor="cyan", linewidth=1.5))
-                ax.text(col + 32, row - 32, str(rank), color="cyan", fontsize=8, fontweight="bold")
-        ax.set_title(name, fontsize=11)
-        ax.set_axis_off()
-    figure.suptitle(f"Macenko unmixing (OD unit vectors: {vectors}); circles: top residual maxima", fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1, 0.95))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=80)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: the unmixing figure for one image, cropped around its strongest residual maximum."""
-    from training.data.real_data import read_image, tissue_mask
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", type=Path, required=True, help="RGB image (JPEG / PNG / WebP / TIFF)")
-    parser.add_argument("--out", type=Path, required=True, help="output PNG")
-    parser.add_argument(
-        "--crop",
-        type=int,
-        default=768,
-        help="square crop size in px around the strongest residual "
-        "maximum (0: whole image); the stain matrix is always estimated on the whole image",
-    )
-    args = parser.parse_args(argv)
-    rgb = read_image(args.image)
-    stain_matrix = macenko_stain_matrix(rgb, tissue=tissue_mask(rgb))
-    height, width = rgb.shape[:2]
-    if 0 < args.crop < min(height, width):
-        peaks = residual_candidates(rgb, stain_matrix, max_candidates=1)
-        row, col = peaks[0] if len(peaks) else (height // 2, width // 2)
-        top = int(np.clip(row - args.crop // 2, 0, height - args.crop))
-        left = int(np.clip(col - args.crop // 2, 0, width - args.crop))
-        rgb = rgb[top : top + args.crop, left : left + args.crop]
-    write_unmixing_figure(rgb, args.out, stain_matrix=stain_matrix)
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

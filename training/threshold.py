@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from evaluation.metrics import average_precision, f1_by_threshold
@@ -31,7 +28,7 @@ from model.matching import MATCH_RADIUS_UM
 from model.spacing import mm_from_px, px_from_um
 from training.data import real_data
 from training.data.sources import TrainingData
-from training.field_validation import VARIANTS, variant_points
+from training.validation.field_validation import VARIANTS, variant_points
 from training.validation_metrics import MIDOG22_MITOSES_PER_MM2, expected_f1
 
 logger = logging.getLogger("training.threshold")
@@ -190,25 +187,6 @@ def tune(detector: Detector, data: TrainingData, tolerance: float, max_positives
         }
         result["curves"][name] = (thresholds, f1)
     return result
-
-
-def plot_threshold_curves(result: dict, out_png: Path) -> None:
-    """F1 against threshold for A, B and the ensemble, with the chosen thresholds."""
-    figure = Figure(figsize=(6.5, 4))  # no pyplot: no global backend switch, no figure registry
-    FigureCanvasAgg(figure)
-    axis = figure.subplots()
-    for name, (thresholds, f1) in result["curves"].items():
-        line = axis.plot(thresholds, f1, label=f"{name}: F1 {result['variants'][name]['f1']:.3f}")[0]
-        axis.axvline(result["variants"][name]["threshold"], color=line.get_color(), linestyle="--", linewidth=0.8)
-    if result["method"].startswith("expected"):
-        axis.set_xscale("logit")  # the decision happens between 0.9 and 0.9999
-    axis.set_xlabel("probability threshold")
-    axis.set_ylabel("validation F1" + (" (expected)" if result["method"].startswith("expected") else ""))
-    axis.set_ylim(0, 1)
-    axis.legend(loc="lower left")
-    axis.set_title(result["method"][:80], fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out_png, dpi=100)
 
 
 def summary(result: dict) -> dict:

@@ -49,8 +49,8 @@ from training.augment import POLICIES, augment_batch, centre_windows, with_lab_t
 from training.checkpoint import CHECKPOINT_FILE, Checkpoint, save_atomically
 from training.config import Config, TrainSettings, load_config
 from training.data.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
-from training.field_validation import field_metrics, field_points
 from training.metrics_log import METRICS_FILE, MetricsLog
+from training.validation.field_validation import field_metrics, field_points
 from training.validation_metrics import patch_metrics
 
 logger = logging.getLogger("training.train")
@@ -107,7 +107,8 @@ class RunFolder:
 
 
 def snapshot_path(out_dir: Path, iteration: int) -> Path:
-    """`RunFolder(out_dir).snapshot(iteration)`, for callers that hold only the folder's path (`training.field_cv`)."""
+    """`RunFolder(out_dir).snapshot(iteration)`, for callers that hold only the folder's path
+    (`training.validation.field_cv`)."""
     return RunFolder(out_dir).snapshot(iteration)
 
 
@@ -499,7 +500,7 @@ def train_model(
             dist.barrier()
     progress.close()
     if distributed.is_main:
-        from training.plots import plot_training_curves  # plotting only where files are written
+        from training.figures import plot_training_curves  # plotting only where files are written
 
         plot_training_curves(folder.metrics, folder.curves)
     return TrainResult.read(folder)

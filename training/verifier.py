@@ -7,7 +7,8 @@ Stages (resumable: each writes its file under --out and is skipped when rerun):
 1. candidates (`training.verifier_data`): the shipped detector on the 35 MiDeSeC fields, the mitosis crops and the
    mitosis-free tiles, exactly as `process.py` runs it -> candidates/<set>.npz;
 2. features for every candidate at each crop size -> features/<set>_<crop>.npz;
-3. the field cross-validation (`training.field_cv.split_folds`: 5 folds of 7 fields by the SHA-256 of their names).
+3. the field cross-validation (`training.validation.field_cv.split_folds`: 5 folds of 7 fields by the SHA-256 of
+   their names).
    Every choice is made out of fold: for each outer fold, each variant (model kind, crop size, crop positives on or
    off) is fitted on three of the other four folds and scored on the fourth, in turn; the variant, its Platt
    calibration, its threshold and its border-strip threshold are chosen on those inner out-of-fold points; the
@@ -52,10 +53,11 @@ from model.verifier import (
     names_by_rule,
     save_verifier,
 )
-from training.cv_report import OutOfFoldField, bootstrap_f1, named_counts, summarise
 from training.data import real_data
 from training.data.sources import TILE_TRAIN_FRACTION, midesec_validation_names
-from training.field_cv import split_folds
+from training.figures import PrecisionRecallCurve, PrecisionRecallPanel, plot_precision_recall
+from training.validation.cv_report import OutOfFoldField, bootstrap_f1, named_counts, summarise
+from training.validation.field_cv import split_folds
 from training.verifier_data import SETS, CandidateSet, collect
 
 logger = logging.getLogger("training.verifier")
@@ -72,7 +74,7 @@ class Variant:
     kind: str  # "logistic" or "trees"
     crop_px: int | None  # None: the detector's numbers and the edge distance only
     crop_positives: bool
-    mined_positives: bool = False  # seed 003's mined mitoses of the MITOS 2012 fields as extra positives
+    mined_positives: bool = False  # mined mitoses (Akram et al. 2018) of the MITOS 2012 fields as extra positives
 
     @property
     def key(self) -> str:
@@ -556,22 +558,19 @@ def tile_false_positives(study: Study, model: VerifierModel, rule: Rule, shipped
     }
 
 
-def plot_precision_recall(study: Study, cv: dict, path: Path) -> None:
-    """Out-of-fold precision-recall curves of the fields' candidates, with and without the verifier."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def precision_recall_panels(study: Study, cv: dict) -> list[PrecisionRecallPanel]:
+    """Out-of-fold precision-recall curves of the fields' candidates, with and without the verifier, and the point of
+    the verifier's rule: on all fields, and on the fields the dense nets never trained on (`training.figures` draws
+    them)."""
     field_set = study.sets["fields"]
     every = np.arange(len(field_set.label))
-    figure = Figure(figsize=(11, 4.6))  # object API on the Agg canvas: no pyplot state (test_layout)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
-    for axis, (title, names) in zip(
-        axes,
-        (("35 MiDeSeC fields", None), ("10 fields the dense nets never trained on", study.never_trained)),
-        strict=True,
+    panels = []
+    for title, names in (
+        ("35 MiDeSeC fields", None),
+        ("10 fields the dense nets never trained on", study.never_trained),
     ):
         rows = every if names is None else every[np.isin(field_set.names[field_set.image], names)]
+        curves = []
         for label, scores, style in (
             ("verifier (out of fold)", cv["probability"], "-"),
             ("dense nets: ensemble probability", field_set.probability, "--"),
@@ -585,17 +584,10 @@ def plot_precision_recall(study: Study, cv: dict, path: Path) -> None:
                 for name, picked in field_groups(study, rows)
             ]
             curve = precision_recall(images)
-            axis.plot(curve.recall, curve.precision, style, label=f"{label}, AP {curve.ap:.3f}")
-        named = cv["named"][rows]
-        counts = summarise(counts_of(study, rows, named))
-        axis.plot(
-            counts["recall"], counts["precision"], "o", color="k", label=f"verifier's rule, F1 {counts['f1']:.3f}"
-        )
-        axis.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower left", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+            curves.append(PrecisionRecallCurve(f"{label}, AP {curve.ap:.3f}", curve.recall, curve.precision, style))
+        counts = summarise(counts_of(study, rows, cv["named"][rows]))
+        panels.append(PrecisionRecallPanel(title, curves, counts["recall"], counts["precision"], counts["f1"]))
+    return panels
 
 
 def write_verifier_bundle(source: Path, out: Path, model: VerifierModel, rule: Rule, extra: dict) -> Path:
@@ -627,7 +619,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--kinds", nargs="+", default=list(VerifierSettings.kinds), choices=["logistic", "trees"], help="model kinds"
     )
-    for name, what in (("crop-positives", "the mitosis crops"), ("mined-positives", "seed 003's mined mitoses")):
+    mined = "the mitoses mined from unlabeled fields (Akram et al. 2018)"
+    for name, what in (("crop-positives", "the mitosis crops"), ("mined-positives", mined)):
         parser.add_argument(
             f"--{name}",
             choices=["off", "on", "both"],
@@ -682,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": round(time.time() - started, 1),
     }
     write_json_atomically(report, args.out / "report.json")
-    plot_precision_recall(study, cv, args.out / "precision_recall.png")
+    plot_precision_recall(precision_recall_panels(study, cv), args.out / "precision_recall.png")
     bundle_dir = write_verifier_bundle(
         args.bundle,
         args.out / "bundle",

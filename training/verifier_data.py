@@ -8,9 +8,9 @@ point at or above the bundle's candidate floor is kept with A's, B's and the ens
 * Mitosis crops (128 px, centred on a mitotic figure): the candidate matched to the centre is a positive. The other
   candidates of a crop are dropped: a crop's neighbours are not known to be non-mitotic.
 * Mitosis-free canine tiles: every candidate is a negative.
-* MITOS 2012 fields (unlabeled; they hold unannotated mitoses): seed 003's mined stage (`training.mined_positives`)
-  keeps the agreed candidates both nets score >= `MINED_THRESHOLD` under all 8 dihedral views, on tissue, as
-  positives; the other candidates are dropped (an unlabeled point is not known to be a negative).
+* MITOS 2012 fields (unlabeled; they hold unannotated mitoses): the mined stage (Akram et al. 2018;
+  `training.unlabeled_mining`) keeps the agreed candidates both nets score >= `MINED_THRESHOLD` under all 8 dihedral
+  views, on tissue, as positives; the other candidates are dropped (an unlabeled point is not known to be a negative).
 
 Each set is cached as one `.npz` under the run folder (`collect` skips a set already there), so a rerun only adds
 what is missing.
@@ -35,8 +35,8 @@ logger = logging.getLogger("training.verifier_data")
 
 SETS = ("fields", "crops", "tiles", "mined")
 MINED_THRESHOLD = 0.95
-"""The mined stage's cut (`training.field_cv.MiningSettings.threshold`): the lowest probability over both nets and
-the 8 views."""
+"""The mined stage's cut (`training.validation.field_cv.MiningSettings.threshold`): the lowest probability over both
+nets and the 8 views."""
 
 
 @dataclass(frozen=True)
@@ -158,13 +158,14 @@ def tile_candidates(detector, root: Path) -> CandidateSet:
 
 
 def mined_candidates(detector, root: Path) -> CandidateSet:
-    """Seed 003's mined mitoses of the unlabeled MITOS 2012 fields, as positive candidates (module docstring)."""
+    """The mitoses the mined stage (Akram et al. 2018) finds on the unlabeled MITOS 2012 fields, as positive
+    candidates (module docstring)."""
     import torch
 
     from model.tissue import tissue_mask
     from training.augment import centre_windows
     from training.data.sources import SOURCE_PX
-    from training.mined_positives import view_agreement
+    from training.unlabeled_mining import view_agreement
 
     fields = real_data.load_unlabeled_fields(root)
     per_image = []

@@ -1,4 +1,5 @@
-"""Seed 003's mining: only points both models are sure of under all 8 dihedral views become positives."""
+"""The mined stage (Akram et al. 2018): only points both models are sure of under all 8 dihedral views become
+positives."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data.sources import NegativeSites, SiteImage, TrainingData, positive_sampler
-from training.mined_positives import (
+from training.unlabeled_mining import (
     MINED,
     MinedPositive,
     add_mined_positives,

@@ -1,4 +1,5 @@
-"""Out-of-fold numbers of the field cross-validation (`training.field_cv`): nested choice, counts, confidence.
+"""Out-of-fold numbers of the field cross-validation (`training.validation.field_cv`): nested choice, counts,
+confidence.
 
 Every number here is computed from points a model produced on fields it never trained on. The checkpoint
 (iteration) and the threshold applied to a fold are chosen on the *other* folds' out-of-fold points (nested), so the

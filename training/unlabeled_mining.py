@@ -1,5 +1,5 @@
-"""Seed 003 (Akram et al., "Leveraging unlabeled whole-slide images for mitosis detection"): mitoses mined from
-unlabeled images become extra positives.
+"""The mined stage: mitoses mined from unlabeled images become extra positives (Akram S. U., Qaiser T., Graham S.,
+Kannala J., Heikkila J. and Rajpoot N., "Leveraging unlabeled whole-slide-images for mitosis detection", 2018).
 
 Why: the labelled positives come from a few labs and scanners; unlabeled images (the MITOS 2012 fields here, any
 image a user adds) hold mitoses of other stains that no one annotated. A mined positive that is wrong teaches the
@@ -14,8 +14,8 @@ point is kept when the lowest of those 16 probabilities is at or above `threshol
 its 128 px crop as a positive of group "mined" (sampled with `weight` times the square-root rule of
 `training.data.sources.positive_sampler`) and removes the negative sites of that image within `min_distance_px`.
 
-Whether the stage helps is measured, never assumed (`training.field_cv --mined-positives`: cross-validated field F1
-with and without it, from the same starting models and for the same number of iterations).
+Whether the stage helps is measured, never assumed (`training.validation.field_cv --mined-positives`: cross-validated
+field F1 with and without it, from the same starting models and for the same number of iterations).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ scored densely by the exported network exactly as `process.py` scores an image (
 rule, same autocast precision), and the candidates are scored with the challenge's own AP and greedy F1
 (`evaluation.metrics`).
 
-`python -m training.field_validation --bundle model/weights --data ../shared/data/real --out out/fields` measures a
-shipped bundle the same way, without training data: A, B and their agreement on the held-out MiDeSeC fields (the
-challenge's precision, recall, F1 at the bundle's thresholds, and AP), false positives per mm2 of the held-out
+`python -m training.validation.field_validation --bundle model/weights --data ../shared/data/real --out out/fields`
+measures a shipped bundle the same way, without training data: A, B and their agreement on the held-out MiDeSeC fields
+(the challenge's precision, recall, F1 at the bundle's thresholds, and AP), false positives per mm2 of the held-out
 mitosis-free tile columns and MITOS 2012 fields, and a 1000 x 1000 uniform-noise image; `--out` also draws an overlay
 per field (green: named "mitotic figure", red: missed annotated mitosis).
 """
@@ -36,7 +36,6 @@ from model.geometry import BORDER_STRIP_PX
 from model.matching import MATCH_RADIUS_UM, greedy_match
 from model.precision import autocast_dtype
 from model.spacing import mm_from_px, px_from_um
-from training.cv_report import OutOfFoldField, field_counts, summarise
 from training.data import real_data
 from training.data.sources import (
     TILE_TRAIN_FRACTION,
@@ -45,6 +44,8 @@ from training.data.sources import (
     midesec_validation_names,
     validation_fold,
 )
+from training.figures import draw_field
+from training.validation.cv_report import OutOfFoldField, field_counts, summarise
 
 VARIANTS = ("A", "B", "ensemble")
 SCREENED = "screened"
@@ -155,28 +156,6 @@ def negative_regions(root: Path) -> list[tuple[str, np.ndarray, float]]:
                 ("MITOS 2012 fields (hold unannotated mitoses)", real_data.read_image(field.path), field.spacing_mm)
             )
     return regions
-
-
-def draw_field(
-    rgb: np.ndarray, named_xy: np.ndarray, mitoses_xy: np.ndarray, missed: np.ndarray, radius_px: float, path: Path
-) -> None:
-    """Green ring (matching radius): named "mitotic figure"; blue dot: annotated mitosis; red ring: missed."""
-    from PIL import Image, ImageDraw
-
-    picture = Image.fromarray(rgb)
-    draw = ImageDraw.Draw(picture)
-    for x, y in named_xy:
-        draw.ellipse((x - radius_px, y - radius_px, x + radius_px, y + radius_px), outline=(0, 220, 0), width=3)
-    for (x, y), is_missed in zip(mitoses_xy, missed, strict=True):
-        draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(0, 80, 255))
-        if is_missed:
-            draw.ellipse(
-                (x - radius_px - 6, y - radius_px - 6, x + radius_px + 6, y + radius_px + 6),
-                outline=(255, 0, 0),
-                width=3,
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
 
 
 def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negatives: bool = True) -> dict:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from training.augment import POLICIES
 from training.data.real_data import DEFAULT_ROOT
-from training.plots import (
+from training.figures import (
     CURVES_SIZE_PX,
     HNM_SIZE_PX,
     augmentation_grid_size_px,
@@ -191,7 +191,7 @@ def test_mined_positives_sheet_shows_each_mined_point(tmp_path):
     from conftest import assert_drawn_png
 
     from training.data.real_data import load_unlabeled_fields
-    from training.plots import plot_mined_positives
+    from training.figures import plot_mined_positives
 
     name = load_unlabeled_fields(DEFAULT_ROOT)[0].path.name
     mined = [

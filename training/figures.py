@@ -1,13 +1,18 @@
-"""Figures for the report: training curves, augmentation examples (Table 1 policies) and the hard-negative search.
+"""Every figure of training and validation: training curves, augmentation examples (Table 1 policies), the
+hard-negative search (paper Figure 2), the enrichment montage (Figure 3) and stain unmixing panels, the threshold
+curves, the field overlays of a measured bundle, the verifier's precision-recall curves and the sheet of mined
+mitoses.
 
-Why a module of its own: the figures are regenerated from files that training writes (metrics CSVs, the HNM search
-JSON) and from the real patches, so they stay reproducible from the command line::
+Why one module: the recipe and the validation compute numbers; drawing them is a separate job, with one set of
+conventions (matplotlib's object API on the Agg canvas, no pyplot state; PNGs without a version stamp where a
+figure is regenerated and compared). Figures are regenerated from files that training writes (metrics CSVs, the HNM
+search JSON, mined.json) and from the real data, so they stay reproducible from the command line::
 
-    python -m training.plots augmentation --data ../shared/data/real --out docs/
-    python -m training.plots curves --metrics runs/a/metrics.csv runs/b/metrics.csv --out curves.png
-    python -m training.plots hnm --search hnm_search.json --out fig2.png
-
-Figures are drawn on the Agg canvas directly (no pyplot state), at fixed pixel sizes.
+    python -m training.figures augmentation --data ../shared/data/real --out docs/
+    python -m training.figures curves --metrics runs/a/metrics.csv runs/b/metrics.csv --out curves.png
+    python -m training.figures hnm --search hnm_search.json --out fig2.png
+    python -m training.figures mined --mined runs/field-cv/fold_0/mined.json --data ../shared/data/real --out m.jpg
+    python -m training.figures stain --image FIELD.jpg --out stain_unmixing.png
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +29,33 @@ import pandas as pd
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 from matplotlib.ticker import NullLocator
 
+from model.bundle import POLICY_NAMES
 from model.geometry import RECEPTIVE_FIELD_PX
 from training.augment import POLICIES, Policy, augment_batch, centre_windows
+from training.stain import check_rgb, macenko_stain_matrix, residual_candidates, residual_density, unmix
 
 __all__ = [
     "AUGMENTATION_CELL_PX",
     "CURVES_SIZE_PX",
     "DPI",
     "HNM_SIZE_PX",
+    "PrecisionRecallCurve",
+    "PrecisionRecallPanel",
     "augmentation_grid_size_px",
     "describe_policy",
+    "draw_field",
     "pick_example_patches",
     "plot_augmentation_grid",
     "plot_hnm_search",
+    "plot_mined_positives",
+    "plot_precision_recall",
+    "plot_threshold_curves",
     "plot_training_curves",
+    "write_montage",
+    "write_unmixing_figure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -339,13 +356,189 @@ def plot_hnm_search(search_json: Path | dict, out_png: Path) -> None:
     _save(figure, out_png)
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- enrichment (paper Figure 3) and stain unmixing
+
+
+def write_montage(
+    crops: np.ndarray,
+    out_png: Path,
+    columns: int = 8,
+    title: str | None = None,
+    captions: Sequence[str] | None = None,
+) -> None:
+    """Grid of uint8 RGB crops (N, h, w, 3) as a PNG, the paper's Figure 3; 0 crops give a 'no patches' figure."""
+    crops = np.asarray(crops)
+    count = 0 if crops.size == 0 else len(crops)
+    if count and (crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8):
+        raise ValueError(f"crops must be uint8 of shape (N, h, w, 3), got {crops.dtype} {crops.shape}")
+    if captions is not None and len(captions) != count:
+        raise ValueError(f"{len(captions)} captions for {count} crops")
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    if count == 0:
+        figure = Figure(figsize=(4, 2))
+        figure.text(0.5, 0.5, "no patches selected", ha="center", va="center", fontsize=14)
+    else:
+        columns = min(columns, count)
+        rows = -(-count // columns)
+        figure = Figure(figsize=(1.6 * columns, 1.6 * rows + (0.2 * rows if captions else 0)))
+        axes = figure.subplots(rows, columns, squeeze=False)
+        for index, ax in enumerate(axes.flat):
+            ax.set_axis_off()
+            if index < count:
+                ax.imshow(crops[index])
+                if captions:
+                    ax.set_title(captions[index], fontsize=7)
+        figure.tight_layout(pad=0.3)
+    if title:
+        figure.suptitle(title, fontsize=11)
+        if count:
+            figure.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
+    figure.savefig(out_png, dpi=100)
+
+
+def write_unmixing_figure(
+    rgb: np.ndarray, out_png: Path, stain_matrix: np.ndarray | None = None, max_circles: int = 10
+) -> None:
+    """RGB | H | E | residual density panels, top residual candidates circled: shows what the enrichment picks."""
+    from training.data.real_data import tissue_mask
+
+    rgb = check_rgb(rgb)
+    if stain_matrix is None:
+        stain_matrix = macenko_stain_matrix(rgb, tissue=tissue_mask(rgb))
+    concentrations = unmix(rgb, stain_matrix)
+    density = residual_density(rgb, stain_matrix)
+    border = min(64, min(rgb.shape[:2]) // 8)
+    candidates = residual_candidates(rgb, stain_matrix, max_candidates=max_circles, border_px=border)
+    panels = [
+        ("RGB", rgb, None),
+        ("hematoxylin concentration", np.clip(concentrations[..., 0], 0, None), "Blues"),
+        ("eosin concentration", np.clip(concentrations[..., 1], 0, None), "RdPu"),
+        ("residual optical density", density, "magma"),
+    ]
+    figure = Figure(figsize=(20, 5.6))
+    axes = figure.subplots(1, 4)
+    vectors = "  ".join(
+        f"{name} [{', '.join(f'{value:.2f}' for value in row)}]" for name, row in zip("HER", stain_matrix, strict=True)
+    )
+    for ax, (name, image, cmap) in zip(axes, panels, strict=True):
+        if cmap is None:
+            ax.imshow(image)
+        else:
+            shown = ax.imshow(image, cmap=cmap, vmin=0, vmax=float(np.percentile(image, 99.5)) or 1.0)
+            figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        if name.startswith(("RGB", "residual")):
+            for rank, (row, col) in enumerate(candidates, 1):
+                ax.add_patch(Circle((col, row), 30, fill=False, edgecolor="cyan", linewidth=1.5))
+                ax.text(col + 32, row - 32, str(rank), color="cyan", fontsize=8, fontweight="bold")
+        ax.set_title(name, fontsize=11)
+        ax.set_axis_off()
+    figure.suptitle(f"Macenko unmixing (OD unit vectors: {vectors}); circles: top residual maxima", fontsize=10)
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=80)
+
+
+# ---------------------------------------------------------------- threshold tuning
+
+
+def plot_threshold_curves(result: dict, out_png: Path) -> None:
+    """F1 against threshold for A, B and the ensemble, with the chosen thresholds."""
+    figure = Figure(figsize=(6.5, 4))  # no pyplot: no global backend switch, no figure registry
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    for name, (thresholds, f1) in result["curves"].items():
+        line = axis.plot(thresholds, f1, label=f"{name}: F1 {result['variants'][name]['f1']:.3f}")[0]
+        axis.axvline(result["variants"][name]["threshold"], color=line.get_color(), linestyle="--", linewidth=0.8)
+    if result["method"].startswith("expected"):
+        axis.set_xscale("logit")  # the decision happens between 0.9 and 0.9999
+    axis.set_xlabel("probability threshold")
+    axis.set_ylabel("validation F1" + (" (expected)" if result["method"].startswith("expected") else ""))
+    axis.set_ylim(0, 1)
+    axis.legend(loc="lower left")
+    axis.set_title(result["method"][:80], fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out_png, dpi=100)
+
+
+# ---------------------------------------------------------------- a bundle on the held-out fields
+
+
+def draw_field(
+    rgb: np.ndarray, named_xy: np.ndarray, mitoses_xy: np.ndarray, missed: np.ndarray, radius_px: float, path: Path
+) -> None:
+    """Green ring (matching radius): named "mitotic figure"; blue dot: annotated mitosis; red ring: missed."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(picture)
+    for x, y in named_xy:
+        draw.ellipse((x - radius_px, y - radius_px, x + radius_px, y + radius_px), outline=(0, 220, 0), width=3)
+    for (x, y), is_missed in zip(mitoses_xy, missed, strict=True):
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(0, 80, 255))
+        if is_missed:
+            draw.ellipse(
+                (x - radius_px - 6, y - radius_px - 6, x + radius_px + 6, y + radius_px + 6),
+                outline=(255, 0, 0),
+                width=3,
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+
+
+# ---------------------------------------------------------------- the verifier
+
+
+@dataclass(frozen=True)
+class PrecisionRecallCurve:
+    """One curve of a precision-recall panel, labelled, with its matplotlib line style."""
+
+    label: str
+    recall: np.ndarray
+    precision: np.ndarray
+    style: str
+
+
+@dataclass(frozen=True)
+class PrecisionRecallPanel:
+    """One panel of the verifier's figure: its curves and the operating point of the verifier's rule."""
+
+    title: str
+    curves: list[PrecisionRecallCurve]
+    rule_recall: float
+    rule_precision: float
+    rule_f1: float
+
+
+def plot_precision_recall(panels: Sequence[PrecisionRecallPanel], path: Path) -> None:
+    """Precision-recall panels side by side (`training.verifier.precision_recall_panels`: out of fold, with and
+    without the verifier), each with the verifier rule's point."""
+    figure = Figure(figsize=(5.5 * len(panels), 4.6))  # object API on the Agg canvas: no pyplot state (test_layout)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, panel in zip(axes, panels, strict=True):
+        for curve in panel.curves:
+            axis.plot(curve.recall, curve.precision, curve.style, label=curve.label)
+        axis.plot(
+            panel.rule_recall, panel.rule_precision, "o", color="k", label=f"verifier's rule, F1 {panel.rule_f1:.3f}"
+        )
+        axis.set(title=panel.title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------- the mined stage (Akram et al. 2018)
 
 
 def plot_mined_positives(mined_json: Path, data_root: Path, out_image: Path, columns: int = 10) -> int:
-    """A contact sheet of the mitoses seed 003's stage mined (`training.field_cv` -> fold_<k>/mined.json), strongest
-    first, each 24 um wide with its lowest probability over the 16 views: what would join training as positives.
-    Returns how many were drawn."""
+    """A contact sheet of the mitoses the mined stage (Akram et al. 2018) found (`training.validation.field_cv` ->
+    fold_<k>/mined.json), strongest first, each 24 um wide with its lowest probability over the 16 views: what would
+    join training as positives. Returns how many were drawn."""
     from PIL import Image, ImageDraw
 
     from training.data import real_data
@@ -369,10 +562,30 @@ def plot_mined_positives(mined_json: Path, data_root: Path, out_image: Path, col
     return len(mined)
 
 
+# ---------------------------------------------------------------- command line
+
+
+def plot_stain_unmixing(image: Path, out_png: Path, crop_px: int = 768) -> None:
+    """The unmixing figure of one image, cropped to `crop_px` around its strongest residual maximum (0: the whole
+    image); the stain matrix is always estimated on the whole image."""
+    from training.data.real_data import read_image, tissue_mask
+
+    rgb = read_image(image)
+    stain_matrix = macenko_stain_matrix(rgb, tissue=tissue_mask(rgb))
+    height, width = rgb.shape[:2]
+    if 0 < crop_px < min(height, width):
+        peaks = residual_candidates(rgb, stain_matrix, max_candidates=1)
+        row, col = peaks[0] if len(peaks) else (height // 2, width // 2)
+        top = int(np.clip(row - crop_px // 2, 0, height - crop_px))
+        left = int(np.clip(col - crop_px // 2, 0, width - crop_px))
+        rgb = rgb[top : top + crop_px, left : left + crop_px]
+    write_unmixing_figure(rgb, out_png, stain_matrix=stain_matrix)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Report figures: augmentation examples, training curves, "
-        "hard-negative-mining search (paper Figure 2).",
+        description="Report figures: augmentation examples, training curves, hard-negative-mining search (paper "
+        "Figure 2), mined mitoses, stain unmixing.",
         add_help=add_help,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -384,7 +597,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="real data folder (default: ../shared/data/real relative to the repository)",
     )
     augmentation.add_argument("--out", type=Path, required=True, help="output folder")
-    augmentation.add_argument("--policies", nargs="+", default=["A", "B"], choices=sorted(POLICIES))
+    augmentation.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=sorted(POLICIES))
     augmentation.add_argument("--patches", type=int, default=5, help="number of real patches (rows, default: 5)")
     augmentation.add_argument("--variants", type=int, default=6, help="augmented versions per patch (default: 6)")
     augmentation.add_argument("--seed", type=int, default=0, help="augmentation seed (default: 0)")
@@ -392,13 +605,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     curves.add_argument("--metrics", type=Path, nargs="+", required=True, help="metrics CSV(s), one per run")
     curves.add_argument("--labels", nargs="+", default=None, help="legend labels (default: from the file names)")
     curves.add_argument("--out", type=Path, required=True, help="output PNG")
-    mined = commands.add_parser("mined", help="contact sheet of the mitoses mined by seed 003's stage")
-    mined.add_argument("--mined", type=Path, required=True, help="fold_<k>/mined.json of a training.field_cv run")
+    mined = commands.add_parser(
+        "mined", help="contact sheet of the mitoses mined from unlabeled images (Akram et al. 2018)"
+    )
+    mined.add_argument(
+        "--mined", type=Path, required=True, help="fold_<k>/mined.json of a training.validation.field_cv run"
+    )
     mined.add_argument("--data", type=Path, required=True, help="the real offline folder")
     mined.add_argument("--out", type=Path, required=True, help="output picture (.jpg or .png)")
     hnm = commands.add_parser("hnm", help="hard-negative-mining search figure (paper Figure 2)")
     hnm.add_argument("--search", type=Path, required=True, help="search results JSON")
     hnm.add_argument("--out", type=Path, required=True, help="output PNG")
+    unmixing = commands.add_parser("stain", help="Macenko H / E / residual panels of one image")
+    unmixing.add_argument("--image", type=Path, required=True, help="RGB image (JPEG / PNG / WebP / TIFF)")
+    unmixing.add_argument("--out", type=Path, required=True, help="output PNG")
+    unmixing.add_argument(
+        "--crop",
+        type=int,
+        default=768,
+        help="square crop size in px around the strongest residual "
+        "maximum (0: whole image); the stain matrix is always estimated on the whole image",
+    )
     return parser
 
 
@@ -424,6 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{plot_mined_positives(args.mined, args.data, args.out)} mined mitoses -> {args.out}")
     elif args.command == "hnm":
         plot_hnm_search(args.search, args.out)
+        logger.info("wrote %s", args.out)
+    elif args.command == "stain":
+        plot_stain_unmixing(args.image, args.out, args.crop)
         logger.info("wrote %s", args.out)
     return 0
 

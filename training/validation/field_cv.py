@@ -1,12 +1,12 @@
 """Cross-validation by field over all 35 MiDeSeC fields: the number that says whether a recipe carries to unseen
 fields, and the checkpoint and threshold that ship.
 
-    python -m training.field_cv --data ../shared/data/real --out runs/field-cv
+    python -m training.validation.field_cv --data ../shared/data/real --out runs/field-cv
 
 Why: a threshold tuned on 10 fields holding 35 mitoses did not carry to other fields of the same kind (0.91 chosen,
 0.97 best there). Here every field is held out once, in 5 folds of 7 (fixed by the SHA-256 of the file names), and
-every reported number is out of fold (`training.cv_report`: nested choice of checkpoint and threshold, bootstrap
-interval by field).
+every reported number is out of fold (`training.validation.cv_report`: nested choice of checkpoint and threshold,
+bootstrap interval by field).
 
 Per fold (resumable: each finished step is skipped when rerun):
 1. the training data with the fold's fields held out (`training.data.sources.from_real`), border-strip negatives
@@ -20,7 +20,8 @@ Per fold (resumable: each finished step is skipped when rerun):
    `--snapshot-every` iterations;
 4. the held-out fields scored as `process.py` scores an image (exact dense maps of A and B, local maxima, agreement),
    at every snapshot and at the start (iteration 0) -> fold_<k>/oof.json.
-Then `cv_report.json` (`training.cv_report.cross_validated`) and, with `--final`, the same training on all 35 fields;
+Then `cv_report.json` (`training.validation.cv_report.cross_validated`) and, with `--final`, the same training on all
+35 fields;
 the checkpoint is the one the nested choice picked most often, the threshold the pooled out-of-fold best at it ->
 bundle/ (the screen of `--screen-from` re-attached; rechoose its threshold with `training.screen`).
 """
@@ -50,7 +51,6 @@ from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle,
 from model.precision import autocast_dtype
 from training.augment import centre_windows
 from training.config import TrainSettings
-from training.cv_report import OutOfFoldField, cross_validated, iterations_of, subset_report
 from training.data import real_data
 from training.data.sources import (
     NEGATIVE_MIN_DISTANCE_UM,
@@ -60,7 +60,8 @@ from training.data.sources import (
     midesec_validation_names,
 )
 from training.hnm import score_sites
-from training.mined_positives import (
+from training.train import BEST_MODEL, predict, snapshot_path, train_model
+from training.unlabeled_mining import (
     MinedPositive,
     add_mined_positives,
     agreed_candidates,
@@ -68,9 +69,9 @@ from training.mined_positives import (
     mine_positives,
     without_sites_near,
 )
-from training.train import BEST_MODEL, predict, snapshot_path, train_model
+from training.validation.cv_report import OutOfFoldField, cross_validated, iterations_of, subset_report
 
-logger = logging.getLogger("training.field_cv")
+logger = logging.getLogger("training.validation.field_cv")
 
 START_COMMIT = "74eb21b"
 """The last shipped bundle trained without any MiDeSeC field (cpu-small, November 2026): a start every fold may use."""
@@ -96,8 +97,8 @@ class CvSettings:
 
 @dataclass(frozen=True)
 class MiningSettings:
-    """Seed 003's stage, measured as two arms from the same fold models: `iterations` more without (off) and with (on)
-    the mitoses mined from the fold's unlabeled images (`training.mined_positives`)."""
+    """The mined stage (Akram et al. 2018), measured as two arms from the same fold models: `iterations` more without
+    (off) and with (on) the mitoses mined from the fold's unlabeled images (`training.unlabeled_mining`)."""
 
     threshold: float = 0.95  # lowest probability over both models and all 8 views
     iterations: int = 200
@@ -289,7 +290,7 @@ def mined_arm_data(
         mined = [MinedPositive(**{k: v for k, v in m.items() if k in keys}) for m in json.loads(record.read_text())]
     else:
         mined = mine_positives(data, data.unlabeled, load_models(weights, settings.architecture), mining.threshold)
-        names = [data.images[m.image].name for m in mined]  # for `python -m training.plots mined`
+        names = [data.images[m.image].name for m in mined]  # for `python -m training.figures mined`
         write_json_atomically([asdict(m) | {"image_name": n} for m, n in zip(mined, names, strict=True)], record)
     add_mined_positives(data, mined, mining.weight, mining.min_distance_px)
     return without_sites_near(negatives, mined, mining.min_distance_px), len(mined)
@@ -377,13 +378,14 @@ def final_bundle(
     bundle.screen = previous.screen
     bundle.extra = {
         "validation": {
-            "method": "5-fold cross-validation by field over the 35 MiDeSeC fields (training.field_cv); nested choice",
+            "method": "5-fold cross-validation by field over the 35 MiDeSeC fields (training.validation.field_cv); "
+            "nested choice",
             "cross_validated": report["nested"],
             "checkpoint_iteration": iteration,
             "threshold_pooled_out_of_fold": threshold,
         },
         "provenance": {
-            "command": f"python -m training.field_cv --data {root} --out {out} --final",
+            "command": f"python -m training.validation.field_cv --data {root} --out {out} --final",
             "settings": asdict(settings),
             "start": START_COMMIT,
             "data": data.summary(),
@@ -414,7 +416,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--mined-positives",
         action="store_true",
-        help="also measure seed 003's stage per fold (off vs on, same start and iterations) -> mining_report.json",
+        help="measure the mined stage (Akram et al. 2018) per fold (off vs on, same start and iterations) "
+        "-> mining_report.json",
     )
     parser.add_argument("--mining-threshold", type=float, default=MiningSettings.threshold)
     parser.add_argument("--mining-iterations", type=int, default=MiningSettings.iterations)
@@ -498,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mined = mining_report(arms, settings.bootstrap, settings.seed) | {"settings": asdict(mining)}
         write_json_atomically(mined, args.out / "mining_report.json")
         print(
-            f"seed 003 mining: field F1 off {mined['off']['f1']:.3f}, on {mined['on']['f1']:.3f} "
+            f"mined stage (Akram et al. 2018): field F1 off {mined['off']['f1']:.3f}, on {mined['on']['f1']:.3f} "
             f"({sum(mined['mined_per_fold'])} mitoses mined over the folds): "
             f"stage {'on' if mined['keep_on'] else 'off'}"
         )
