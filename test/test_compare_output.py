@@ -40,3 +40,19 @@ def test_a_name_may_flip_only_at_the_threshold():
     # a bundle with a verifier names with two thresholds (inside, border strip): either may explain a flip
     assert compare_output.comparison_errors(flipped, expected, 2e-4, 0.02, threshold=[0.5, 0.91]) == []
     assert compare_output.comparison_errors(flipped, expected, 2e-4, 0.02, threshold=[0.5, 0.8])
+
+
+def test_a_candidate_at_the_floor_may_be_on_either_side_only():
+    """bf16 and fp32 (or two CPUs) round a candidate at the 0.25 floor onto one side of it: the shipped sample's 6th
+    point once read 0.2546 in fp32 and was missing in bf16. Present only in the expected file, or only in the actual
+    one, it is information; a point well above --compare-above missing on either side still fails."""
+    named = ("mitotic figure", 0.1, 0.69)
+    at_floor = ("non-mitotic figure", 0.2, 0.2546)
+    with_floor, without = doc(named, at_floor), doc(named)
+    for actual, expected in ((without, with_floor), (with_floor, without)):
+        info = []
+        assert compare_output.comparison_errors(actual, expected, 2e-4, 0.04, compare_above=0.3, info=info) == []
+        assert len(info) == 1
+    high = doc(named, ("non-mitotic figure", 0.2, 0.45))
+    for actual, expected in ((without, high), (high, without)):
+        assert compare_output.comparison_errors(actual, expected, 2e-4, 0.04, compare_above=0.3)
