@@ -140,18 +140,7 @@ def read_header(path: Path) -> ImageHeader:
         check_usable_spacing(spacing_mm)
     except ValueError as error:
         raise InputImageError(f"{path.name}: {error}") from None
-    model_width_px, model_height_px = model_size_px(width_px, height_px, spacing_mm)
-    if min(model_width_px, model_height_px) < RECEPTIVE_FIELD_PX:
-        at_model_spacing = (
-            ""
-            if (model_width_px, model_height_px) == (width_px, height_px)
-            else f" at {describe_um(spacing_mm)} is {model_width_px}x{model_height_px} px at the model's "
-            f"{DEFAULT_SPACING_MM * 1000:g} um/px, which"
-        )
-        raise InputImageError(
-            f"{path.name}: {width_px}x{height_px} px{at_model_spacing} is smaller than the {RECEPTIVE_FIELD_PX} px "
-            "receptive field"
-        )
+    _check_large_enough(path, width_px, height_px, spacing_mm)
     return ImageHeader(
         path=path,
         width_px=width_px,
@@ -160,6 +149,23 @@ def read_header(path: Path) -> ImageHeader:
         spacing_mm=spacing_mm,
         origin_mm=(float(reader.GetOrigin()[0]), float(reader.GetOrigin()[1])),
         smaller_pages_ignored=smaller_pages[1] if smaller_pages is not None else 0,
+    )
+
+
+def _check_large_enough(path: Path, width_px: int, height_px: int, spacing_mm: tuple[float, float]) -> None:
+    """Raise InputImageError unless the image holds one receptive field at the networks' pixel size."""
+    model_width_px, model_height_px = model_size_px(width_px, height_px, spacing_mm)
+    if min(model_width_px, model_height_px) >= RECEPTIVE_FIELD_PX:
+        return
+    at_model_spacing = (
+        ""
+        if (model_width_px, model_height_px) == (width_px, height_px)
+        else f" at {describe_um(spacing_mm)} is {model_width_px}x{model_height_px} px at the model's "
+        f"{DEFAULT_SPACING_MM * 1000:g} um/px, which"
+    )
+    raise InputImageError(
+        f"{path.name}: {width_px}x{height_px} px{at_model_spacing} is smaller than the {RECEPTIVE_FIELD_PX} px "
+        "receptive field"
     )
 
 
