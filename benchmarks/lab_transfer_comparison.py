@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.bundle import POLICY_NAMES
 from training.config import load_config
-from training.data.sources import load_training_data
 from training.enrichment import load_enrichment
 from training.hnm import drop_suspects, final_negatives
 from training.train import train_model
@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished pipeline run folder")
     parser.add_argument("--data", type=Path, required=True, help="the data the run was trained on")
     parser.add_argument("--out", type=Path, required=True, help="folder of the two arms")
-    parser.add_argument("--policy", default="A", help="augmentation policy of both arms (default: A)")
+    parser.add_argument(
+        "--policy", default=POLICY_NAMES[0], choices=POLICY_NAMES, help="augmentation policy of both arms (default: A)"
+    )
     parser.add_argument("--probability", type=float, default=0.5, help="LAB transfer probability (default: 0.5)")
     parser.add_argument("--iterations", type=int, default=300, help="per arm (default: 300)")
     parser.add_argument("--batch-size", type=int, default=128, help="(default: 128)")
@@ -41,7 +43,7 @@ def main() -> None:
 
     saved = json.loads((args.run / "config.json").read_text())
     config = load_config(saved["_config_path"])
-    data = load_training_data(args.data, config.data.grid_step_px, config.data.min_distance_um)
+    data = config.data.load(args.data)  # every data setting of the run, its split included
     scores, _ = drop_suspects(config, data, args.run, np.load(args.run / "scores.npz")["score"])
     k = json.loads((args.run / "hnm_search.json").read_text())["k_selected"]
     negatives = final_negatives(data, scores, k, load_enrichment(args.run / "enrichment.npz"))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from skimage.color import rgb2lab
 
+from model.bundle import POLICY_NAMES
 from training.augment import (
     POLICIES,
     Policy,
@@ -63,7 +64,7 @@ def test_colour_shift_range_in_8bit_units():
 
 
 def test_policy_b_differs_from_a_as_in_table_1():
-    policy_a, policy_b = POLICIES["A"], POLICIES["B"]
+    policy_a, policy_b = POLICIES[POLICY_NAMES[0]], POLICIES[POLICY_NAMES[1]]
     assert (policy_a.elastic_p, policy_b.elastic_p) == (1.0, 0.5)
     assert (policy_a.hue_range_deg, policy_b.hue_range_deg) == ((0.0, 360.0), (-60.0, 60.0))
     assert (policy_a.gamma_p, policy_b.gamma_p) == (0.0, 0.5)
@@ -136,7 +137,7 @@ def test_policy_with_transfer_on_takes_another_samples_statistics():
     assert torch.allclose(std_out, std_in[donor], rtol=0.01, atol=0.05)
 
 
-@pytest.mark.parametrize("name", ["A", "B", "none"])
+@pytest.mark.parametrize("name", [*POLICY_NAMES, "none"])
 def test_transfer_off_reproduces_the_pipeline_without_it(name):
     """lab_transfer_p = 0 must draw nothing from the generator: same output and generator state as before."""
     crops = torch.randint(0, 256, (8, 128, 128, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
@@ -152,14 +153,14 @@ def test_transfer_off_reproduces_the_pipeline_without_it(name):
 
 def test_transfer_is_a_no_op_for_a_single_sample():
     crops = _stained_crops(1, seed=9)
-    off = augment_batch(crops, POLICIES["B"], torch.Generator().manual_seed(10))
-    on = augment_batch(crops, with_lab_transfer(POLICIES["B"], 1.0), torch.Generator().manual_seed(10))
+    off = augment_batch(crops, POLICIES[POLICY_NAMES[1]], torch.Generator().manual_seed(10))
+    on = augment_batch(crops, with_lab_transfer(POLICIES[POLICY_NAMES[1]], 1.0), torch.Generator().manual_seed(10))
     assert torch.equal(on, off)
 
 
 def test_transfer_is_deterministic_for_a_seed():
     crops = _stained_crops(8, seed=11)
-    policy = with_lab_transfer(POLICIES["A"], 0.5)
+    policy = with_lab_transfer(POLICIES[POLICY_NAMES[0]], 0.5)
     first = augment_batch(crops, policy, torch.Generator().manual_seed(12))
     again = augment_batch(crops, policy, torch.Generator().manual_seed(12))
     other = augment_batch(crops, policy, torch.Generator().manual_seed(13))
@@ -178,4 +179,4 @@ def test_transfer_probability_is_respected():
 
 def test_with_lab_transfer_rejects_bad_probabilities():
     with pytest.raises(ValueError):
-        with_lab_transfer(POLICIES["A"], 1.5)
+        with_lab_transfer(POLICIES[POLICY_NAMES[0]], 1.5)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from model.bundle import POLICY_NAMES
 from training.augment import POLICIES
 from training.data.real_data import DEFAULT_ROOT
 from training.figures import (
@@ -94,9 +95,9 @@ def crops() -> np.ndarray:
 
 
 def test_augmentation_grid_is_seeded(crops, tmp_path):
-    plot_augmentation_grid(crops, "A", tmp_path / "a0.png", n_variants=3, seed=0)
-    plot_augmentation_grid(crops, "A", tmp_path / "a0_again.png", n_variants=3, seed=0)
-    plot_augmentation_grid(crops, "A", tmp_path / "a1.png", n_variants=3, seed=1)
+    plot_augmentation_grid(crops, POLICY_NAMES[0], tmp_path / "a0.png", n_variants=3, seed=0)
+    plot_augmentation_grid(crops, POLICY_NAMES[0], tmp_path / "a0_again.png", n_variants=3, seed=0)
+    plot_augmentation_grid(crops, POLICY_NAMES[0], tmp_path / "a1.png", n_variants=3, seed=1)
     first, again, other = (_png(tmp_path / name) for name in ("a0.png", "a0_again.png", "a1.png"))
     assert _size(first) == augmentation_grid_size_px(4, 3)
     assert np.array_equal(first, again)
@@ -104,17 +105,17 @@ def test_augmentation_grid_is_seeded(crops, tmp_path):
 
 
 def test_augmentation_grid_policy_b_with_labels(crops, tmp_path):
-    plot_augmentation_grid(crops[:2], "B", tmp_path / "b.png", n_variants=2, row_labels=["one", "two"])
+    plot_augmentation_grid(crops[:2], POLICY_NAMES[1], tmp_path / "b.png", n_variants=2, row_labels=["one", "two"])
     assert _size(_png(tmp_path / "b.png")) == augmentation_grid_size_px(2, 2)
     with pytest.raises(ValueError, match="unknown policy"):
         plot_augmentation_grid(crops, "C", tmp_path / "c.png")
 
 
 def test_policy_descriptions_name_the_table_1_transforms():
-    assert "hue p=0.8 0..360°" in describe_policy(POLICIES["A"])
-    assert "gamma" not in describe_policy(POLICIES["A"])
-    assert "hue p=0.5 ±60°" in describe_policy(POLICIES["B"]) and "gamma p=0.5" in describe_policy(POLICIES["B"])
-    assert describe_policy(POLICIES["none"]) == "no transforms"
+    policy_a, policy_b = (POLICIES[name] for name in POLICY_NAMES)
+    assert "hue p=0.8 0..360°" in describe_policy(policy_a)
+    assert "gamma" not in describe_policy(policy_a)
+    assert "hue p=0.5 ±60°" in describe_policy(policy_b) and "gamma p=0.5" in describe_policy(policy_b)
 
 
 def _search(seeds: int, all_negatives: bool) -> dict:

@@ -132,11 +132,11 @@ def test_sites_are_ranked_in_the_precision_inference_runs(finished_run):
     from model.plain import PlainP4ResNet
     from model.precision import autocast_dtype
     from training.augment import centre_windows
-    from training.data.sources import load_training_data
+    from training.config import load_config
 
     out, _ = finished_run
-    config = json.loads((out / "config.json").read_text())
-    data = load_training_data(config["_data"], config["data"]["grid_step_px"], config["data"]["min_distance_um"])
+    made_with = json.loads((out / "config.json").read_text())
+    data = load_config(made_with["_config_path"]).data.load(made_with["_data"])
     sites = data.negatives_train.subset(np.arange(4))
     scores = hnm.score_sites(out / "base" / "best.safetensors", "narrow", data, sites)
     net = PlainP4ResNet(architecture("narrow"))

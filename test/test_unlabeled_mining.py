@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.bundle import POLICY_NAMES
 from training.data.sources import NegativeSites, SiteImage, TrainingData, positive_sampler
 from training.unlabeled_mining import (
     MINED,
@@ -85,15 +86,15 @@ def test_dihedral_views_are_the_eight_distinct_symmetries():
 def test_a_point_confident_under_one_orientation_only_is_not_mined():
     window = torch.full((1, 3, 78, 78), 0.8)
     window[..., :39] = 0.2  # dark on the left: DarkLeft is sure under identity, not when mirrored
-    models = {"A": DarkLeft(), "B": DarkLeft()}
-    identity = torch.softmax(models["A"](window).flatten(1), 1)[0, 1]
+    models = {name: DarkLeft() for name in POLICY_NAMES}
+    identity = torch.softmax(models[POLICY_NAMES[0]](window).flatten(1), 1)[0, 1]
     assert identity > 0.99
     assert view_agreement(models, window)[0] < 0.01
 
 
 def test_mining_keeps_the_dark_spots_both_models_agree_on_and_nothing_else():
     data = data_with([tissue_with_spots([(200, 200), (120, 300)]), tissue_with_spots([])])
-    mined = mine_positives(data, [0, 1], {"A": DarkCentre(), "B": DarkCentre()}, threshold=0.9)
+    mined = mine_positives(data, [0, 1], {name: DarkCentre() for name in POLICY_NAMES}, threshold=0.9)
     found = sorted((m.image, m.row_px, m.col_px) for m in mined)
     assert len(found) == 2 and all(image == 0 for image, _, _ in found)
     for (_, row, col), (r, c) in zip(found, sorted([(120, 300), (200, 200)]), strict=True):

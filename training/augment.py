@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from model.bundle import POLICY_NAMES
 from model.geometry import RECEPTIVE_FIELD_PX
 
 
@@ -46,18 +47,23 @@ class Policy:
     lab_transfer_p: float = 0.0
 
 
-POLICIES: dict[str, Policy] = {
-    "A": Policy(),
-    "B": Policy(
-        elastic_p=0.5,
-        hue_p=0.5,
-        hue_range_deg=(-60.0, 60.0),
-        colour_shift_p=0.5,
-        contrast_p=0.5,
-        gamma_p=0.5,
-    ),
-    "none": Policy(transpose_p=0, elastic_p=0, shift_p=0, zoom_p=0, hue_p=0, colour_shift_p=0, contrast_p=0),
-}
+POLICIES: dict[str, Policy] = dict(
+    zip(
+        POLICY_NAMES,
+        (
+            Policy(),
+            Policy(
+                elastic_p=0.5,
+                hue_p=0.5,
+                hue_range_deg=(-60.0, 60.0),
+                colour_shift_p=0.5,
+                contrast_p=0.5,
+                gamma_p=0.5,
+            ),
+        ),
+        strict=True,
+    )
+) | {"none": Policy(transpose_p=0, elastic_p=0, shift_p=0, zoom_p=0, hue_p=0, colour_shift_p=0, contrast_p=0)}
 
 
 def with_lab_transfer(policy: Policy, probability: float) -> Policy:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import tomllib
 
+from model.bundle import POLICY_NAMES
 from model.precision import PRECISIONS
-from training.data.sources import NEGATIVE_MIN_DISTANCE_UM
+from training.data.sources import NEGATIVE_MIN_DISTANCE_UM, TrainingData, load_training_data
 from training.data.split import VALIDATION_FRACTION
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -26,6 +27,13 @@ class DataSettings:
     min_distance_um: float = NEGATIVE_MIN_DISTANCE_UM  # grid sites this close to a mitotic figure are not negatives
     validation_fraction: float = VALIDATION_FRACTION
     split_seed: int = 0
+
+    def load(self, root: Path) -> TrainingData:
+        """The training data of `root` (the real offline folder or a MIDOG-format one) under these settings: the one
+        place the settings are handed to `training.data.sources.load_training_data`, so no caller drops one."""
+        return load_training_data(
+            root, self.grid_step_px, self.min_distance_um, self.validation_fraction, self.split_seed
+        )
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class EnrichmentSettings:
 
 @dataclass(frozen=True)
 class FinalSettings:
-    policies: tuple[str, ...] = ("A", "B")
+    policies: tuple[str, ...] = POLICY_NAMES
     iterations: int = 150_000
     init: str = "scratch"  # or "base"
     lr: float = 0.03

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model.architecture import architecture
+from model.bundle import POLICY_NAMES
 from model.plain import PlainP4ResNet
 from model.precision import autocast_dtype
 from training.augment import centre_windows
@@ -32,7 +33,7 @@ from training.data.sources import NegativeSites, TrainingData
 from training.train import BEST_MODEL, predict, train_model
 
 logger = logging.getLogger("training.hnm")
-BASE_POLICY = "A"
+BASE_POLICY = POLICY_NAMES[0]
 
 
 def score_sites(weights: Path, arch: str, data: TrainingData, sites: NegativeSites, chunk: int = 2048) -> np.ndarray:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from model import Detector
 from model.atomic_files import write_json_atomically
-from model.bundle import DEFAULT_BUNDLE_DIR, SCREEN_FILE, read_bundle, write_screen
+from model.bundle import DEFAULT_BUNDLE_DIR, POLICY_NAMES, SCREEN_FILE, read_bundle, write_screen
 from model.candidates import EnsembleDetections, ensemble_probability, name_mitotic_figures
 from model.cascade import PART_FITTED_TILES, PART_TILE_CELLS, cascade_points
 from model.dense import MirroredImage, covered_cells, probability_map
@@ -48,9 +48,11 @@ from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, s
 from model.spacing import DEFAULT_SPACING_MM
 from training.augment import POLICIES, colour_jitter
 from training.config import ScreenSettings, load_config
-from training.data.sources import SOURCE_PX, TrainingData, load_training_data
+from training.data.sources import SOURCE_PX, TrainingData
 
 logger = logging.getLogger("training.screen")
+COLOUR_POLICY = POLICIES[POLICY_NAMES[1]]
+"""The screen's crops are recoloured as policy B recolours the dense models' training windows."""
 PAGE_PX = 1024
 THRESHOLD_LADDER = np.concatenate([[0.0], np.geomspace(1e-4, 0.9, 60)])
 """Thresholds tried, from "everything passes" up: fine at the low end, where the survival rate changes fastest."""
@@ -175,7 +177,7 @@ def train_screen(
             batches.append(random_crops(positives, max(1, settings.batch_size // 4), settings.crop_cells, rng))
         loss = torch.zeros((), device=device)
         for crops, targets in batches:
-            rgb = colour_jitter(crops.permute(0, 3, 1, 2).float() / 255.0, POLICIES["B"], generator)
+            rgb = colour_jitter(crops.permute(0, 3, 1, 2).float() / 255.0, COLOUR_POLICY, generator)
             logits = network(rgb.to(device).contiguous(memory_format=torch.channels_last))[:, 0]
             targets = targets.to(device)
             valid = targets >= 0
@@ -217,7 +219,7 @@ def replay(detector: Detector, rgb: np.ndarray, screen_probability: np.ndarray, 
         def map_of(cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
             if cells is None:
                 return full[index], None
-            role = "AB"[index]
+            role = POLICY_NAMES[index]
             covered = covered_cells(cells, PART_TILE_CELLS[role], PART_FITTED_TILES[role])
             return np.where(covered, full[index], 0.0).astype(np.float32), covered
 
@@ -352,13 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
     config = load_config(args.config)
-    data = load_training_data(
-        args.data,
-        config.data.grid_step_px,
-        config.data.min_distance_um,
-        config.data.validation_fraction,
-        config.data.split_seed,
-    )
+    data = config.data.load(args.data)
     if args.rechoose_threshold:
         rechoose_threshold(args.bundle, data, config.screen, args.out)
     report = run_screen_stage(args.bundle, data, config.screen, args.out)

@@ -42,13 +42,14 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from model.architecture import architecture
+from model.bundle import POLICY_NAMES
 from model.p4resnet import P4ResNet
 from model.plain import PlainP4ResNet
 from model.precision import autocast, autocast_dtype
 from training.augment import POLICIES, augment_batch, centre_windows, with_lab_transfer
 from training.checkpoint import CHECKPOINT_FILE, Checkpoint, save_atomically
 from training.config import Config, TrainSettings, load_config
-from training.data.sources import NegativeSites, TrainingData, load_training_data, negative_sampler, positive_sampler
+from training.data.sources import NegativeSites, TrainingData, negative_sampler, positive_sampler
 from training.metrics_log import METRICS_FILE, MetricsLog
 from training.validation.field_validation import field_metrics, field_points
 from training.validation_metrics import patch_metrics
@@ -425,7 +426,7 @@ def train_model(
     data: TrainingData,
     settings: TrainSettings,
     out_dir: Path,
-    policy: str = "A",
+    policy: str = POLICY_NAMES[0],
     seed: int = 0,
     negatives: NegativeSites | None = None,
     init: Path | None = None,
@@ -514,7 +515,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
     parser.add_argument("--data", type=Path, required=True, help="MIDOG-format dataset folder or ../shared/data/real")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics, best weights)")
-    parser.add_argument("--policy", choices=sorted(POLICIES), default="A", help="augmentation policy (default: A)")
+    parser.add_argument(
+        "--policy", choices=sorted(POLICIES), default=POLICY_NAMES[0], help="augmentation policy (default: A)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
     parser.add_argument("--iterations", type=int, default=0, help="override the config's iterations (default: 0)")
     parser.add_argument(
@@ -531,13 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = config.train if not args.iterations else replace(config.train, iterations=args.iterations)
     distributed = Distributed.from_environment()
     training_autocast_dtype(distributed.device(), settings.precision)  # a wrong precision fails before the data loads
-    data = load_training_data(
-        args.data,
-        config.data.grid_step_px,
-        config.data.min_distance_um,
-        config.data.validation_fraction,
-        config.data.split_seed,
-    )
+    data = config.data.load(args.data)
     result = train_model(data, settings, args.out, args.policy, args.seed, init=args.init, distributed=distributed)
     if distributed.is_main:
         logger.info(

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from scipy.spatial import cKDTree
 
 from model.architecture import architecture
-from model.bundle import Bundle
+from model.bundle import POLICY_NAMES, Bundle
 from model.candidates import agree, local_maxima
 from model.dense import probability_map, window_scorer
 from model.plain import PlainP4ResNet
@@ -89,7 +89,8 @@ def agreed_candidates(models: dict[str, torch.nn.Module], rgb: np.ndarray, spaci
     maps = {p: probability_map(rgb, window_scorer(net, device, dtype), device) for p, net in models.items()}
     min_distance_px = px_from_um(Bundle.candidate_min_distance_um, spacing)
     candidates = {p: local_maxima(m, min_distance_px, Bundle.candidate_floor) for p, m in maps.items()}
-    merged = agree(candidates["A"], candidates["B"], maps["B"], px_from_um(Bundle.agreement_radius_um, spacing))
+    first, second = POLICY_NAMES
+    merged = agree(candidates[first], candidates[second], maps[second], px_from_um(Bundle.agreement_radius_um, spacing))
     return merged.xy_px[merged.agreed], merged.probability[merged.agreed]
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model.bundle import POLICY_NAMES
 from model.candidates import EnsembleDetections
 from model.matching import MATCH_RADIUS_UM, greedy_match
 from model.spacing import DEFAULT_SPACING_MM
@@ -179,7 +180,7 @@ def mined_candidates(detector, root: Path) -> CandidateSet:
         if keep.any():
             padded = np.pad(rgb, ((half, half), (half, half), (0, 0)), mode="reflect")
             crops = np.stack([padded[r : r + SOURCE_PX, c : c + SOURCE_PX] for r, c in rc[keep]])
-            networks = dict(zip("AB", detector.networks, strict=True))
+            networks = dict(zip(POLICY_NAMES, detector.networks, strict=True))
             lowest = view_agreement(networks, centre_windows(torch.from_numpy(crops)))
             keep[np.flatnonzero(keep)] = lowest >= MINED_THRESHOLD
         per_image.append((points.subset(keep), np.ones(int(keep.sum()), dtype=np.int8)))

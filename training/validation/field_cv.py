@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from model.architecture import architecture
 from model.atomic_files import write_json_atomically
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_networks, read_bundle, write_bundle
+from model.bundle import DEFAULT_BUNDLE_DIR, POLICY_NAMES, Bundle, load_networks, read_bundle, write_bundle
 from model.precision import autocast_dtype
 from training.augment import centre_windows
 from training.config import TrainSettings
@@ -59,7 +59,7 @@ from training.data.sources import (
     from_real,
     midesec_validation_names,
 )
-from training.hnm import score_sites
+from training.hnm import BASE_POLICY, score_sites
 from training.train import BEST_MODEL, predict, snapshot_path, train_model
 from training.unlabeled_mining import (
     MinedPositive,
@@ -75,7 +75,6 @@ logger = logging.getLogger("training.validation.field_cv")
 
 START_COMMIT = "74eb21b"
 """The last shipped bundle trained without any MiDeSeC field (cpu-small, November 2026): a start every fold may use."""
-POLICIES = ("A", "B")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def start_weights(out: Path, commit: str = START_COMMIT) -> dict[str, Path]:
     folder = out / "start"
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for policy in POLICIES:
+    for policy in POLICY_NAMES:
         path = folder / f"policy_{policy.lower()}.safetensors"
         if not path.is_file():
             blob = subprocess.run(
@@ -161,7 +160,7 @@ def cached_scores(data: TrainingData, weights: Path, arch: str, cache: Path) -> 
 def suspect_cut(data: TrainingData, weights: Path, arch: str, quantile: float) -> float:
     """Score above which a site of an unlabeled image may be an unannotated mitosis: the start model's `quantile` of
     the validation positives."""
-    net = load_models({"A": weights}, arch)["A"]
+    net = load_models({BASE_POLICY: weights}, arch)[BASE_POLICY]
     dtype = autocast_dtype(torch.device("cpu"))
     probability = torch.softmax(predict(net, centre_windows(torch.from_numpy(data.positives_val)), dtype), 1)[:, 1]
     return float(np.quantile(probability.numpy(), quantile))
@@ -194,8 +193,8 @@ def train_fold(
 
 
 def training_negatives(data: TrainingData, settings: CvSettings, start: dict[str, Path], cache: Path) -> NegativeSites:
-    scores = cached_scores(data, start["A"], settings.architecture, cache)
-    cut = suspect_cut(data, start["A"], settings.architecture, settings.suspect_positive_quantile)
+    scores = cached_scores(data, start[BASE_POLICY], settings.architecture, cache)
+    cut = suspect_cut(data, start[BASE_POLICY], settings.architecture, settings.suspect_positive_quantile)
     return fold_negatives(data, scores, settings.k, cut, settings.border_negatives)
 
 
@@ -220,7 +219,7 @@ def train_pair(
         snapshots=True,
     )
     runs = {}
-    for policy in POLICIES:
+    for policy in POLICY_NAMES:
         runs[policy] = folder / policy
         train_model(
             data, train, runs[policy], policy, settings.seed, negatives, init[policy], f"{folder.name} {policy}"
@@ -244,7 +243,7 @@ def run_fold(
     data = from_real(root, settings.grid_step_px, settings.min_distance_um, held_out_fields=names)
     runs = train_fold(data, settings, folder, start, out / "start_scores.npz")
     checkpoints = {0: start} | {
-        it: {p: snapshot_path(runs[p], it) for p in POLICIES} for it in snapshot_iterations(settings)
+        it: {p: snapshot_path(runs[p], it) for p in POLICY_NAMES} for it in snapshot_iterations(settings)
     }
     fields = held_out_points(data, fold, checkpoints, settings.architecture)
     write_json_atomically([f.to_json() for f in fields], result)
@@ -283,7 +282,7 @@ def mined_arm_data(
 ) -> tuple[NegativeSites, int]:
     """Mine the unlabeled images with the pair trained in `folder` (its last snapshot) and add the mitoses to `data`
     (in place); returns the negatives less the sites near them, and how many were mined (kept in mined.json)."""
-    weights = {p: snapshot_path(folder / p, settings.iterations) for p in POLICIES}
+    weights = {p: snapshot_path(folder / p, settings.iterations) for p in POLICY_NAMES}
     record = folder / "mined.json"
     if record.is_file():
         keys = MinedPositive.__dataclass_fields__
@@ -312,13 +311,13 @@ def run_mining_arms(
         return json.loads(result.read_text())
     data = from_real(root, settings.grid_step_px, settings.min_distance_um, held_out_fields=names)
     negatives = training_negatives(data, settings, start, out / "start_scores.npz")
-    init = {p: folder / p / BEST_MODEL for p in POLICIES}  # snapshot runs keep their last weights as "best"
+    init = {p: folder / p / BEST_MODEL for p in POLICY_NAMES}  # snapshot runs keep their last weights as "best"
     off = train_pair(data, settings, negatives, folder / "mining_off", init, mining.iterations, mining.iterations)
     negatives_on, count = mined_arm_data(data, settings, mining, folder, negatives)
     on = train_pair(data, settings, negatives_on, folder / "mining_on", init, mining.iterations, mining.iterations)
     arms = {"mined": count}
     for arm, runs in (("off", off), ("on", on)):
-        checkpoints = {0: {p: snapshot_path(runs[p], mining.iterations) for p in POLICIES}}
+        checkpoints = {0: {p: snapshot_path(runs[p], mining.iterations) for p in POLICY_NAMES}}
         arms[arm] = [f.to_json() for f in held_out_points(data, fold, checkpoints, settings.architecture)]
     write_json_atomically(arms, result)
     return arms
@@ -371,7 +370,7 @@ def final_bundle(
     threshold = report["pooled_best_per_checkpoint"][str(iteration)]["threshold"]
     data = from_real(root, settings.grid_step_px, settings.min_distance_um, held_out_fields=())
     runs = train_fold(data, settings, out / "all_fields", start, out / "start_scores.npz")
-    state_dicts = {p: load_file(str(snapshot_path(runs[p], iteration))) for p in POLICIES}
+    state_dicts = {p: load_file(str(snapshot_path(runs[p], iteration))) for p in POLICY_NAMES}
     bundle_dir = out / "bundle"
     bundle = Bundle(architecture=architecture(settings.architecture), models=[], threshold=float(threshold))
     previous = read_bundle(screen_from)

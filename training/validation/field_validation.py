@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from evaluation.metrics import Counts, average_precision, best_threshold, detection_counts, f1_by_threshold
 from model import Detector
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle
+from model.bundle import DEFAULT_BUNDLE_DIR, POLICY_NAMES, Bundle
 from model.candidates import local_maxima
 from model.dense import probability_map, window_scorer
 from model.geometry import BORDER_STRIP_PX
@@ -47,7 +47,7 @@ from training.data.sources import (
 from training.figures import draw_field
 from training.validation.cv_report import OutOfFoldField, field_counts, summarise
 
-VARIANTS = ("A", "B", "ensemble")
+VARIANTS = (*POLICY_NAMES, "ensemble")
 SCREENED = "screened"
 """The ensemble through the bundle's screen (the default path of `process.py`); the others are exact dense maps."""
 NOISE_SIDE_PX = 1000
@@ -119,8 +119,8 @@ def variant_points(detector: Detector, rgb: np.ndarray, spacing: tuple[float, fl
     as `process.py` computes it by default (screen on)."""
     candidates_a, candidates_b, merged = detector.candidates(rgb, spacing, full_maps=True)
     points = {
-        "A": (candidates_a.xy_px, candidates_a.probability),
-        "B": (candidates_b.xy_px, candidates_b.probability),
+        POLICY_NAMES[0]: (candidates_a.xy_px, candidates_a.probability),
+        POLICY_NAMES[1]: (candidates_b.xy_px, candidates_b.probability),
         "ensemble": (merged.xy_px[merged.agreed], merged.probability[merged.agreed]),
     }
     if detector.screen is not None:
@@ -189,7 +189,7 @@ def measure_bundle(bundle_dir: Path, root: Path, out: Path | None = None, negati
             found = {t for t, _ in greedy_match(field.mitoses_xy_px, named, radius_px)}
             missed = np.array([i not in found for i in range(len(field.mitoses_xy_px))], dtype=bool)
             draw_field(rgb, named, field.mitoses_xy_px, missed, radius_px, out / f"overlay_{field.path.stem}.png")
-    report: dict = {"bundle": str(bundle_dir), "fields": len(per_variant["A"]["targets"]), "variants": {}}
+    report: dict = {"bundle": str(bundle_dir), "fields": len(per_variant["ensemble"]["targets"]), "variants": {}}
     for name, gathered in per_variant.items():
         counts = Counts()
         for targets, xy, p in zip(gathered["targets"], gathered["xy"], gathered["p"], strict=True):
