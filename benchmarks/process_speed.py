@@ -443,7 +443,8 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line; `--stages-json` is the hidden switch of the stage-timing child."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument(
         "--image",
@@ -469,9 +470,55 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--stages-json", type=Path, default=None, help=argparse.SUPPRESS)  # the stage-timing child
-    args = parser.parse_args()
+    return parser
 
-    if args.stages_json is not None:
+
+def end_to_end_runs(
+    args: argparse.Namespace, input_dir: Path, scratch: Path
+) -> tuple[EndToEnd, EndToEnd | None, EndToEnd | None]:
+    """`process.py` on the image `--repeats` times: the working tree, its exact path (`--exact-too`) and the
+    `--compare` commit, interleaved so that load from elsewhere falls on all alike. Returns (current, exact, old)."""
+
+    def run(repo: Path, name: str, exact: bool = False) -> ChildRun:
+        return run_process(
+            repo, input_dir, scratch / name, args.threads, args.bundle, args.precision, args.device, exact=exact
+        )
+
+    head = git("rev-parse", "--short", "HEAD").strip()
+    current_runs: list[ChildRun] = []
+    exact_runs: list[ChildRun] = []
+    old_runs: list[ChildRun] = []
+    with worktree(args.compare) if args.compare else contextlib.nullcontext((None, None)) as (old_repo, short):
+        for _ in range(args.repeats):
+            current_runs.append(run(REPO, "new.json"))
+            if args.exact_too:
+                exact_runs.append(run(REPO, "exact.json", exact=True))
+            if old_repo is not None:
+                old_runs.append(run(old_repo, "old.json"))
+        current = summarise_runs(f"working tree (HEAD {head})", current_runs, scratch / "new.json")
+        exact = (
+            summarise_runs(f"working tree (HEAD {head}), --no-screen", exact_runs, scratch / "exact.json")
+            if exact_runs
+            else None
+        )
+        old = summarise_runs(f"{args.compare} ({short})", old_runs, scratch / "old.json") if old_runs else None
+    return current, exact, old
+
+
+def input_image(args: argparse.Namespace, input_dir: Path) -> Path:
+    """The image in `input_dir` as `process.py` finds it: `--image` linked in, or the `--region` image written."""
+    if args.image:
+        image = input_dir / f"001{args.image.suffix.lower()}"
+        os.symlink(args.image.resolve(), image)
+    else:
+        image = input_dir / "001.tiff"
+        write_region_image(args.region, image)
+    return image
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
+    if args.stages_json is not None:  # the stage-timing child
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", args.threads)))
@@ -483,56 +530,8 @@ def main() -> None:
         scratch = Path(work)
         input_dir = scratch / "input"
         input_dir.mkdir()
-        if args.image:
-            image = input_dir / f"001{args.image.suffix.lower()}"
-            os.symlink(args.image.resolve(), image)
-        else:
-            image = input_dir / "001.tiff"
-            write_region_image(args.region, image)
-        stages = run_stages_child(image, args, scratch)
-        head = git("rev-parse", "--short", "HEAD").strip()
-        current_runs: list[ChildRun] = []
-        exact_runs: list[ChildRun] = []
-        old_runs: list[ChildRun] = []
-        with worktree(args.compare) if args.compare else contextlib.nullcontext((None, None)) as (old_repo, short):
-            for _ in range(args.repeats):  # interleaved, so that load from elsewhere falls on both alike
-                current_runs.append(
-                    run_process(
-                        REPO, input_dir, scratch / "new.json", args.threads, args.bundle, args.precision, args.device
-                    )
-                )
-                if args.exact_too:
-                    exact_runs.append(
-                        run_process(
-                            REPO,
-                            input_dir,
-                            scratch / "exact.json",
-                            args.threads,
-                            args.bundle,
-                            args.precision,
-                            args.device,
-                            exact=True,
-                        )
-                    )
-                if old_repo is not None:
-                    old_runs.append(
-                        run_process(
-                            old_repo,
-                            input_dir,
-                            scratch / "old.json",
-                            args.threads,
-                            args.bundle,
-                            args.precision,
-                            args.device,
-                        )
-                    )
-            current = summarise_runs(f"working tree (HEAD {head})", current_runs, scratch / "new.json")
-            exact = (
-                summarise_runs(f"working tree (HEAD {head}), --no-screen", exact_runs, scratch / "exact.json")
-                if exact_runs
-                else None
-            )
-            old = summarise_runs(f"{args.compare} ({short})", old_runs, scratch / "old.json") if old_runs else None
+        stages = run_stages_child(input_image(args, input_dir), args, scratch)
+        current, exact, old = end_to_end_runs(args, input_dir, scratch)
     result = {
         "image": str(args.image or (f"{args.region} region" if args.region == "tissue" else DEFAULT_SOURCE)),
         "cpu": cpu_model(),
