@@ -213,18 +213,32 @@ def with_neighbourhood(points: EnsembleDetections, map_a: np.ndarray, map_b: np.
     return replace(points, neighbourhood=np.column_stack(means))
 
 
-def name_mitotic_figures(points: EnsembleDetections, threshold: float, image_rgb: np.ndarray) -> np.ndarray:
-    """The naming rule, in one place: a point is a mitotic figure when both models agree on it, its ensemble
-    probability is at least the bundle's `threshold`, and its window looks like a micrograph
-    (`model.plausibility`: a 70-layer classifier names noise confidently). `image_rgb` is the image the points'
-    `xy_px` refer to."""
-    return only_micrographs(points.agreed & (points.probability >= threshold), image_rgb, points.xy_px)
+Original = tuple[np.ndarray, np.ndarray]
+"""(original image, the points on its pixels) of an image the detector upsampled to the networks' pixel size."""
 
 
-def only_micrographs(named: np.ndarray, image_rgb: np.ndarray, xy_px: np.ndarray) -> np.ndarray:
-    """`named` less the points whose window does not look like a micrograph (`model.plausibility`), for either
-    naming rule (the dense nets' or the verifier's)."""
+def name_mitotic_figures(
+    points: EnsembleDetections, threshold: float, image_rgb: np.ndarray, original: Original | None = None
+) -> np.ndarray:
+    """The dense nets' naming rule, in one place: a point is a mitotic figure when both models agree on it, its
+    ensemble probability is at least the bundle's `threshold`, and its window looks like a micrograph
+    (`only_micrographs`). `image_rgb` is the image the points' `xy_px` refer to."""
+    return only_micrographs(points.agreed & (points.probability >= threshold), image_rgb, points.xy_px, original)
+
+
+def only_micrographs(
+    named: np.ndarray, image_rgb: np.ndarray, xy_px: np.ndarray, original: Original | None = None
+) -> np.ndarray:
+    """`named` less the points whose window does not look like a micrograph (`model.plausibility`: a 70-layer
+    classifier names noise confidently), for either naming rule (the dense nets' or the verifier's).
+
+    `original`: when the image was upsampled (`model.resample`), the guard is asked on the original pixels as well,
+    because interpolation makes noise as smooth as a micrograph (docs/how-it-works.md, "Other pixel sizes").
+    """
     named = np.array(named, dtype=bool)
     if named.any():  # the guard reads pixels: only where it can change a name
         named[named] = looks_like_micrograph(image_rgb, xy_px[named])
+    if original is not None and named.any():
+        original_rgb, original_xy_px = original
+        named[named] = looks_like_micrograph(original_rgb, original_xy_px[named])
     return named

@@ -41,7 +41,7 @@ from model.dense import DEFAULT_TILE_CELLS, probability_map, window_scorer
 from model.geometry import OUTPUT_STRIDE_PX, RECEPTIVE_FIELD_PX, map_shape
 from model.plain import PlainP4ResNet
 from model.precision import autocast_dtype, pick_device
-from model.resample import detect_at_model_spacing
+from model.resample import AtModelSpacing, to_model_spacing
 from model.screen import p4_cells_passing, screen_cells_off_glass, screen_map
 
 
@@ -115,26 +115,28 @@ class Detector:
                 f"{spacing.DEFAULT_SPACING_MM * 1000:g} um/px) is smaller than the {RECEPTIVE_FIELD_PX} px "
                 "receptive field"
             )
-        return detect_at_model_spacing(self._detect_native, image_rgb, spacing_mm, origin_mm, progress, source)
+        at_model = to_model_spacing(image_rgb, spacing_mm, origin_mm, source)
+        return self._detect_at_model_spacing(at_model, image_rgb, progress)
 
-    def _detect_native(
-        self, image_rgb: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float], progress: bool
-    ) -> Detections:
-        """`detect` on an image already at the networks' pixel size."""
-        merged = self.candidates(image_rgb, spacing_mm, progress)[2]
+    def _detect_at_model_spacing(self, at_model: AtModelSpacing, image_rgb: np.ndarray, progress: bool) -> Detections:
+        """`detect` on the image at the networks' pixel size (`at_model`); the points mapped back to `image_rgb`."""
+        merged = self.candidates(at_model.image_rgb, at_model.spacing_mm, progress)[2]
         merged = merged.subset(merged.probability >= self.bundle.candidate_floor)
-        if self.verifier is None:
-            probability = merged.probability
-            is_mitosis = name_mitotic_figures(merged, self.bundle.threshold, image_rgb)
-        else:  # every candidate re-judged; strongest first
-            probability = self.verifier.probability(image_rgb, merged)
+        probability = merged.probability
+        if self.verifier is not None:  # every candidate re-judged; strongest first
+            probability = self.verifier.probability(at_model.image_rgb, merged)
             order = np.argsort(-probability, kind="stable")
             merged, probability = merged.subset(order), probability[order]
-            named = self.verifier.names(probability, merged.xy_px, image_rgb.shape[:2])
-            is_mitosis = only_micrographs(named, image_rgb, merged.xy_px)
+        xy_px = at_model.original_px(merged.xy_px)
+        original = (image_rgb, xy_px) if at_model.upsampled else None
+        if self.verifier is None:
+            is_mitosis = name_mitotic_figures(merged, self.bundle.threshold, at_model.image_rgb, original)
+        else:
+            named = self.verifier.names(probability, merged.xy_px, at_model.image_rgb.shape[:2])
+            is_mitosis = only_micrographs(named, at_model.image_rgb, merged.xy_px, original)
         return Detections(
-            xy_px=merged.xy_px,
-            xy_mm=spacing.mm_from_px(merged.xy_px, spacing_mm, origin_mm),
+            xy_px=xy_px,
+            xy_mm=spacing.mm_from_px(merged.xy_px, at_model.spacing_mm, at_model.origin_mm),
             probability=probability,
             agreed=merged.agreed,
             is_mitosis=is_mitosis,
@@ -158,8 +160,8 @@ class Detector:
     def screen_passing(self, image_rgb: np.ndarray) -> np.ndarray | None:
         """P4 cells the screen passes (owned by screen cells at or above the bundle's screen threshold), or None
         when more than `cascade.FULL_MAP_SHARE` of the image is off glass: on tissue the screen passes nearly
-        every cell (all of them on the tissue region of `benchmarks/tissue_region.py`), so A would score its whole
-        map anyway and the screen would only add its own time (docs/performance.md)."""
+        every cell, so A would score its whole map anyway and the screen would only add its own time
+        (docs/performance.md)."""
         off_glass = screen_cells_off_glass(image_rgb)
         if off_glass.mean() > cascade.FULL_MAP_SHARE:
             return None

@@ -4,8 +4,8 @@ The networks learned mitotic figures at 0.25 um/px (`model.spacing.DEFAULT_SPACI
 `model.spacing.SPACING_TOLERANCE` away is resampled to that spacing (bilinear, Gaussian anti-aliasing when it
 shrinks, each axis on its own so anisotropic pixels come out square), detected, and every point is mapped back to the
 original pixel grid; its millimetre coordinates are exact because the resampled grid covers the same physical extent.
-After upsampling, the micrograph guard of `model.plausibility` is also applied on the original pixels (interpolation
-makes noise look smooth).
+This module only resamples and maps points back: naming is the detector's (`model.candidates`), which also asks the
+micrograph guard on the original pixels after upsampling (`AtModelSpacing.upsampled`).
 
 Grid: pixel i of an axis of n pixels covers [i - 0.5, i + 0.5] (its centre is index i, as in `model.geometry`), so the
 image spans n * spacing mm. Resampled to m pixels over the same extent, pixel j's centre sits at original index
@@ -18,20 +18,14 @@ original; dense inference then runs tile by tile as on any image.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from model import spacing
-from model.plausibility import looks_like_micrograph
-
-DetectNative = Callable[[np.ndarray, Sequence[float], Sequence[float], bool], Any]
-"""(image_rgb at the networks' spacing, spacing_mm, origin_mm, progress) -> detections with `xy_px` and
-`is_mitosis` (`model.detector.Detections`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -65,23 +59,41 @@ def original_px(resampled_xy_px: np.ndarray, scale_xy: Sequence[float]) -> np.nd
     return (np.asarray(resampled_xy_px, dtype=np.float64).reshape(-1, 2) + 0.5) * scale - 0.5
 
 
-def detect_at_model_spacing(
-    detect_native: DetectNative,
+@dataclass(frozen=True)
+class AtModelSpacing:
+    """An image as the networks see it: at their pixel size, with the spacing and origin of that grid."""
+
+    image_rgb: np.ndarray
+    """The input itself when its pixel size is within tolerance, else its resampled copy."""
+    spacing_mm: tuple[float, float]
+    origin_mm: tuple[float, float]
+    scale_xy: tuple[float, float] | None = None
+    """Original pixels per resampled pixel, per axis; None when the input was not resampled."""
+
+    @property
+    def upsampled(self) -> bool:
+        """Whether interpolation made pixels along some axis (noise then looks as smooth as a micrograph)."""
+        return self.scale_xy is not None and any(scale < 1 for scale in self.scale_xy)
+
+    def original_px(self, xy_px: np.ndarray) -> np.ndarray:
+        """Points on this grid -> on the input's pixel grid (the points themselves when it was not resampled)."""
+        return xy_px if self.scale_xy is None else original_px(xy_px, self.scale_xy)
+
+
+def to_model_spacing(
     image_rgb: np.ndarray,
     spacing_mm: Sequence[float],
     origin_mm: Sequence[float] = (0.0, 0.0),
-    progress: bool = False,
     source: str = "image",
-) -> Any:
-    """`detect_native(image, spacing_mm, origin_mm, progress)` (a detection at the networks' own pixel size:
-    `model.detector.Detector`) on the image at the networks' spacing; points in original pixels and exact mm.
+) -> AtModelSpacing:
+    """The image at the networks' spacing, with that grid's spacing and origin.
 
-    Images within `SPACING_TOLERANCE` of 0.25 um/px go to the detector untouched; others are resampled (one INFO
-    line) and the returned detections' `xy_px` are mapped back to the original grid (`xy_mm` is exact either way).
+    Images within `SPACING_TOLERANCE` of 0.25 um/px pass untouched; others are resampled (one INFO line), and the
+    grid's spacing and origin keep millimetre coordinates exact (module docstring).
     """
     height_px, width_px = image_rgb.shape[:2]
     if not spacing.needs_resampling(spacing_mm):
-        return detect_native(image_rgb, spacing_mm, origin_mm, progress)
+        return AtModelSpacing(image_rgb, tuple(spacing_mm), tuple(origin_mm))
     new_width_px, new_height_px = spacing.model_size_px(width_px, height_px, spacing_mm)
     logger.info(
         "%s: %s differs from the model's %s by more than %d%%: resampled %dx%d -> %dx%d px (%.0f MB) for detection",
@@ -102,13 +114,4 @@ def detect_at_model_spacing(
         for o, s, sr in zip(origin_mm[:2], spacing_mm[:2], resampled_spacing_mm, strict=True)
     )
     resampled = resample_rgb(image_rgb, (new_width_px, new_height_px))
-    detections = detect_native(resampled, resampled_spacing_mm, resampled_origin_mm, progress)
-    del resampled
-    xy_px = original_px(detections.xy_px, scale_xy)
-    is_mitosis = detections.is_mitosis
-    if any(scale < 1 for scale in scale_xy):
-        # Upsampling smooths: noise at 0.5 um/px has the roughness of a micrograph once interpolated (0.54 against
-        # 1.13), so `model.plausibility`'s guard is also asked on the original pixels, where real H&E stays below
-        # its limit at 0.5 and 1 um/px (0.64 and 0.72 at most in 640 windows of real tiles and fields, 0.79 at 2).
-        is_mitosis = is_mitosis & looks_like_micrograph(image_rgb, xy_px)
-    return dataclasses.replace(detections, xy_px=xy_px, is_mitosis=is_mitosis)
+    return AtModelSpacing(resampled, resampled_spacing_mm, resampled_origin_mm, scale_xy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -13,11 +14,20 @@ from test_process import tissue_like, validate_schema
 
 import process
 from model import Detections, spacing
+from model.candidates import only_micrographs
 from model.image_io import InputImageError, read_header
-from model.resample import detect_at_model_spacing, original_px, resample_rgb
+from model.resample import original_px, resample_rgb, to_model_spacing
 
 MODEL_UM = spacing.DEFAULT_SPACING_MM * 1000
 DISC_RADIUS_UM = 5.0
+
+
+def detect_at_model_spacing(detect, image_rgb, spacing_mm, origin_mm=(0.0, 0.0), source="image") -> Detections:
+    """`detect` on the image at the networks' pixel size, its points mapped back to the image's pixels: what
+    `Detector.detect` does around its own detection."""
+    at_model = to_model_spacing(image_rgb, spacing_mm, origin_mm, source)
+    found = detect(at_model.image_rgb, at_model.spacing_mm, at_model.origin_mm)
+    return dataclasses.replace(found, xy_px=at_model.original_px(found.xy_px))
 
 
 def test_tolerance_and_model_size():
@@ -164,30 +174,25 @@ def test_unusable_resolutions_are_refused(tmp_path, spacing_xy_um, size_px, mess
         read_header(path)
 
 
-class NamesEverything:
-    """A detector that names a mitotic figure every 40 px wherever its own micrograph guard lets it (the random
-    networks extrapolate like this on noise)."""
-
-    def detect(self, image_rgb, spacing_mm, origin_mm=(0.0, 0.0), progress=False) -> Detections:
-        from model.plausibility import looks_like_micrograph
-
-        rows, cols = np.mgrid[39 : image_rgb.shape[0] - 39 : 40, 39 : image_rgb.shape[1] - 39 : 40]
-        xy_px = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(float)
-        named = looks_like_micrograph(image_rgb, xy_px)
-        return Detections(xy_px, spacing.mm_from_px(xy_px, spacing_mm, origin_mm), np.ones(len(xy_px)), named, named)
-
-
 def test_noise_is_not_named_after_upsampling():
     """Interpolated noise is as smooth as a micrograph; the guard is therefore also asked on the original pixels."""
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
-    assert not NamesEverything().detect(noise, (0.00025, 0.00025)).is_mitosis.any()  # native: the guard works
-    upsampled = resample_rgb(noise, (400, 400))
-    assert NamesEverything().detect(upsampled, (0.00025, 0.00025)).is_mitosis.all()  # the hole being closed
-    found = detect_at_model_spacing(NamesEverything().detect, noise, (0.0005, 0.0005))
-    assert len(found.xy_px) and not found.is_mitosis.any()
+
+    def guarded(image_rgb, spacing_mm):
+        """Points every 40 px, all named by the rule, then through the micrograph guard as the detector applies it."""
+        at_model = to_model_spacing(image_rgb, spacing_mm)
+        rows, cols = np.mgrid[39 : at_model.image_rgb.shape[0] - 39 : 40, 39 : at_model.image_rgb.shape[1] - 39 : 40]
+        xy_px = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(float)
+        original = (image_rgb, at_model.original_px(xy_px)) if at_model.upsampled else None
+        return only_micrographs(np.ones(len(xy_px), dtype=bool), at_model.image_rgb, xy_px, original)
+
+    assert not guarded(noise, (0.00025, 0.00025)).any()  # native: the guard works
+    assert guarded(resample_rgb(noise, (400, 400)), (0.00025, 0.00025)).all()  # the hole being closed
+    named = guarded(noise, (0.0005, 0.0005))
+    assert len(named) and not named.any()
     fine, _ = field_with_discs()
     tissue_like_field, _ = block_mean(fine, 4, 4)  # smooth content at 0.5 um/px keeps its names
-    assert detect_at_model_spacing(NamesEverything().detect, tissue_like_field, (0.0005, 0.0005)).is_mitosis.all()
+    assert guarded(tissue_like_field, (0.0005, 0.0005)).all()
 
 
 def test_detect_resamples_like_process(tmp_path, random_bundle_dir):
