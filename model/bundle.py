@@ -57,8 +57,8 @@ class Bundle:
     agreement_radius_um: float = MATCH_RADIUS_UM
     candidate_min_distance_um: float = 6.0
     candidate_floor: float = 0.25
-    """Lowest ensemble probability written: no held-out field mitosis scored below 0.31, the fields' AP is the same
-    for any floor up to 0.3, and the higher the floor the fewer windows the cascade scores (`model.cascade`)."""
+    """Lowest ensemble probability written: low enough that AP sees every real mitosis's rank, high enough that the
+    cascade scores few windows (`model.cascade`; how it was chosen: docs/how-it-works.md, "The candidate floor")."""
     screen: ScreenEntry | None = None
     verifier: VerifierEntry | None = None
     """The second stage (`model.verifier`): when present, it gives every point its probability and the naming."""

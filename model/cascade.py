@@ -85,18 +85,18 @@ def cells_for_model_b(
 
 PART_TILE_CELLS = {"A": 24, "B": 12}
 """Map cells per tile side where only part of a map is scored (the cascade), per model: A's cells come in patches
-(262 px tiles), B's are scattered squares around A's candidates (166 px tiles); the sizes were measured
-(docs/performance.md, "Tile and batch settings")."""
+(262 px tiles), B's are scattered squares around A's candidates (166 px tiles): each model's size is the fastest
+for its pattern (docs/performance.md, "Tile and batch settings")."""
 PART_FITTED_TILES = {"A": False, "B": True}
 """Tiles fitted to the wanted cells (`model.dense.tiles_holding`) or the fixed grid's tiles holding them. B's
 output is exact whatever B scores beyond its wanted cells (module docstring), so B takes the cheaper fitted tiles.
 A keeps the fixed grid: which of A's candidates are trusted depends on every cell A scored, and the screen's
-threshold was chosen with the grid's cells (fitted tiles made A slower overall: docs/performance.md)."""
+threshold was chosen with the grid's cells (docs/performance.md, "Tile and batch settings")."""
 FULL_MAP_SHARE = 0.5
 """When the tiles holding a model's wanted cells would cover more than this share of its map, it scores the whole
 map instead, in the full map's larger tiles: on tissue B's tiles cover most of the image, and scattered small tiles
-cost about twice as much per window as the full map's (docs/performance.md). The points stay exact: a full map
-computes every cell a partial one would."""
+cost more per window than the full map's (docs/performance.md, "Tile and batch settings"). The points stay exact: a
+full map computes every cell a partial one would."""
 PART_BATCH_TILES = {"A": 4, "B": 16}
 """Tiles of that size scored per forward call (16 per call on a GPU)."""
 CUDA_TILE_CELLS = 128

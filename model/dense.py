@@ -92,8 +92,7 @@ def tiles_holding(
     wanted cells gets its own grid of tiles laid from the group's top-left corner, and each of its tiles that holds a
     cell of the group shrinks to those cells (sides rounded up, `_fitted_tile`). A tile's input is its side plus the
     receptive field, so the fixed grid, which cuts small groups in up to four pieces and scores whole tiles around a
-    few cells, scores far more (model B's squares around A's candidates on the benchmark's MIDOG tile: 11.9% of the
-    windows with the fixed grid, 6.4% fitted, `benchmarks/process_speed.py`).
+    few cells, scores far more (docs/performance.md, "Tile and batch settings").
     Fitted tiles of different groups may overlap; a cell's value does not depend on the tile that scores it (up to
     floating-point summation order).
     """

@@ -30,15 +30,13 @@ SPACING_TOLERANCE: float = 0.10
 
 The training images themselves span 0.23-0.25 um/px (MIDOG scanners), and the training's zoom augmentation covers
 -10% .. +20%, so the networks have seen mitotic figures at every scale within 10% of 0.25 um/px. Further away (a 20x
-scan at 0.5 um/px shows a figure at half the size the networks learned; issue 12 measured 17 mitoses where the 40x
-version of the same field gives 104) the image is resampled instead."""
+scan at 0.5 um/px shows a figure at half the size the networks learned, and the networks then miss most of them:
+docs/how-it-works.md, "Other pixel sizes") the image is resampled instead."""
 
 USABLE_SPACING_MM: tuple[float, float] = (0.0001, 0.00075)
 """0.1 .. 0.75 um/px: the resolutions the detector accepts (resampling to 0.25 um/px between them).
 
-Measured (`python -m benchmarks.resolution_limit --data ../shared/data/real`, the 10 MiDeSeC fields the shipped
-bundle never saw, scanned again at coarser pixel sizes; docs/performance.md): recall 0.77 at 0.25 um/px, 0.54 at 0.5
-(a 20x scan), 0.49 at 0.75, then 0.31 at 1, 0.20 at 1.25, 0.03 at 1.5 and 0 at 2 um/px. Beyond 0.75 um/px the
+Recall falls with the pixel size (measured: docs/inputs-and-errors.md, "Resolution"). Beyond 0.75 um/px the
 chromatin pattern that tells a mitotic figure (5-10 um) from a nucleus is no longer in the image, and upsampling
 cannot put it back: the detector would return an empty or near-empty answer that looks like a low count. Below 0.1
 um/px is finer than any brightfield objective resolves (about 0.25 um at 40x / NA 0.75, 0.2 um with a 100x oil
