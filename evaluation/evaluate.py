@@ -21,7 +21,7 @@ Usage: `python -m evaluation.evaluate --predictions DIR --ground-truth GT [--rep
   probability, recall and mean false positives per image at each (same greedy matching), recall interpolated at 50
   false-positive rates in [0, 8] and integrated (0..8).
 - Everything overall, per tumour type (2025: tumour domain) and, for 2025 ground truth, per ROI type;
-  `Evaluation.leaderboard` repeats the numbers under the 2025 platform's own names and arithmetic.
+  `Evaluation.scores.leaderboard` repeats the numbers under the 2025 platform's own names and arithmetic.
 
 With 2025 ground truth the 2025 input rules apply: a point without a name, or with a coordinate below -7.5 um, is an
 error as well. Bad input fails with a one-line message and exit code 1 rather than a traceback or, worse, a plausible
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.inputs import (
@@ -47,6 +48,7 @@ from evaluation.inputs import (
     PLATFORM_JOBS_FILE,
     ROI_TYPES,
     EvaluationInputError,
+    GroundTruthImage,
     ImagePredictions,
     check_scorable,
     check_spacing_um,
@@ -57,6 +59,7 @@ from evaluation.inputs import (
 from evaluation.metrics import (
     Counts,
     FrocCurve,
+    ImageMatches,
     PrecisionRecall,
     best_threshold,
     detection_counts,
@@ -67,7 +70,7 @@ from evaluation.metrics import (
     precision_recall,
 )
 from evaluation.report import ReportError, check_report_destination, format_value, write_report
-from evaluation.result import Evaluation
+from evaluation.result import Curves, Evaluation, ImagesSeen, Scores
 from model.spacing import PLAUSIBLE_SPACING_MM
 
 
@@ -88,22 +91,77 @@ def evaluate(
     ground_truth = truth.images
     stems = [stem for stem in files.paths if stem in ground_truth]
     stems += sorted(stem for stem in ground_truth if stem not in files.paths)
-    missing = sorted(stem for stem in ground_truth if stem not in files.paths)
-    extra = sorted(stem for stem in files.paths if stem not in ground_truth)
+    images = ImagesSeen(
+        missing_predictions=sorted(stem for stem in ground_truth if stem not in files.paths),
+        extra_predictions=sorted(stem for stem in files.paths if stem not in ground_truth),
+        skipped_unlabelled=truth.skipped_unlabelled,
+    )
     predictions = {
         stem: read_predictions(files.paths[stem], truth.rules_2025) if stem in files.paths else ImagePredictions()
         for stem in stems
     }
+    scored = _score_images(stems, ground_truth, predictions, images.missing_predictions)
+    aggregates, curve, froc_curve = scored.summary(stems)
+    per_tumour_type = {name: scored.summary(selected)[0] for name, selected in sorted(scored.by_tumour.items())}
+    per_roi_type = {name: scored.summary(scored.by_roi[name])[0] for name in ROI_TYPES if name in scored.by_roi}
+    scores = Scores(
+        aggregates=aggregates,
+        per_image={stem: scored.per_image[stem] for stem in sorted(scored.per_image)},
+        per_tumour_type=per_tumour_type,
+        per_roi_type=per_roi_type,
+        leaderboard=_leaderboard(aggregates, per_tumour_type, per_roi_type if truth.rules_2025 else None),
+    )
+    thresholds, threshold_counts = f1_by_threshold(
+        [ground_truth[s].xy_mm for s in stems],
+        [predictions[s].xy_mm[predictions[s].is_mitosis] for s in stems],
+        [predictions[s].probability[predictions[s].is_mitosis] for s in stems],
+    )
+    curves = Curves(
+        curve=curve,
+        thresholds=thresholds,
+        threshold_counts=threshold_counts,
+        best_threshold=best_threshold(thresholds, threshold_counts),
+        froc_curve=froc_curve,
+    )
+    return Evaluation(
+        scores=scores, images=images, curves=curves, ground_truth_format=truth.format, predictions_layout=files.layout
+    )
 
-    per_image, by_tumour, by_roi, matches = {}, {}, {}, {}
+
+@dataclass
+class _ScoredImages:
+    """Each image's row and matches, and the images of each tumour type and ROI type: what the groups sum."""
+
+    per_image: dict[str, dict] = field(default_factory=dict)
+    matches: dict[str, ImageMatches] = field(default_factory=dict)
+    by_tumour: dict[str, list[str]] = field(default_factory=dict)
+    by_roi: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self, selected: list[str]) -> tuple[dict, PrecisionRecall, FrocCurve | None]:
+        """A group's row (counts summed, AP and FROC over its images' matches), its PR curve and its FROC curve."""
+        per_image = self.per_image
+        total = sum((Counts(per_image[s]["tp"], per_image[s]["fp"], per_image[s]["fn"]) for s in selected), Counts())
+        selected_matches = [self.matches[s] for s in selected]
+        curve, froc_curve = precision_recall(selected_matches), froc_of_images(selected_matches)
+        froc_score = None if froc_curve is None else froc_curve.score
+        return {"n_images": len(selected), **total.as_dict(), "ap": curve.ap, "froc": froc_score}, curve, froc_curve
+
+
+def _score_images(
+    stems: list[str],
+    ground_truth: dict[str, GroundTruthImage],
+    predictions: dict[str, ImagePredictions],
+    missing: list[str],
+) -> _ScoredImages:
+    """Match each image once (for every group it belongs to) and write its row."""
+    scored = _ScoredImages()
     for stem in stems:
         targets, image = ground_truth[stem].xy_mm, predictions[stem]
         counts = detection_counts(targets, image.xy_mm[image.is_mitosis])
-        matches[stem] = match_image(targets, image.xy_mm, image.probability)  # once per image, for every group
-        image_ap = precision_recall([matches[stem]]).ap
-        image_froc = froc_of_images([matches[stem]])
+        scored.matches[stem] = match_image(targets, image.xy_mm, image.probability)
+        image_froc = froc_of_images([scored.matches[stem]])
         tumour_type, roi_type = ground_truth[stem].tumour_type, ground_truth[stem].roi_type
-        per_image[stem] = {
+        scored.per_image[stem] = {
             "file_name": ground_truth[stem].file_name,
             "tumour_type": tumour_type,
             **({"roi_type": roi_type} if roi_type is not None else {}),
@@ -111,47 +169,14 @@ def evaluate(
             "n_mitotic_figure_points": int(image.is_mitosis.sum()),
             "n_points": len(image.probability),
             **counts.as_dict(),
-            "ap": image_ap,
+            "ap": precision_recall([scored.matches[stem]]).ap,
             "froc": None if image_froc is None else image_froc.score,
             "missing_prediction": stem in missing,
         }
-        by_tumour.setdefault(tumour_type, []).append(stem)
+        scored.by_tumour.setdefault(tumour_type, []).append(stem)
         if roi_type is not None:
-            by_roi.setdefault(roi_type, []).append(stem)
-
-    def summary(selected: list[str]) -> tuple[dict, PrecisionRecall, FrocCurve | None]:
-        total = sum((Counts(per_image[s]["tp"], per_image[s]["fp"], per_image[s]["fn"]) for s in selected), Counts())
-        selected_matches = [matches[s] for s in selected]
-        curve, froc_curve = precision_recall(selected_matches), froc_of_images(selected_matches)
-        froc_score = None if froc_curve is None else froc_curve.score
-        return {"n_images": len(selected), **total.as_dict(), "ap": curve.ap, "froc": froc_score}, curve, froc_curve
-
-    aggregates, curve, froc_curve = summary(stems)
-    per_tumour_type = {name: summary(selected)[0] for name, selected in sorted(by_tumour.items())}
-    per_roi_type = {name: summary(by_roi[name])[0] for name in ROI_TYPES if name in by_roi}
-    leaderboard = _leaderboard(aggregates, per_tumour_type, per_roi_type if truth.rules_2025 else None)
-    thresholds, threshold_counts = f1_by_threshold(
-        [ground_truth[s].xy_mm for s in stems],
-        [predictions[s].xy_mm[predictions[s].is_mitosis] for s in stems],
-        [predictions[s].probability[predictions[s].is_mitosis] for s in stems],
-    )
-    return Evaluation(
-        aggregates,
-        {stem: per_image[stem] for stem in sorted(per_image)},
-        per_tumour_type,
-        missing,
-        extra,
-        truth.skipped_unlabelled,
-        best_threshold(thresholds, threshold_counts),
-        curve,
-        thresholds,
-        threshold_counts,
-        per_roi_type,
-        leaderboard,
-        froc_curve,
-        truth.format,
-        files.layout,
-    )
+            scored.by_roi.setdefault(roi_type, []).append(stem)
+    return scored
 
 
 def _leaderboard(aggregates: dict, per_tumour_type: dict, per_roi_type: dict | None) -> dict:
@@ -185,30 +210,37 @@ def _row(label: str, metrics: dict, width: int) -> str:
 
 def format_tables(evaluation: Evaluation) -> str:
     """Per-image, per-tumour-type, per-ROI-type (2025) and overall tables for the terminal."""
-    labels = [*evaluation.per_image, *evaluation.per_tumour_type, *evaluation.per_roi_type, "overall (micro)"]
+    labels = [
+        *evaluation.scores.per_image,
+        *evaluation.scores.per_tumour_type,
+        *evaluation.scores.per_roi_type,
+        "overall (micro)",
+    ]
     width = max(len(label) for label in labels) + 2
     header = (
         f"{'':<{width}} {'TP':>6} {'FP':>6} {'FN':>6} {'precision':>9} {'recall':>9} {'F1':>9} {'AP':>9} {'FROC':>9}"
     )
     lines = ["per image", header]
-    for stem, metrics in evaluation.per_image.items():
+    for stem, metrics in evaluation.scores.per_image.items():
         lines.append(_row(stem, metrics, width) + ("  (no prediction file)" if metrics["missing_prediction"] else ""))
     is_2025 = evaluation.ground_truth_format == GROUND_TRUTH_CONTAINER_2025
     lines += ["", "per tumour domain" if is_2025 else "per tumour type", header]
-    lines += [_row(name, metrics, width) for name, metrics in evaluation.per_tumour_type.items()]
-    if evaluation.per_roi_type:
+    lines += [_row(name, metrics, width) for name, metrics in evaluation.scores.per_tumour_type.items()]
+    if evaluation.scores.per_roi_type:
         lines += ["", "per ROI type", header]
-        lines += [_row(name, metrics, width) for name, metrics in evaluation.per_roi_type.items()]
-    lines += ["", header, _row("overall (micro)", evaluation.aggregates, width)]
-    if evaluation.missing_predictions:
+        lines += [_row(name, metrics, width) for name, metrics in evaluation.scores.per_roi_type.items()]
+    lines += ["", header, _row("overall (micro)", evaluation.scores.aggregates, width)]
+    if evaluation.images.missing_predictions:
         lines.append(
-            f"missing prediction files (counted as no detections): {', '.join(evaluation.missing_predictions)}"
+            f"missing prediction files (counted as no detections): {', '.join(evaluation.images.missing_predictions)}"
         )
-    if evaluation.extra_predictions:
-        lines.append(f"prediction files without ground truth (ignored): {', '.join(evaluation.extra_predictions)}")
-    if evaluation.skipped_unlabelled:
-        lines.append(f"skipped unlabelled images: {len(evaluation.skipped_unlabelled)}")
-    best = evaluation.best_threshold
+    if evaluation.images.extra_predictions:
+        lines.append(
+            f"prediction files without ground truth (ignored): {', '.join(evaluation.images.extra_predictions)}"
+        )
+    if evaluation.images.skipped_unlabelled:
+        lines.append(f"skipped unlabelled images: {len(evaluation.images.skipped_unlabelled)}")
+    best = evaluation.curves.best_threshold
     if best is not None:
         lines.append(
             f"best probability threshold on 'mitotic figure' points: {best['threshold']:.6g} "

@@ -88,7 +88,7 @@ def _new_axes(width_in: float, height_in: float) -> tuple[Figure, Axes]:
 
 
 def _precision_recall_figure(evaluation: Evaluation) -> Figure:
-    curve = evaluation.curve
+    curve = evaluation.curves.curve
     figure, axes = _new_axes(5, 5)
     axes.plot(curve.recall, curve.precision, lw=1, alpha=0.6, label="raw")
     axes.plot(curve.recall_thresholds, curve.interpolated_precision, lw=1.5, label="101-point interpolated")
@@ -102,10 +102,12 @@ def _f1_threshold_figure(evaluation: Evaluation) -> Figure:
     figure, axes = _new_axes(6, 4)
     # keep-if-p>=t: the counts at threshold t_i hold on (t_(i-1), t_i], hence "steps-pre"
     for metric in ("f1", "precision", "recall"):
-        values = [getattr(c, metric) for c in evaluation.threshold_counts]
+        values = [getattr(c, metric) for c in evaluation.curves.threshold_counts]
         values = [np.nan if value is None else value for value in values]
-        axes.plot(evaluation.thresholds, values, drawstyle="steps-pre", lw=1.5 if metric == "f1" else 1, label=metric)
-    best = evaluation.best_threshold
+        axes.plot(
+            evaluation.curves.thresholds, values, drawstyle="steps-pre", lw=1.5 if metric == "f1" else 1, label=metric
+        )
+    best = evaluation.curves.best_threshold
     if best is not None:
         axes.axvline(best["threshold"], color="grey", ls="--", lw=1)
         axes.set_title(f"best threshold {best['threshold']:.4g}: F1 {format_value(best['f1'])}")
@@ -115,7 +117,7 @@ def _f1_threshold_figure(evaluation: Evaluation) -> Figure:
 
 
 def _froc_figure(evaluation: Evaluation) -> Figure:
-    froc_curve = evaluation.froc_curve
+    froc_curve = evaluation.curves.froc_curve
     figure, axes = _new_axes(6, 4)
     axes.set(xlabel="false positives per image", ylabel="recall", xlim=(0, FROC_MAX_FP_PER_IMAGE), ylim=(0, 1.02))
     if froc_curve is None:  # no point at all: the platform's FROC is NaN, there is no curve to draw

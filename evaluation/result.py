@@ -13,42 +13,62 @@ from evaluation.inputs import GROUND_TRUTH_CONTAINER_2022, GROUND_TRUTH_CONTAINE
 from evaluation.metrics import Counts, FrocCurve, PrecisionRecall
 
 
-@dataclass
-class Evaluation:
-    """Everything one evaluation found.
-
-    `aggregates`, `per_tumour_type`, `per_roi_type` and `per_image` hold exact ratios (None where undefined);
-    `leaderboard` holds the same results under the MIDOG 2025 platform's names and with its arithmetic (its 1e-6
-    guards, float32 AP, -1 for AP without ground truth), so that it can be compared with the leaderboard key by key.
-    """
+@dataclass(kw_only=True)
+class Scores:
+    """The challenge's numbers: overall, per group and per image (exact ratios, None where undefined), and the same
+    results under the MIDOG 2025 platform's names and with its arithmetic (its 1e-6 guards, float32 AP, -1 for AP
+    without ground truth), so that they can be compared with the leaderboard key by key."""
 
     aggregates: dict
     per_image: dict
     per_tumour_type: dict
+    per_roi_type: dict = field(default_factory=dict)
+    leaderboard: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class ImagesSeen:
+    """Which images were not scored as the ground truth lists them: no prediction file (no detections), a prediction
+    file without ground truth (ignored), unlabelled images skipped."""
+
     missing_predictions: list[str]
     extra_predictions: list[str]
     skipped_unlabelled: list[str]
-    best_threshold: dict | None
+
+
+@dataclass(kw_only=True)
+class Curves:
+    """What the report plots: the precision-recall curve, F1 by threshold (and its best threshold) and FROC."""
+
     curve: PrecisionRecall
     thresholds: np.ndarray
     threshold_counts: list[Counts]
-    per_roi_type: dict = field(default_factory=dict)
-    leaderboard: dict = field(default_factory=dict)
+    best_threshold: dict | None
     froc_curve: FrocCurve | None = None
+
+
+@dataclass(kw_only=True)
+class Evaluation:
+    """Everything one evaluation found, and which rules and layout it was read with."""
+
+    scores: Scores
+    images: ImagesSeen
+    curves: Curves
     ground_truth_format: str = GROUND_TRUTH_CONTAINER_2022
     predictions_layout: str = LAYOUT_FOLDER
 
     def to_json(self) -> dict:
+        scores, images = self.scores, self.images
         return {
-            "aggregates": self.aggregates,
-            "per_image": self.per_image,
-            "per_tumour_type": self.per_tumour_type,
-            "per_roi_type": self.per_roi_type,
-            "leaderboard": self.leaderboard,
-            "missing_predictions": self.missing_predictions,
-            "extra_predictions": self.extra_predictions,
-            "skipped_unlabelled": self.skipped_unlabelled,
-            "best_threshold": self.best_threshold,
+            "aggregates": scores.aggregates,
+            "per_image": scores.per_image,
+            "per_tumour_type": scores.per_tumour_type,
+            "per_roi_type": scores.per_roi_type,
+            "leaderboard": scores.leaderboard,
+            "missing_predictions": images.missing_predictions,
+            "extra_predictions": images.extra_predictions,
+            "skipped_unlabelled": images.skipped_unlabelled,
+            "best_threshold": self.curves.best_threshold,
             "rules": "2025" if self.ground_truth_format == GROUND_TRUTH_CONTAINER_2025 else "2022",
             "predictions_layout": self.predictions_layout,
         }

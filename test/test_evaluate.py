@@ -118,7 +118,7 @@ def test_f1_counts_equal_evalutils_summed_over_images(tmp_path, seed):
         expected += [result.true_positives, result.false_positives, result.false_negatives]
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(ground_truth))
-    aggregates = ev.evaluate(predictions_dir, gt_path).aggregates
+    aggregates = ev.evaluate(predictions_dir, gt_path).scores.aggregates
     assert [aggregates["tp"], aggregates["fp"], aggregates["fn"]] == expected.tolist()
     tp, fp, fn = expected
     assert aggregates["f1"] == (pytest.approx(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else None)
@@ -285,11 +285,11 @@ def test_300k_points_in_one_image_are_evaluated(tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     expected = metrics.detection_counts(gt, pred[is_mitosis])
-    assert [result.aggregates[k] for k in ("tp", "fp", "fn")] == [expected.tp, expected.fp, expected.fn]
-    kept = is_mitosis & (probability >= result.best_threshold["threshold"])
+    assert [result.scores.aggregates[k] for k in ("tp", "fp", "fn")] == [expected.tp, expected.fp, expected.fn]
+    kept = is_mitosis & (probability >= result.curves.best_threshold["threshold"])
     best = metrics.detection_counts(gt, pred[kept])
-    assert [result.best_threshold[k] for k in ("tp", "fp", "fn")] == [best.tp, best.fp, best.fn]
-    assert 0 < result.aggregates["ap"] < 1 and result.aggregates["froc"] is not None
+    assert [result.curves.best_threshold[k] for k in ("tp", "fp", "fn")] == [best.tp, best.fp, best.fn]
+    assert 0 < result.scores.aggregates["ap"] < 1 and result.scores.aggregates["froc"] is not None
 
 
 def midog_json(images, annotations, tumour_types=None):
@@ -337,12 +337,12 @@ def test_both_ground_truth_formats_give_the_same_result(dataset):
     predictions, midog, container = dataset
     from_midog, from_container = ev.evaluate(predictions, midog), ev.evaluate(predictions, container)
     assert from_midog.to_json() == from_container.to_json()
-    assert {k: from_midog.aggregates[k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 1, "fn": 2}
-    assert from_midog.aggregates["f1"] == pytest.approx(2 / 5)
-    assert from_midog.missing_predictions == ["160"]
-    assert set(from_midog.per_tumour_type) == {"human breast cancer", "canine lung cancer"}
+    assert {k: from_midog.scores.aggregates[k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 1, "fn": 2}
+    assert from_midog.scores.aggregates["f1"] == pytest.approx(2 / 5)
+    assert from_midog.images.missing_predictions == ["160"]
+    assert set(from_midog.scores.per_tumour_type) == {"human breast cancer", "canine lung cancer"}
     # AP sees the non-mitotic point (0.95, on a true mitosis) first: 2 TP of 3 ground truth, 1 FP in between
-    assert from_midog.aggregates["ap"] == pytest.approx(
+    assert from_midog.scores.aggregates["ap"] == pytest.approx(
         metrics.average_precision(
             [np.array([[0.1, 0.1], [0.2, 0.05]]), np.array([[0.125, 0.125]])],
             [np.array([[0.1005, 0.1], [0.5, 0.5], [0.2, 0.05]]), np.zeros((0, 2))],
@@ -356,7 +356,7 @@ def test_midog_plus_plus_tumour_type_and_spacing(tmp_path, dataset):
     gt = tmp_path / "MIDOG++.json"
     gt.write_text(json.dumps(midog_json(["001.tiff"], [(1, [175, 175, 225, 225], 1)], ["human melanoma"])))
     result = ev.evaluate(predictions, gt, spacing_um=0.5)  # centre 200 px * 0.5 um = 0.1 mm: a hit
-    assert result.per_tumour_type["human melanoma"]["tp"] == 1
+    assert result.scores.per_tumour_type["human melanoma"]["tp"] == 1
 
 
 def test_spacing_from_tiff_resolution_tags(tmp_path, dataset):
@@ -367,8 +367,8 @@ def test_spacing_from_tiff_resolution_tags(tmp_path, dataset):
     tifffile.imwrite(images / "001.tiff", np.zeros((8, 8, 3), np.uint8), resolution=(20000, 20000), resolutionunit=3)
     gt = tmp_path / "MIDOG.json"
     gt.write_text(json.dumps(midog_json(["001.tiff"], [(1, [175, 175, 225, 225], 1)])))
-    assert ev.evaluate(predictions, gt, images_dir=images).aggregates["tp"] == 1  # 0.5 um/px from the tags
-    assert ev.evaluate(predictions, gt).aggregates["tp"] == 0  # default 0.25 um/px: 0.05 mm, no hit
+    assert ev.evaluate(predictions, gt, images_dir=images).scores.aggregates["tp"] == 1  # 0.5 um/px from the tags
+    assert ev.evaluate(predictions, gt).scores.aggregates["tp"] == 0  # default 0.25 um/px: 0.05 mm, no hit
 
 
 def test_cli_tables_missing_file_and_report(dataset, tmp_path, capsys):

@@ -143,7 +143,7 @@ def test_froc_and_leaderboard_equal_the_definition_on_random_cases(tmp_path, see
     gt_path = write_ground_truth_2025(tmp_path / "ground_truth.json", images)
     result = ev.evaluate(predictions, gt_path)
     assert result.predictions_layout == inputs.LAYOUT_PLATFORM and result.to_json()["rules"] == "2025"
-    assert result.missing_predictions == sorted(Path(name).stem for name in without_file)
+    assert result.images.missing_predictions == sorted(Path(name).stem for name in without_file)
 
     def reference(selected: list[str]) -> tuple[float | None, list[int]]:
         rows, counts = [], np.zeros(3, dtype=int)
@@ -160,7 +160,7 @@ def test_froc_and_leaderboard_equal_the_definition_on_random_cases(tmp_path, see
     def check(metrics: dict, leaderboard_prefix: str, selected: list[str]) -> None:
         expected_froc, (tp, fp, fn) = reference(selected)
         assert [metrics["tp"], metrics["fp"], metrics["fn"]] == [tp, fp, fn]
-        board = result.leaderboard
+        board = result.scores.leaderboard
         f1_key = f"{leaderboard_prefix}f1" if leaderboard_prefix else "f1_score"
         assert board[f1_key] == pytest.approx((2 * tp + 1e-6) / (2 * tp + fp + fn + 1e-6), rel=1e-12)
         assert board[f"{leaderboard_prefix}precision"] == pytest.approx(tp / (tp + fp + 1e-6), rel=1e-12)
@@ -173,19 +173,19 @@ def test_froc_and_leaderboard_equal_the_definition_on_random_cases(tmp_path, see
             assert metrics["froc"] == pytest.approx(expected_froc, abs=1e-9)
             assert board[f"{leaderboard_prefix}froc_auc"] == metrics["froc"]
 
-    check(result.aggregates, "", names)
+    check(result.scores.aggregates, "", names)
     for domain in sorted({str(image["domain"]) for image in images.values()}):
         selected = [name for name in names if str(images[name]["domain"]) == domain]
-        check(result.per_tumour_type[domain], f"tumor_{domain}_", selected)
+        check(result.scores.per_tumour_type[domain], f"tumor_{domain}_", selected)
     for roi in inputs.ROI_TYPES:
         selected = [name for name in names if images[name]["roi"] == roi]
         if selected:
-            check(result.per_roi_type[roi], f"roi_type_{roi}_", selected)
+            check(result.scores.per_roi_type[roi], f"roi_type_{roi}_", selected)
         else:  # the platform always reports all three ROI types, with its arithmetic on zero counts
-            assert roi not in result.per_roi_type
-            assert result.leaderboard[f"roi_type_{roi}_f1"] == 1.0
-            assert result.leaderboard[f"roi_type_{roi}_AP"] == -1.0
-            assert result.leaderboard[f"roi_type_{roi}_froc_auc"] is None
+            assert roi not in result.scores.per_roi_type
+            assert result.scores.leaderboard[f"roi_type_{roi}_f1"] == 1.0
+            assert result.scores.leaderboard[f"roi_type_{roi}_AP"] == -1.0
+            assert result.scores.leaderboard[f"roi_type_{roi}_froc_auc"] is None
 
 
 def test_froc_hand_computed_cases():
@@ -218,9 +218,9 @@ def test_job_order_decides_ap_among_equal_scores(tmp_path):
     }
     hit_first = ev.evaluate(write_platform(tmp_path / "a", documents, ["001.tiff", "002.tiff"]), gt_path)
     miss_first = ev.evaluate(write_platform(tmp_path / "b", documents, ["002.tiff", "001.tiff"]), gt_path)
-    assert hit_first.aggregates["ap"] == pytest.approx(1.0)
-    assert miss_first.aggregates["ap"] == pytest.approx(0.5)
-    assert list(miss_first.per_image) == ["001", "002"]  # tables stay in name order
+    assert hit_first.scores.aggregates["ap"] == pytest.approx(1.0)
+    assert miss_first.scores.aggregates["ap"] == pytest.approx(0.5)
+    assert list(miss_first.scores.per_image) == ["001", "002"]  # tables stay in name order
 
 
 def test_folder_and_platform_layouts_agree(tmp_path):
@@ -245,8 +245,11 @@ def test_platform_layout_with_2022_ground_truth_keeps_2022_rules(tmp_path):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"007.tiff": [[0.1, 0.1, 0]], "008.tiff": []}))
     result = ev.evaluate(predictions, gt)
-    assert result.aggregates["tp"] == 1 and result.missing_predictions == ["008"]
-    assert result.leaderboard["f1_score"] == pytest.approx(1.0) and "roi_type_hotspot_f1" not in result.leaderboard
+    assert result.scores.aggregates["tp"] == 1 and result.images.missing_predictions == ["008"]
+    assert (
+        result.scores.leaderboard["f1_score"] == pytest.approx(1.0)
+        and "roi_type_hotspot_f1" not in result.scores.leaderboard
+    )
     assert result.to_json()["rules"] == "2022"
 
 
