@@ -166,30 +166,13 @@ def agree(
         Empty (arrays of shape (0, 2), (0,) and (0,)) when A has no candidate.
     """
     pairs = greedy_match(candidates_a.xy_px, candidates_b.xy_px, agreement_radius_px)
-    matched_a = {a for a, _ in pairs}
-    xy, probability, agreed, probability_a, probability_b, source = [], [], [], [], [], []
-    for a, b in pairs:
-        source.append(a)
-        xy.append((candidates_a.xy_px[a] + candidates_b.xy_px[b]) / 2)
-        probability.append(ensemble_probability(candidates_a.probability[a], candidates_b.probability[b]))
-        agreed.append(True)
-        probability_a.append(candidates_a.probability[a])
-        probability_b.append(candidates_b.probability[b])
-    for index in range(len(candidates_a.probability)):
-        if index in matched_a:
-            continue
-        row, col = candidates_a.cells[index]
-        xy.append(candidates_a.xy_px[index])
-        probability.append(ensemble_probability(candidates_a.probability[index], float(map_b[row, col])))
-        agreed.append(False)
-        probability_a.append(candidates_a.probability[index])
-        probability_b.append(float(map_b[row, col]))
-        source.append(index)
-    if not xy:
+    rows = _agreed_rows(candidates_a, candidates_b, pairs) + _unpaired_rows(candidates_a, map_b, {a for a, _ in pairs})
+    if not rows:
         empty = np.zeros(0)
         return EnsembleDetections(
             np.zeros((0, 2)), empty, np.zeros(0, dtype=bool), empty, empty, np.zeros((0, 2), dtype=np.int64)
         )
+    source, xy, probability, agreed, probability_a, probability_b = zip(*rows, strict=True)
     xy_arr, probability_arr, agreed_arr = np.asarray(xy), np.asarray(probability, dtype=np.float64), np.asarray(agreed)
     order = np.argsort(-probability_arr, kind="stable")
     a_arr, b_arr = np.asarray(probability_a, dtype=np.float64), np.asarray(probability_b, dtype=np.float64)
@@ -197,6 +180,32 @@ def agree(
     return EnsembleDetections(
         xy_arr[order], probability_arr[order], agreed_arr[order], a_arr[order], b_arr[order], cells[order]
     )
+
+
+_Row = tuple[int, np.ndarray, float, bool, float, float]
+"""(A's candidate index, xy_px, ensemble probability, agreed, A's probability, B's probability) of one point."""
+
+
+def _agreed_rows(candidates_a: Candidates, candidates_b: Candidates, pairs: list[tuple[int, int]]) -> list[_Row]:
+    """One point per agreed pair, at the pair's midpoint, in A's order."""
+    rows = []
+    for a, b in pairs:
+        p_a, p_b = candidates_a.probability[a], candidates_b.probability[b]
+        xy = (candidates_a.xy_px[a] + candidates_b.xy_px[b]) / 2
+        rows.append((a, xy, ensemble_probability(p_a, p_b), True, p_a, p_b))
+    return rows
+
+
+def _unpaired_rows(candidates_a: Candidates, map_b: np.ndarray, matched_a: set[int]) -> list[_Row]:
+    """One point per candidate of A without a partner, at its own position, with B's map read at its cell."""
+    rows = []
+    for index in range(len(candidates_a.probability)):
+        if index in matched_a:
+            continue
+        row, col = candidates_a.cells[index]
+        p_a, p_b = candidates_a.probability[index], float(map_b[row, col])
+        rows.append((index, candidates_a.xy_px[index], ensemble_probability(p_a, p_b), False, p_a, p_b))
+    return rows
 
 
 def with_neighbourhood(points: EnsembleDetections, map_a: np.ndarray, map_b: np.ndarray) -> EnsembleDetections:
