@@ -179,18 +179,8 @@ def generate_composite(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_root = Path(root) if root is not None else DEFAULT_ROOT
-    patches = load_patches(root)
-    if patch_filter is not None:
-        patches = [patch for patch in patches if patch_filter(patch)]
-        if not patches:
-            raise ValueError("patch_filter accepts none of the patches")
-    tiles, fields = load_mitosis_free_tiles(root), load_unlabeled_fields(root)
-    if held_out_only:
-        fields = []
-        if not tiles:
-            raise ValueError("held_out_only needs the mitosis-free tiles")
+    patches, tiles, fields = _composite_sources(root, patch_filter, held_out_only)
     images, cells, provenance = [], [], []
-    half_box = BOX_SIZE_PX // 2
     cache: dict[Path, np.ndarray] = {}
     for image_id in tqdm(range(1, n_images + 1), desc="composite images", disable=not progress):
         kind, record = _source_for(image_id, tiles, fields)
@@ -201,68 +191,15 @@ def generate_composite(
         min_x = int(record.width_px * TILE_TRAIN_FRACTION) if held_out_only else 0
         if source.shape[1] - size_px < min_x:
             raise ValueError(f"{record.path.name}: columns x >= {min_x} are narrower than {size_px} px")
-        lookalikes = record.lookalikes_px if kind == "tile" else np.zeros((0, 2))
-        if held_out_only:
-            lookalikes = lookalikes[lookalikes[:, 0] >= min_x]
-        if kind == "tile" and len(lookalikes):
-            # Tile tissue is in the lower part: centre the window near a look-alike so imposters come along.
-            x, y = lookalikes[int(rng.integers(0, len(lookalikes)))]
-            x0 = int(
-                np.clip(
-                    x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), min_x, source.shape[1] - size_px
-                )
-            )
-            y0 = int(
-                np.clip(y - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0, source.shape[0] - size_px)
-            )
-        elif held_out_only:  # the held-out strip's tissue is a small part of it: look harder
-            x0, y0 = _background_window(rng, source, size_px, min_x, tries=48)
-        else:
-            x0, y0 = _background_window(rng, source, size_px)
+        x0, y0 = _window_origin(rng, kind, record, source, size_px, min_x, held_out_only)
         canvas = source[y0 : y0 + size_px, x0 : x0 + size_px].copy()
-        allowed = tissue_mask(canvas)
-        allowed = ndimage.binary_erosion(allowed, iterations=20)
-        image_annotations: list[tuple[int, int, int]] = []
-        if kind == "tile":
-            for x, y in record.lookalikes_px:
-                if half_box <= x - x0 < size_px - half_box and half_box <= y - y0 < size_px - half_box:
-                    image_annotations.append((round(float(x) - x0), round(float(y) - y0), IMPOSTER))
-        else:
-            allowed &= ~_dark_candidates(canvas)
-        for x, y, _ in image_annotations:
-            allowed[max(0, y - 80) : y + 80, max(0, x - 80) : x + 80] = False
-        pasted = []
-        for x, y in _pick_positions(rng, allowed, mitoses_per_image, 64, 100.0):
-            patch: PatchRecord = patches[int(rng.integers(0, len(patches)))]
-            canvas = blend_patch(canvas, read_patch(patch), x, y)
-            image_annotations.append((x, y, MITOTIC_FIGURE))
-            pasted.append(
-                {
-                    "x_px": x,
-                    "y_px": y,
-                    "patch": patch.path.relative_to(data_root).as_posix(),
-                    "dataset": patch.dataset,
-                    "source": patch.source,
-                    "group": patch.group,
-                    "subclass": patch.subclass,
-                }
-            )
+        allowed, image_annotations = _imposters_and_free_tissue(canvas, kind, record, x0, y0)
+        canvas, pasted = _paste_mitoses(rng, canvas, allowed, patches, mitoses_per_image, data_root)
+        image_annotations += [(entry["x_px"], entry["y_px"], MITOTIC_FIGURE) for entry in pasted]
         file_name = f"{image_id:03d}.tiff"
-        provenance.append(
-            {
-                "file_name": file_name,
-                "background": {
-                    "kind": kind,
-                    "file": record.path.name,
-                    "x0_px": x0,
-                    "y0_px": y0,
-                    "size_px": size_px,
-                    "source_width_px": int(source.shape[1]),
-                    "source_height_px": int(source.shape[0]),
-                },
-                "mitoses": pasted,
-            }
-        )
+        background = {"kind": kind, "file": record.path.name, "x0_px": x0, "y0_px": y0, "size_px": size_px}
+        background |= {"source_width_px": int(source.shape[1]), "source_height_px": int(source.shape[0])}
+        provenance.append({"file_name": file_name, "background": background, "mitoses": pasted})
         write_tiff(out_dir / file_name, canvas)
         images.append(midog_image_entry(image_id, file_name, size_px, size_px, _TUMOUR_TYPES[kind]))
         cells.extend((image_id, x, y, label) for x, y, label in image_annotations)
@@ -276,18 +213,101 @@ def generate_composite(
     licence = {"id": 1, "name": "see data/real/README.md (sources and licences of the real data)", "url": ""}
     path = write_midog_json(out_dir / ANNOTATION_FILE, info, licence, images, cells)
     if provenance_path is not None:
-        sidecar = {
-            "seed": seed,
-            "n_images": n_images,
-            "size_px": size_px,
-            "mitoses_per_image": mitoses_per_image,
-            "held_out_only": held_out_only,
-            "tile_train_fraction": TILE_TRAIN_FRACTION,
-            "patch_pool": len(patches),
-            "images": provenance,
-        }
+        settings = {"seed": seed, "n_images": n_images, "size_px": size_px, "mitoses_per_image": mitoses_per_image}
+        settings |= {"held_out_only": held_out_only, "tile_train_fraction": TILE_TRAIN_FRACTION}
+        sidecar = settings | {"patch_pool": len(patches), "images": provenance}
         Path(provenance_path).write_text(json.dumps(sidecar, indent=1) + "\n")
     return path
+
+
+def _composite_sources(
+    root: str | Path | None, patch_filter: Callable[[PatchRecord], bool] | None, held_out_only: bool
+) -> tuple[list[PatchRecord], list, list]:
+    """(mitosis crops, mitosis-free tiles, unlabeled fields) a composite set draws from."""
+    patches = load_patches(root)
+    if patch_filter is not None:
+        patches = [patch for patch in patches if patch_filter(patch)]
+        if not patches:
+            raise ValueError("patch_filter accepts none of the patches")
+    tiles, fields = load_mitosis_free_tiles(root), load_unlabeled_fields(root)
+    if held_out_only:
+        fields = []
+        if not tiles:
+            raise ValueError("held_out_only needs the mitosis-free tiles")
+    return patches, tiles, fields
+
+
+def _window_origin(
+    rng: np.random.Generator,
+    kind: str,
+    record: object,
+    source: np.ndarray,
+    size_px: int,
+    min_x: int,
+    held_out_only: bool,
+) -> tuple[int, int]:
+    """Top-left (x0, y0) of the background window: on a tile near a look-alike (tile tissue is in the lower part,
+    and imposters then come along), else a window with enough tissue."""
+    lookalikes = record.lookalikes_px if kind == "tile" else np.zeros((0, 2))
+    if held_out_only:
+        lookalikes = lookalikes[lookalikes[:, 0] >= min_x]
+    if kind == "tile" and len(lookalikes):
+        x, y = lookalikes[int(rng.integers(0, len(lookalikes)))]
+        x0 = int(
+            np.clip(x - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), min_x, source.shape[1] - size_px)
+        )
+        y0 = int(np.clip(y - size_px / 2 + rng.integers(-size_px // 4, size_px // 4 + 1), 0, source.shape[0] - size_px))
+        return x0, y0
+    if held_out_only:  # the held-out strip's tissue is a small part of it: look harder
+        return _background_window(rng, source, size_px, min_x, tries=48)
+    return _background_window(rng, source, size_px)
+
+
+def _imposters_and_free_tissue(
+    canvas: np.ndarray, kind: str, record: object, x0: int, y0: int
+) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Where a mitosis may be pasted (tissue, away from the edge, from the imposters and, on fields, from dark
+    nuclei that could be unannotated mitoses), and the tile's look-alikes inside the window as imposters."""
+    size_px = canvas.shape[0]
+    half_box = BOX_SIZE_PX // 2
+    allowed = ndimage.binary_erosion(tissue_mask(canvas), iterations=20)
+    image_annotations: list[tuple[int, int, int]] = []
+    if kind == "tile":
+        for x, y in record.lookalikes_px:
+            if half_box <= x - x0 < size_px - half_box and half_box <= y - y0 < size_px - half_box:
+                image_annotations.append((round(float(x) - x0), round(float(y) - y0), IMPOSTER))
+    else:
+        allowed &= ~_dark_candidates(canvas)
+    for x, y, _ in image_annotations:
+        allowed[max(0, y - 80) : y + 80, max(0, x - 80) : x + 80] = False
+    return allowed, image_annotations
+
+
+def _paste_mitoses(
+    rng: np.random.Generator,
+    canvas: np.ndarray,
+    allowed: np.ndarray,
+    patches: list[PatchRecord],
+    mitoses_per_image: int,
+    data_root: Path,
+) -> tuple[np.ndarray, list[dict]]:
+    """The canvas with mitosis crops blended in at spaced allowed positions, and each paste's provenance."""
+    pasted = []
+    for x, y in _pick_positions(rng, allowed, mitoses_per_image, 64, 100.0):
+        patch: PatchRecord = patches[int(rng.integers(0, len(patches)))]
+        canvas = blend_patch(canvas, read_patch(patch), x, y)
+        pasted.append(
+            {
+                "x_px": x,
+                "y_px": y,
+                "patch": patch.path.relative_to(data_root).as_posix(),
+                "dataset": patch.dataset,
+                "source": patch.source,
+                "group": patch.group,
+                "subclass": patch.subclass,
+            }
+        )
+    return canvas, pasted
 
 
 def _source_for(image_id: int, tiles: list, fields: list) -> tuple[str, object]:

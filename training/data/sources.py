@@ -460,94 +460,125 @@ def from_real(
     validation_names = midesec_validation_names(all_names) if held_out_fields is None else set(held_out_fields)
     if not validation_names <= set(all_names):
         raise ValueError(f"held-out fields not among the MiDeSeC fields: {sorted(validation_names - set(all_names))}")
+    parts = _real_crop_positives(root)
+    _add_midesec_fields(parts, fields, validation_names, grid_step_px, min_distance_um)
+    _add_mitosis_free_tiles(parts, root, grid_step_px, train_fraction)
+    _add_unlabeled_fields(parts, root, grid_step_px)
+    return TrainingData(
+        source=f"real offline data {root}",
+        images=parts.images,
+        positives_train=np.concatenate(parts.positives_train),
+        positive_train_groups=np.concatenate(parts.train_groups).astype(str),
+        positives_val=np.concatenate(parts.positives_val),
+        positive_val_groups=parts.val_groups,
+        negatives_train=parts.negatives_train,
+        negatives_val=parts.negatives_val,
+        unlabeled=parts.unlabeled,
+        validation_regions=parts.regions,
+        training_pixels=parts.training_pixels,
+        grid_step_px=grid_step_px,
+        notes={"midesec_validation_fields": sorted(validation_names)},
+    )
+
+
+@dataclass
+class _RealParts:
+    """What `from_real` gathers, source by source, before it becomes `TrainingData`."""
+
+    positives_train: list[np.ndarray]
+    train_groups: list[np.ndarray]
+    positives_val: list[np.ndarray]
+    val_groups: list[str]
+    training_pixels: int
+    images: list[SiteImage] = field(default_factory=list)
+    negatives_train: NegativeSites = field(default_factory=lambda: NegativeSites.empty())
+    negatives_val: NegativeSites = field(default_factory=lambda: NegativeSites.empty())
+    regions: list[ValidationRegion] = field(default_factory=list)
+    unlabeled: list[int] = field(default_factory=list)
+
+    def add_image(self, path: Path, spacing_mm: float) -> tuple[int, np.ndarray]:
+        """Read an image, keep it among the site images; its index and pixels."""
+        rgb = real_data.read_image(path)
+        self.images.append(SiteImage(path.name, *rgb.shape[:2], spacing_mm, rgb=rgb))
+        return len(self.images) - 1, rgb
+
+
+def _real_crop_positives(root: Path) -> _RealParts:
+    """The mitosis crops, split by `validation_fold` of their group; the training crops' pixels counted."""
     patches = [p for p in real_data.load_patches(root) if p.label == 1]
     is_val = np.array([validation_fold(p.group) for p in patches])
     crops = np.empty((len(patches), SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
     for index, record in enumerate(tqdm(patches, desc="positive patches", unit="patch")):
         crops[index] = real_data.read_patch(record)
     datasets = np.array([p.dataset for p in patches])
-    positives_train, train_groups = [crops[~is_val]], [datasets[~is_val]]
-    positives_val, val_groups = [crops[is_val]], list(datasets[is_val])
-    images: list[SiteImage] = []
-    negatives_train, negatives_val = NegativeSites.empty(), NegativeSites.empty()
-    regions: list[ValidationRegion] = []
-    training_pixels = int((~is_val).sum()) * SOURCE_PX**2
+    return _RealParts(
+        positives_train=[crops[~is_val]],
+        train_groups=[datasets[~is_val]],
+        positives_val=[crops[is_val]],
+        val_groups=list(datasets[is_val]),
+        training_pixels=int((~is_val).sum()) * SOURCE_PX**2,
+    )
 
-    def add_image(path: Path, spacing_mm: float) -> tuple[int, np.ndarray]:
-        rgb = real_data.read_image(path)
-        images.append(SiteImage(path.name, *rgb.shape[:2], spacing_mm, rgb=rgb))
-        return len(images) - 1, rgb
 
+def _add_midesec_fields(
+    parts: _RealParts, fields: list, validation_names: set[str], grid_step_px: int, min_distance_um: float
+) -> None:
+    """Each annotated MiDeSeC field: its mitoses as positives, its other sites as negatives, training or held out."""
     for annotated in tqdm(fields, desc="MiDeSeC fields", unit="field"):
-        index, rgb = add_image(annotated.path, annotated.spacing_mm)
+        index, rgb = parts.add_image(annotated.path, annotated.spacing_mm)
         mitoses_rc = np.round(annotated.mitoses_xy_px[:, ::-1]).astype(np.int64)
         min_distance_px = px_from_um(min_distance_um, (annotated.spacing_mm,) * 2)
         nuclei = nucleus_centres(rgb, annotated.spacing_mm)
         sites = _site_sets(index, rgb, nuclei, grid_step_px, MIDESEC, mitoses_rc, min_distance_px)
-        field_crops = [images[index].crop(int(r), int(c)) for r, c in mitoses_rc]
+        field_crops = [parts.images[index].crop(int(r), int(c)) for r, c in mitoses_rc]
+        field_positives = np.asarray(field_crops, np.uint8).reshape(-1, SOURCE_PX, SOURCE_PX, 3)
         if annotated.path.name in validation_names:
-            negatives_val = negatives_val.concatenate(sites)
-            positives_val.append(np.asarray(field_crops, np.uint8).reshape(-1, SOURCE_PX, SOURCE_PX, 3))
-            val_groups += [MIDESEC] * len(field_crops)
-            regions.append(ValidationRegion(index, (0, rgb.shape[1]), mitoses_rc, True, "MiDeSeC fields"))
+            parts.negatives_val = parts.negatives_val.concatenate(sites)
+            parts.positives_val.append(field_positives)
+            parts.val_groups += [MIDESEC] * len(field_crops)
+            parts.regions.append(ValidationRegion(index, (0, rgb.shape[1]), mitoses_rc, True, "MiDeSeC fields"))
         else:
-            negatives_train = negatives_train.concatenate(sites)
-            positives_train.append(np.asarray(field_crops, np.uint8).reshape(-1, SOURCE_PX, SOURCE_PX, 3))
-            train_groups.append(np.full(len(field_crops), MIDESEC))
-            training_pixels += rgb.shape[0] * rgb.shape[1]
+            parts.negatives_train = parts.negatives_train.concatenate(sites)
+            parts.positives_train.append(field_positives)
+            parts.train_groups.append(np.full(len(field_crops), MIDESEC))
+            parts.training_pixels += rgb.shape[0] * rgb.shape[1]
 
-    no_mitoses = np.zeros((0, 2), np.int64)
+
+def _add_mitosis_free_tiles(parts: _RealParts, root: Path, grid_step_px: int, train_fraction: float) -> None:
+    """Each mitosis-free tile: its left `train_fraction` trains, the rest validates; look-alikes are imposters."""
     for tile in tqdm(real_data.load_mitosis_free_tiles(root), desc="mitosis-free tiles", unit="tile"):
-        index, rgb = add_image(tile.path, tile.spacing_mm)
+        index, rgb = parts.add_image(tile.path, tile.spacing_mm)
         split_x = int(tile.width_px * train_fraction)
         nuclei = nucleus_centres(rgb, tile.spacing_mm)
         lookalikes = np.round(tile.lookalikes_px[:, ::-1]).astype(np.int64)
+        no_mitoses = np.zeros((0, 2), np.int64)
         for part, x_range in (("train", (0, split_x)), ("val", (split_x, tile.width_px))):
             sites = _site_sets(index, rgb, nuclei, grid_step_px, "CMC tiles", no_mitoses, 0.0, x_range)
             inside = lookalikes[(lookalikes[:, 1] >= x_range[0]) & (lookalikes[:, 1] < x_range[1])]
             sites = sites.concatenate(NegativeSites.build(index, inside, "imposter", "CMC tiles"))
             if part == "train":
-                negatives_train = negatives_train.concatenate(sites)
-                training_pixels += rgb.shape[0] * split_x
+                parts.negatives_train = parts.negatives_train.concatenate(sites)
+                parts.training_pixels += rgb.shape[0] * split_x
             else:
-                negatives_val = negatives_val.concatenate(sites)
-                regions.append(ValidationRegion(index, x_range, no_mitoses, True, "mitosis-free tiles"))
-    unlabeled = []
+                parts.negatives_val = parts.negatives_val.concatenate(sites)
+                parts.regions.append(ValidationRegion(index, x_range, no_mitoses, True, "mitosis-free tiles"))
+
+
+def _add_unlabeled_fields(parts: _RealParts, root: Path, grid_step_px: int) -> None:
+    """MITOS 2012 fields: the validation fold's are regions without mitoses; the others train as negatives, being
+    human breast tissue like most positives (without it every human-breast-looking window would be positive in
+    training). Their few unannotated mitoses are removed before mining (`TrainingData.unlabeled`, pipeline)."""
+    no_mitoses = np.zeros((0, 2), np.int64)
     for unlabeled_field in real_data.load_unlabeled_fields(root):
-        index, rgb = add_image(unlabeled_field.path, unlabeled_field.spacing_mm)
+        index, rgb = parts.add_image(unlabeled_field.path, unlabeled_field.spacing_mm)
         if validation_fold(unlabeled_field.path.name):
-            regions.append(ValidationRegion(index, (0, rgb.shape[1]), no_mitoses, False, "MITOS 2012 fields"))
-        else:
-            # human breast tissue like most positives: without it every human-breast-looking window would be positive
-            # in training. Its few unannotated mitoses are removed before mining (`TrainingData.unlabeled`, pipeline).
-            unlabeled.append(index)
-            negatives_train = negatives_train.concatenate(
-                _site_sets(
-                    index,
-                    rgb,
-                    nucleus_centres(rgb, unlabeled_field.spacing_mm),
-                    grid_step_px,
-                    "MITOS 2012",
-                    no_mitoses,
-                    0.0,
-                )
-            )
-            training_pixels += rgb.shape[0] * rgb.shape[1]
-    return TrainingData(
-        source=f"real offline data {root}",
-        images=images,
-        positives_train=np.concatenate(positives_train),
-        positive_train_groups=np.concatenate(train_groups).astype(str),
-        positives_val=np.concatenate(positives_val),
-        positive_val_groups=val_groups,
-        negatives_train=negatives_train,
-        negatives_val=negatives_val,
-        unlabeled=unlabeled,
-        validation_regions=regions,
-        training_pixels=training_pixels,
-        grid_step_px=grid_step_px,
-        notes={"midesec_validation_fields": sorted(validation_names)},
-    )
+            parts.regions.append(ValidationRegion(index, (0, rgb.shape[1]), no_mitoses, False, "MITOS 2012 fields"))
+            continue
+        parts.unlabeled.append(index)
+        nuclei = nucleus_centres(rgb, unlabeled_field.spacing_mm)
+        sites = _site_sets(index, rgb, nuclei, grid_step_px, "MITOS 2012", no_mitoses, 0.0)
+        parts.negatives_train = parts.negatives_train.concatenate(sites)
+        parts.training_pixels += rgb.shape[0] * rgb.shape[1]
 
 
 def load_training_data(

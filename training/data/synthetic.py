@@ -357,7 +357,7 @@ def render_image(
     """Render one image: tissue, nuclei, annotated mitotic figures and imposters, pigment / ink / debris, scanner.
 
     ``annotate=False`` still draws mitotic figures and imposters (unlabeled images have them too) but returns no
-    annotations.
+    annotations. The steps draw from `rng` in a fixed order: a seed gives the same image bit for bit.
     """
     if width_px < 2 * _BORDER_PX + 8 or height_px < 2 * _BORDER_PX + 8:
         raise ValueError(f"image size {width_px}x{height_px} px is too small (min {2 * _BORDER_PX + 8} px a side)")
@@ -368,53 +368,93 @@ def render_image(
     pigment = np.zeros(canvas_shape, np.float32)
     ink = np.zeros(canvas_shape, np.float32)
 
-    # Tissue: mostly tissue with lumens / glass holes; stroma eosin with fibres; cellular nests.
+    tissue, stroma, cellularity = _tissue_layers(rng, height_px, width_px)
+    eosin[pad:-pad, pad:-pad] += stroma
+    spacing = tumour_type.nucleus_spacing_px
+    centres = _nucleus_centres(rng, cellularity, spacing)
+    area_mp = width_px * height_px / 1e6
+    sites, labels = _annotated_sites(rng, tumour_type, tissue * (0.3 + cellularity) + 1e-6, area_mp)
+    centres = _make_room(centres, sites, spacing)
+    _stamp_nuclei(rng, hematoxylin, eosin, centres, tumour_type, pad)
+    figures = [_figure_sprite(rng, label == MITOTIC_FIGURE, tumour_type.nucleus_radius_px) for label in labels]
+    if figures:
+        _stamp(hematoxylin, np.stack([figure[0] for figure in figures]), np.asarray(sites), pad)
+        _stamp(eosin, np.stack([figure[1] for figure in figures]), np.asarray(sites), pad)
+    _stamp_pigment(rng, pigment, tumour_type.pigment_per_mp * area_mp, pad)
+    ink_name = _draw_ink_and_debris(rng, ink, tissue, area_mp, pad)
+    crop = (slice(pad, pad + height_px), slice(pad, pad + width_px))
+    concentrations = np.stack([hematoxylin[crop], eosin[crop], pigment[crop], ink[crop]], axis=-1)
+    pixels = _scan(rng, concentrations, _INKS_OD[ink_name], scanner)
+    annotations = [(x, y, label) for (y, x), label in zip(sites, labels, strict=True)] if annotate else []
+    return SyntheticImage(pixels, annotations, tumour_type, scanner)
+
+
+def _tissue_layers(rng: np.random.Generator, height_px: int, width_px: int) -> tuple[np.ndarray, ...]:
+    """(tissue, stroma eosin, cellularity) maps: mostly tissue with lumens / glass holes, stroma with fibres, and
+    cellular nests."""
     tissue = np.clip((_smooth_field(rng, height_px, width_px, 180.0) - 0.22) * 6.0, 0.0, 1.0)
     fibres = _smooth_field(rng, height_px, width_px, 6.0, anisotropy=rng.uniform(4.0, 8.0))
     stroma = tissue * (rng.uniform(0.18, 0.32) * (0.6 + 0.8 * fibres))
     cellularity = tissue * _smooth_field(rng, height_px, width_px, 120.0)
-    eosin[pad:-pad, pad:-pad] += stroma
+    return tissue, stroma, cellularity
 
-    # Ordinary nuclei on a jittered grid, kept with probability = cellularity.
-    spacing = tumour_type.nucleus_spacing_px
+
+def _nucleus_centres(rng: np.random.Generator, cellularity: np.ndarray, spacing: float) -> np.ndarray:
+    """Ordinary nuclei (row, col) on a jittered grid, each kept with probability = cellularity."""
+    height_px, width_px = cellularity.shape
     grid_y, grid_x = np.mgrid[0:height_px:spacing, 0:width_px:spacing]
     centres = np.stack([grid_y.ravel(), grid_x.ravel()], 1) + rng.uniform(-0.4, 0.4, (grid_y.size, 2)) * spacing
     centres = np.clip(np.round(centres), 0, [height_px - 1, width_px - 1]).astype(np.int64)
     keep = rng.random(len(centres)) < 1.6 * cellularity[centres[:, 0], centres[:, 1]] - 0.2
-    centres = centres[keep]
+    return centres[keep]
 
-    # Annotated cells (and their positions) first, so ordinary nuclei can make room for them.
-    area_mp = width_px * height_px / 1e6
+
+def _annotated_sites(
+    rng: np.random.Generator, tumour_type: TumourType, weight: np.ndarray, area_mp: float
+) -> tuple[list, list[int]]:
+    """Positions (row, col) and categories of the annotated cells, in random order; placed before the ordinary
+    nuclei so that those can make room for them."""
     n_mitoses = int(rng.poisson(tumour_type.mitoses_per_mp * area_mp))
     n_imposters = int(rng.poisson(tumour_type.imposters_per_mp * area_mp))
-    weight = tissue * (0.3 + cellularity) + 1e-6
     sites = _pick_sites(rng, weight, n_mitoses + n_imposters, 60.0, _BORDER_PX, [])
     labels = [MITOTIC_FIGURE] * min(n_mitoses, len(sites)) + [IMPOSTER] * max(0, len(sites) - n_mitoses)
     order = rng.permutation(len(sites))
-    sites = [sites[i] for i in order]
-    labels = [labels[i] for i in order]
-    if sites:
-        site_array = np.asarray(sites)
-        distance = np.min(
-            np.hypot(centres[:, None, 0] - site_array[None, :, 0], centres[:, None, 1] - site_array[None, :, 1]), axis=1
-        )
-        centres = centres[distance > 1.1 * spacing]
+    return [sites[i] for i in order], [labels[i] for i in order]
 
+
+def _make_room(centres: np.ndarray, sites: list, spacing: float) -> np.ndarray:
+    """The ordinary nuclei farther than 1.1 grid spacings from every annotated cell."""
+    if not sites:
+        return centres
+    site_array = np.asarray(sites)
+    distance = np.min(
+        np.hypot(centres[:, None, 0] - site_array[None, :, 0], centres[:, None, 1] - site_array[None, :, 1]), axis=1
+    )
+    return centres[distance > 1.1 * spacing]
+
+
+def _stamp_nuclei(
+    rng: np.random.Generator,
+    hematoxylin: np.ndarray,
+    eosin: np.ndarray,
+    centres: np.ndarray,
+    tumour_type: TumourType,
+    pad: int,
+) -> None:
+    """Stamp an ordinary nucleus at each centre. The bank in its 8 dihedral variants: nuclei pick one of 320
+    sprites; one stamping call per channel."""
     bank_h, bank_e = _nucleus_bank(rng, 40, tumour_type.nucleus_radius_px, tumour_type.lymphocyte_share)
-    # The bank in its 8 dihedral variants: nuclei pick one of 320 sprites; one stamping call per channel.
     bank_h = np.concatenate([_dihedral_variants(bank_h, variant) for variant in range(8)])
     bank_e = np.concatenate([_dihedral_variants(bank_e, variant) for variant in range(8)])
     choice = rng.integers(0, len(bank_h), len(centres))
     _stamp(hematoxylin, bank_h[choice], centres, pad)
     _stamp(eosin, bank_e[choice], centres, pad)
 
-    figures = [_figure_sprite(rng, label == MITOTIC_FIGURE, tumour_type.nucleus_radius_px) for label in labels]
-    if figures:
-        _stamp(hematoxylin, np.stack([figure[0] for figure in figures]), np.asarray(sites), pad)
-        _stamp(eosin, np.stack([figure[1] for figure in figures]), np.asarray(sites), pad)
 
-    # Pigment granule clusters (brown), marking ink along one edge, debris specks (ink colour), anywhere.
-    n_pigment = int(rng.poisson(tumour_type.pigment_per_mp * area_mp))
+def _stamp_pigment(rng: np.random.Generator, pigment: np.ndarray, expected_clusters: float, pad: int) -> None:
+    """Pigment granule clusters (brown), anywhere."""
+    height_px, width_px = pigment.shape[0] - 2 * pad, pigment.shape[1] - 2 * pad
+    n_pigment = int(rng.poisson(expected_clusters))
     yy, xx = _polar_grid(_FIGURE_PX)
     clusters = np.zeros((n_pigment, _FIGURE_PX, _FIGURE_PX), np.float32)
     for granules in clusters:
@@ -422,25 +462,35 @@ def render_image(
         for gy, gx in rng.normal(0.0, spread, (int(rng.integers(5, 40)), 2)):
             granules += rng.uniform(0.3, 1.2) * np.exp(-((yy - gy) ** 2 + (xx - gx) ** 2) / rng.uniform(1.5, 6.0))
     _stamp(pigment, clusters, _random_positions(rng, n_pigment, height_px, width_px), pad)
+
+
+def _draw_ink_and_debris(
+    rng: np.random.Generator, ink: np.ndarray, tissue: np.ndarray, area_mp: float, pad: int
+) -> str:
+    """Marking ink along one edge (half the images) and debris specks in the ink's colour; returns the ink's name."""
+    height_px, width_px = tissue.shape
     ink_name = str(rng.choice(sorted(_INKS_OD)))
     if rng.random() < 0.5:
         edge = _smooth_field(rng, height_px, width_px, 60.0)
         depth = np.linspace(1.0, 0.0, width_px, dtype=np.float32)[None, :] ** rng.uniform(6.0, 14.0)
         ink[pad:-pad, pad:-pad] += tissue * np.clip(depth * 2.5 * edge - 0.1, 0.0, 1.2)
     n_specks = int(rng.poisson(2.0 * area_mp))
+    yy, xx = _polar_grid(_FIGURE_PX)
     specks = np.clip(_texture(rng, (n_specks, _FIGURE_PX, _FIGURE_PX), 2.0) - 1.2, 0.0, None) * 0.8
     specks *= np.hypot(yy, xx)[None] < rng.uniform(6.0, 20.0, (n_specks, 1, 1))
     _stamp(ink, specks.astype(np.float32), _random_positions(rng, n_specks, height_px, width_px), pad)
+    return ink_name
 
-    # Beer-Lambert colour, then the scanner: optics blur, colour response, noise, JPEG round trip.
+
+def _scan(rng: np.random.Generator, concentrations: np.ndarray, ink_od: np.ndarray, scanner: Scanner) -> np.ndarray:
+    """(H, W, 4) stain concentrations (hematoxylin, eosin, pigment, ink) -> uint8 RGB: Beer-Lambert colour, then the
+    scanner: optics blur, colour response, noise, JPEG round trip."""
     vector_h, vector_e = _stain_vectors(rng, scanner)
-    crop = (slice(pad, pad + height_px), slice(pad, pad + width_px))
     # Scanner gamma on transmitted light, (10 ** -OD) ** gamma, folded into the OD -> RGB matrix; ln 10 too.
     gamma = np.asarray(scanner.gamma, np.float32)
-    rgb_from_concentration = (
-        np.stack([vector_h, vector_e, _PIGMENT_OD, _INKS_OD[ink_name]]) * gamma * -np.log(10.0)
-    ).astype(np.float32)
-    concentrations = np.stack([hematoxylin[crop], eosin[crop], pigment[crop], ink[crop]], axis=-1)
+    rgb_from_concentration = (np.stack([vector_h, vector_e, _PIGMENT_OD, ink_od]) * gamma * -np.log(10.0)).astype(
+        np.float32
+    )
     rgb = np.exp(concentrations @ rgb_from_concentration)
     if scanner.blur_sigma_px > 0:
         rgb = ndimage.gaussian_filter(rgb, (scanner.blur_sigma_px, scanner.blur_sigma_px, 0), truncate=3.0)
@@ -452,8 +502,7 @@ def render_image(
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=scanner.jpeg_quality)
         pixels = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-    annotations = [(x, y, label) for (y, x), label in zip(sites, labels, strict=True)] if annotate else []
-    return SyntheticImage(pixels, annotations, tumour_type, scanner)
+    return pixels
 
 
 # --------------------------------------------------------------------------------------------------------- dataset
