@@ -188,3 +188,41 @@ def test_density_window_follows_the_hotspot(tmp_path):
         picture = np.asarray(image.convert("RGB")).astype(int)
     assert np.abs(picture[100, 100 + 10] - 200).sum() > 30  # half a radius away: coloured
     assert np.abs(picture[100, 100 + 80] - 200).sum() == 0  # four radii away: untouched
+
+
+def withheld_summary() -> dict:
+    return slide_summary("skin.svs") | {
+        "mitotic_score": None,
+        "mitotic_score_withheld": "withheld: the hotspot (472 per mm2) is denser than any annotated region",
+        "warning": "472 mitotic figures per mm2 of tissue in the hotspot",
+        "note": "the 2 mm2 hotspot is larger than the slide's 0.61 mm2 of tissue",
+    }
+
+
+def test_a_withheld_score_and_a_note_in_the_csv(tmp_path):
+    report.write_summary_csv(tmp_path / "summary.csv", [withheld_summary(), slide_summary()])
+    withheld, scored = list(csv.DictReader(open(tmp_path / "summary.csv", newline="")))
+    assert withheld["mitotic_score"] == "" and withheld["mitotic_score_withheld"].startswith("withheld: the hotspot")
+    assert withheld["note"].startswith("the 2 mm2 hotspot") and withheld["warning"].startswith("472")
+    assert scored["mitotic_score"] == "3" and scored["mitotic_score_withheld"] == "" and scored["note"] == ""
+
+
+def test_a_withheld_score_and_a_note_in_the_report(tmp_path):
+    report.write_report_html(tmp_path / "report.html", [withheld_summary()])
+    page = (tmp_path / "report.html").read_text()
+    assert ">withheld: the hotspot (472 per mm2) is denser than any annotated region</td>" in page
+    assert '<td class="note">the 2 mm2 hotspot is larger than the slide&#x27;s 0.61 mm2 of tissue</td>' in page
+    assert "<th>Note</th>" in page
+
+
+def test_a_long_legend_is_wrapped_inside_the_heatmap(tmp_path):
+    """The warning in the heatmap's title is a long line: it is broken between words, not cut off at the edge."""
+    thumbnail = np.full((200, 300, 3), 200, dtype=np.uint8)
+    legend = "12 mitotic figures\nWARNING: " + "denser than any region the MIDOG datasets annotate " * 4
+    path = tmp_path / "heatmap.png"
+    report.draw_heatmap(path, thumbnail, 10.0, np.zeros((0, 2)), None, None, legend=legend)
+    with Image.open(path) as image:
+        picture = np.asarray(image.convert("RGB")).astype(int)
+    white_rows = (picture == 255).all(axis=2).any(axis=1)
+    assert white_rows[:100].sum() > 60  # several lines of text on white, at the top
+    assert (picture[:, -2] == 200).all()  # the legend's box stops before the right edge

@@ -29,8 +29,10 @@ CSV_COLUMNS = (
     "hotspot_center_x_mm",
     "hotspot_center_y_mm",
     "mitotic_score",
+    "mitotic_score_withheld",
     "count_2_37_mm2",
     "warning",
+    "note",
     "error",
 )
 """Columns of `summary.csv`, one row per slide."""
@@ -151,19 +153,9 @@ def draw_heatmap(
         density_window_px = 2 * hotspot_radius_px if has_hotspot else max(height, width) * px_per_thumbnail_px / 40
     sigma_thumbnail_px = max(1.0, density_window_px / 2 / px_per_thumbnail_px)
 
-    picture = thumbnail.astype(np.float32)
-    density = _density_overlay((height, width), xy_thumbnail, sigma_thumbnail_px)
-    if density is not None:
-        level = np.rint(density * 255).astype(np.uint8)
-        colours, opacity = _density_lookup()
-        alpha = opacity[level]
-        if tissue_mask is not None:
-            mask = Image.fromarray(np.asarray(tissue_mask, dtype=bool).astype(np.uint8) * 255)
-            alpha *= np.asarray(mask.resize((width, height), Image.Resampling.NEAREST)) > 0
-        picture += (colours[level] - picture) * alpha[..., None]
+    picture = _coloured_by_density(thumbnail, xy_thumbnail, sigma_thumbnail_px, tissue_mask)
     image = Image.fromarray(np.clip(np.rint(picture), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
-
     dot_px = max(1.5, max(height, width) / 1000)
     for x, y in xy_thumbnail.tolist():
         draw.ellipse((x - dot_px, y - dot_px, x + dot_px, y + dot_px), fill=_DOT_COLOUR, outline=_DOT_OUTLINE)
@@ -176,16 +168,56 @@ def draw_heatmap(
             outline=_CIRCLE_COLOUR,
             width=line_px,
         )
-
     if legend is None:
         legend = f"{len(xy_thumbnail)} mitotic figures" + ("\nhotspot: green circle" if has_hotspot else "")
+    _draw_legend(draw, legend, (height, width))
+    with atomic_output(path) as temporary:
+        image.save(temporary, format="PNG")
+
+
+def _coloured_by_density(
+    thumbnail: np.ndarray, xy_thumbnail_px: np.ndarray, sigma_thumbnail_px: float, tissue_mask: np.ndarray | None
+) -> np.ndarray:
+    """(H, W, 3) float picture: the thumbnail with the points' density over it (`_density_lookup`'s colours), only
+    on `tissue_mask` (any shape, resized) when given."""
+    height, width = thumbnail.shape[:2]
+    picture = thumbnail.astype(np.float32)
+    density = _density_overlay((height, width), xy_thumbnail_px, sigma_thumbnail_px)
+    if density is None:
+        return picture
+    level = np.rint(density * 255).astype(np.uint8)
+    colours, opacity = _density_lookup()
+    alpha = opacity[level]
+    if tissue_mask is not None:
+        mask = Image.fromarray(np.asarray(tissue_mask, dtype=bool).astype(np.uint8) * 255)
+        alpha *= np.asarray(mask.resize((width, height), Image.Resampling.NEAREST)) > 0
+    return picture + (colours[level] - picture) * alpha[..., None]
+
+
+def _wrapped(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width_px: float) -> str:
+    """`text` with its lines broken between words so that each fits in `width_px` (a word longer stays whole)."""
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            longer = f"{line} {word}" if line else word
+            if line and draw.textlength(longer, font=font) > width_px:
+                lines.append(line)
+                longer = word
+            line = longer
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, legend: str, shape: tuple[int, int]) -> None:
+    """The legend in the top-left corner on white, its lines wrapped to the picture's width."""
+    height, width = shape
     font = ImageFont.load_default(size=max(10, min(height, width) // 40))
     margin = max(2, min(height, width) // 100)
+    legend = _wrapped(draw, legend, font, width - 4 * margin)
     box = draw.multiline_textbbox((margin, margin), legend, font=font)
     draw.rectangle((box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin), fill=(255, 255, 255))
     draw.multiline_text((margin, margin), legend, fill=(0, 0, 0), font=font)
-    with atomic_output(path) as temporary:
-        image.save(temporary, format="PNG")
 
 
 def _cell(value: object) -> str:
@@ -214,8 +246,10 @@ def _csv_row(summary: dict) -> dict[str, str]:
         "hotspot_center_x_mm": centre_mm[0],
         "hotspot_center_y_mm": centre_mm[1],
         "mitotic_score": summary.get("mitotic_score"),
+        "mitotic_score_withheld": summary.get("mitotic_score_withheld"),
         "count_2_37_mm2": veterinary.get("count"),
         "warning": summary.get("warning"),
+        "note": summary.get("note"),
         "error": summary.get("error"),
     }
     return {column: _cell(value) for column, value in row.items()}
@@ -228,7 +262,9 @@ def write_summary_csv(path: Path, summaries: list[dict]) -> None:
     A summary: {"slide": str, "mpp_um": [x, y], "tissue_mm2": float, "mitotic_figures": int, "density_per_mm2":
     float, "hotspot": {"center_px": [x, y], "center_mm": [x, y], "area_mm2": float, "count": int} or None,
     "mitotic_score": int or None, "veterinary_2_37_mm2": {"count": int, "center_mm": [x, y]} or None, "heatmap":
-    path relative to the run folder, "error": str (failed slides only)}.
+    path relative to the run folder, and where they apply "warning": str (an implausible count),
+    "mitotic_score_withheld": str (why the score is null), "note": str (e.g. a hotspot larger than the tissue),
+    "error": str (failed slides; one whose outputs could not all be written keeps its counts too)}.
     """
     with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)
@@ -244,6 +280,7 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; vertic
 th { background: #f0f0f0; }
 td.name, td.error { text-align: left; }
 td.error { color: #c00; font-weight: bold; }
+td.note { text-align: left; }
 img { max-width: 320px; max-height: 240px; display: block; }
 """
 
@@ -254,6 +291,15 @@ def _number(value: object, digits: int) -> str:
     if isinstance(value, float):
         return html.escape(f"{value:.{digits}f}")
     return html.escape(str(value))
+
+
+def _score_cell(summary: dict) -> str:
+    """The mitotic score, or "withheld" and why (the reason also as the cell's tooltip)."""
+    withheld = summary.get("mitotic_score_withheld")
+    if withheld:
+        reason = html.escape(str(withheld), quote=True)
+        return f'<td class="error" title="{reason}">{reason}</td>'
+    return f"<td>{_number(summary.get('mitotic_score'), 0)}</td>"
 
 
 def _html_row(summary: dict) -> str:
@@ -274,9 +320,10 @@ def _html_row(summary: dict) -> str:
         f"<td>{_number(summary.get('tissue_mm2'), 1)}</td>",
         f"<td>{_number(summary.get('density_per_mm2'), 2)}</td>",
         f"<td>{hotspot_text}</td>",
-        f"<td>{_number(summary.get('mitotic_score'), 0)}</td>",
+        _score_cell(summary),
         f"<td>{_number(veterinary.get('count'), 0)}</td>",
         f'<td class="error">{html.escape(str(summary.get("error") or summary.get("warning") or ""))}</td>',
+        f'<td class="note">{html.escape(str(summary.get("note") or ""))}</td>',
     ]
     return "<tr>" + "".join(cells) + "</tr>"
 
@@ -284,11 +331,12 @@ def _html_row(summary: dict) -> str:
 def write_report_html(path: Path, summaries: list[dict]) -> None:
     """One self-contained page (inline style, no scripts or external assets): a row per slide with its heatmap
     (linked by the summary's relative `heatmap` path, so the page sits in the run folder), its counts, density,
-    hotspot count and mitotic score; failed slides show their error in red. Every string is HTML-escaped."""
+    hotspot count and mitotic score; failed slides show their error in red, as do a warning and a withheld score
+    (the reason in place of the score), and a note has its own column. Every string is HTML-escaped."""
     header = (
         "<tr><th>Heatmap</th><th>Slide</th><th>Mitotic figures</th><th>Tissue (mm&sup2;)</th>"
         "<th>Density (/mm&sup2;)</th><th>Hotspot</th><th>Mitotic score</th><th>Count in 2.37 mm&sup2;</th>"
-        "<th>Error or warning</th></tr>"
+        "<th>Error or warning</th><th>Note</th></tr>"
     )
     failed = sum(1 for summary in summaries if summary.get("error"))
     page = "\n".join(
