@@ -106,7 +106,10 @@ def write_scores(rows: list[tuple[str, float]], out: Path) -> None:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m app.score_patches",
+        description=__doc__,
+        add_help=add_help,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("directory", type=str, help="folder of patches (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write (columns: path,probability)")

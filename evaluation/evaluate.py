@@ -1,7 +1,7 @@
 """Offline evaluation with the MIDOG challenges' own rules, so that local numbers equal leaderboard numbers.
 
 Usage: `python -m evaluation.evaluate --predictions DIR --ground-truth GT [--report DIR] [--spacing-um 0.25]
-[--images DIR]` (`python -m training.evaluate` is the same command).
+[--images DIR]`.
 
 - Predictions: a folder of grand-challenge "Multiple points" JSONs, one per image named `<image stem>.json`
   (coordinates in mm), or the platform's evaluation layout: `predictions.json` (a list of jobs: `pk`, the input

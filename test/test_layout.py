@@ -162,3 +162,17 @@ def test_figure_code_lives_in_training_figures():
             if any(n == d or n.startswith(d + ".") for n in names for d in drawing):
                 offenders.append(name)
     assert not offenders, f"figure code outside training/figures.py: {sorted(set(offenders))}"
+
+
+def test_commands_name_themselves_as_they_are_run():
+    """`--help` of a `python -m` command says `usage: python -m package.module`, not the file's name."""
+    unnamed = []
+    for name, path in project_modules().items():
+        if name.split(".")[0] not in ("app", "training", "evaluation", "wsi"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "ArgumentParser":
+                prog = next((k.value for k in node.keywords if k.arg == "prog"), None)
+                if not (isinstance(prog, ast.Constant) and prog.value == f"python -m {name}"):
+                    unnamed.append(name)
+    assert not unnamed, unnamed

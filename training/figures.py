@@ -584,6 +584,7 @@ def plot_stain_unmixing(image: Path, out_png: Path, crop_px: int = 768) -> None:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python -m training.figures",
         description="Report figures: augmentation examples, training curves, hard-negative-mining search (paper "
         "Figure 2), mined mitoses, stain unmixing.",
         add_help=add_help,

@@ -217,7 +217,10 @@ def ensemble_patch_ap(out: Path, policies: tuple[str, ...]) -> dict:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m training.pipeline",
+        description=__doc__,
+        add_help=add_help,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
     parser.add_argument("--data", type=Path, default=None, help="MIDOG-format dataset folder or ../shared/data/real")

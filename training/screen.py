@@ -338,7 +338,10 @@ def run_screen_stage(bundle_dir: Path, data: TrainingData, settings: ScreenSetti
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m training.screen",
+        description=__doc__,
+        add_help=add_help,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="bundle to add the screen to")
     parser.add_argument("--data", type=Path, required=True, help="the training data the bundle was made with")

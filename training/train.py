@@ -510,7 +510,10 @@ def train_model(
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The command line of `main`, separate so that other launchers can reuse it."""
     parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m training.train",
+        description=__doc__,
+        add_help=add_help,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
     parser.add_argument("--data", type=Path, required=True, help="MIDOG-format dataset folder or ../shared/data/real")

@@ -344,6 +344,7 @@ def write_examples(out_png: str | Path, n_examples: int = 4, seed: int = 0, root
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python -m training.data.composite",
         description="Real mitotic-figure crops blended into real mitosis-free "
         "backgrounds, written in the MIDOG 2022 layout.",
         add_help=add_help,

@@ -781,7 +781,9 @@ def _summary_lines(dataset: MidogDataset) -> Iterable[str]:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Validate a MIDOG-format dataset and print counts per tumour type and domain.", add_help=add_help
+        prog="python -m training.data.midog_dataset",
+        description="Validate a MIDOG-format dataset and print counts per tumour type and domain.",
+        add_help=add_help,
     )
     parser.add_argument("annotations", type=Path, help="annotation JSON (MIDOG2022_training.json, MIDOG++.json, ...)")
     parser.add_argument(

@@ -188,7 +188,7 @@ def negative_sampler(sites: NegativeSites) -> GroupSampler:
 def positive_sampler(datasets: np.ndarray, scale: dict[str, float] | None = None) -> GroupSampler:
     """Positive datasets weighted by the square root of their size: a small same-domain set (the MiDeSeC training
     fields' mitoses) is not drowned by thousands of crops from elsewhere, nor memorised by plain balancing. `scale`
-    multiplies a group's weight (mined positives: `training.mined_positives`)."""
+    multiplies a group's weight (mined positives: `training.unlabeled_mining`)."""
     names, counts = np.unique(np.asarray(datasets).astype(str), return_counts=True)
     scale = scale or {}
     return GroupSampler(
@@ -454,7 +454,8 @@ def from_real(
     """Training data of ../shared/data/real; see the module docstring for what plays which role.
 
     `held_out_fields`: file names of the MiDeSeC fields to validate on (default: `midesec_validation_names`); the
-    field cross-validation (`training.field_cv`) passes one fold's fields, and an empty set trains on all 35."""
+    field cross-validation (`training.validation.field_cv`) passes one fold's fields, and an empty set trains on all
+    35."""
     fields = real_data.load_midesec_fields(root)
     all_names = [f.path.name for f in fields]
     validation_names = midesec_validation_names(all_names) if held_out_fields is None else set(held_out_fields)

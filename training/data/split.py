@@ -117,7 +117,9 @@ def split_images(
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Stratified train/validation split of a MIDOG dataset.", add_help=add_help
+        prog="python -m training.data.split",
+        description="Stratified train/validation split of a MIDOG dataset.",
+        add_help=add_help,
     )
     parser.add_argument("annotations", type=Path, help="annotation JSON of the dataset")
     parser.add_argument("--out", type=Path, required=True, help="output JSON with image ids per part")

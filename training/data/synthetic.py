@@ -619,7 +619,9 @@ def write_preview(dataset_dir: str | Path, out_png: str | Path, n_crops: int = 6
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Write a synthetic H&E-like dataset in the MIDOG 2022 layout.", add_help=add_help
+        prog="python -m training.data.synthetic",
+        description="Write a synthetic H&E-like dataset in the MIDOG 2022 layout.",
+        add_help=add_help,
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; files are overwritten)")
     parser.add_argument("--images", type=int, required=True, help="number of labelled images (ids 001..N)")

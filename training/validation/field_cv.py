@@ -398,7 +398,10 @@ def final_bundle(
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m training.validation.field_cv",
+        description=__doc__,
+        add_help=add_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", type=Path, required=True, help="the real offline folder (../shared/data/real)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")

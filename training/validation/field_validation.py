@@ -257,7 +257,10 @@ def format_report(report: dict) -> str:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m training.validation.field_validation",
+        description=__doc__,
+        add_help=add_help,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="bundle folder (default: shipped)")
     parser.add_argument("--data", type=Path, default=real_data.DEFAULT_ROOT, help="../shared/data/real")
