@@ -176,3 +176,39 @@ def test_commands_name_themselves_as_they_are_run():
                 if not (isinstance(prog, ast.Constant) and prog.value == f"python -m {name}"):
                     unnamed.append(name)
     assert not unnamed, unnamed
+
+
+def code_map() -> str:
+    text = (REPO / "docs" / "how-it-works.md").read_text()
+    return text[text.index("## Code map") :]
+
+
+def test_code_map_lists_every_module():
+    """docs/how-it-works.md's code map follows the rooms: every module of the detector, the app and the training
+    recipe's top level by its path, the deeper rooms (training/data, training/validation, wsi, evaluation, benchmarks)
+    by their folder."""
+    listed = code_map()
+    by_folder = ("training/data/", "training/validation/", "wsi/", "evaluation/", "benchmarks/")
+    missing = [folder for folder in by_folder if f"`{folder}" not in listed]
+    for folder in ("model", "app", "training"):
+        for path in sorted((REPO / folder).glob("*.py")):
+            if path.name != "__init__.py" and path.relative_to(REPO).as_posix() not in listed:
+                missing.append(path.relative_to(REPO).as_posix())
+    assert not missing, f"not in docs/how-it-works.md's code map: {missing}"
+
+
+FUNCTION_MAX_LINES = 60
+
+
+def test_functions_stay_short_in_the_library_and_the_apps():
+    """A newcomer reads a function of `model`, `app`, `wsi` or `evaluation` on one screen: at most 60 lines,
+    signature and docstring included (cut longer ones into named steps)."""
+    long = []
+    for name, path in project_modules().items():
+        if name.split(".")[0] in ("model", "app", "wsi", "evaluation"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > FUNCTION_MAX_LINES:
+                        long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long, long
