@@ -249,7 +249,13 @@ def test_real_aperio_svs(tmp_path):
     summary = json.loads((out / "CMU-1-Small-Region" / "summary.json").read_text())
     assert summary["mpp_um"] == pytest.approx([0.499, 0.499], abs=0.001)
     assert 0.5 < summary["tissue_mm2"] < 1.7  # 2220 x 2967 px at 0.499 um/px = 1.64 mm2, most of it tissue
-    assert summary["mitotic_score"] in (1, 2, 3)
+    # skin the detector was not trained on: the shipped model names ordinary nuclei, far denser than any annotated
+    # region, so the count is flagged and the score withheld (docs/wsi.md); with a score, it must be a score
+    if "warning" in summary:
+        assert summary["mitotic_score"] is None and summary["mitotic_score_withheld"].startswith("withheld")
+    else:
+        assert summary["mitotic_score"] in (1, 2, 3)
+    assert "larger than the slide's" in summary["note"]  # 2 mm2 hotspot, 0.6 mm2 of tissue
 
 
 def test_an_existing_cluster_by_its_address(synthetic_slide, random_bundle_dir, tmp_path):

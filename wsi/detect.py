@@ -54,8 +54,19 @@ class TileResult:
 
     @classmethod
     def load(cls, path: Path, key: str) -> TileResult:
+        """What `save` wrote. Raises (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) for a file
+        that is not one whole result (empty, truncated, arrays missing or of unmatched lengths): `wsi.count`
+        detects such a tile again."""
         with np.load(path) as data:
-            return cls(key, data["xy_px"], data["probability"], data["is_mitosis"], float(data["seconds"]))
+            result = cls(key, data["xy_px"], data["probability"], data["is_mitosis"], float(data["seconds"]))
+        points = len(result.xy_px)
+        if (
+            result.xy_px.shape != (points, 2)
+            or result.probability.shape != (points,)
+            or result.is_mitosis.shape != (points,)
+        ):
+            raise ValueError(f"arrays of unmatched shapes {result.xy_px.shape}, {result.probability.shape}")
+        return result
 
 
 @functools.lru_cache(maxsize=2)
