@@ -196,12 +196,17 @@ def test_an_unreadable_tile_on_a_dask_cluster(
 # 3. a full disk
 
 
+def disk_full(*args, **kwargs):
+    """Any writer, on a full disk."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def test_a_full_disk_while_writing_a_heatmap(slides, random_bundle_dir, fake_detector, tmp_path, monkeypatch, capsys):
     real = Image.Image.save
 
     def save(self, target, *args, **kwargs):
         if Path(target).parent.name == "first":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            disk_full()
         return real(self, target, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save)
@@ -220,29 +225,19 @@ def test_a_full_disk_while_writing_a_heatmap(slides, random_bundle_dir, fake_det
     assert no_temporaries(out)
 
 
-def test_a_full_disk_while_writing_the_run_summary(
-    slides, random_bundle_dir, fake_detector, tmp_path, monkeypatch, capsys
+@pytest.mark.parametrize(
+    ("owner", "writer", "file_name"),
+    [(count.report, "write_summary_csv", "summary.csv"), (detect.TileResult, "save", "r0000_c0000.npz")],
+)
+def test_a_full_disk_while_caching_a_tile_or_writing_the_run_summary_stops_in_one_line(
+    slides, random_bundle_dir, fake_detector, tmp_path, monkeypatch, capsys, owner, writer, file_name
 ):
-    def full(path, summaries):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(count.report, "write_summary_csv", full)
+    monkeypatch.setattr(owner, writer, disk_full)
     out = tmp_path / "out"
     assert run_count(out, random_bundle_dir, slides / "first.tiff") == 1
     lines = errors(capsys)
-    assert lines == [f"error: cannot write {out / 'summary.csv'}: No space left on device"]
-    assert (out / "first" / "summary.json").is_file() and no_temporaries(out)
-
-
-def test_a_full_disk_while_caching_a_tile(slides, random_bundle_dir, fake_detector, tmp_path, monkeypatch, capsys):
-    def full(self, path):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(detect.TileResult, "save", full)
-    out = tmp_path / "out"
-    assert run_count(out, random_bundle_dir, slides / "first.tiff") == 1
-    lines = errors(capsys)
-    assert len(lines) == 1 and lines[0].endswith("r0000_c0000.npz: No space left on device"), lines
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write "), lines
+    assert lines[0].endswith(f"{file_name}: No space left on device"), lines
     assert no_temporaries(out)
 
 
