@@ -29,6 +29,7 @@ from app.preflight import UsageError
 from model import Detector, spacing
 from model.atomic_files import atomic_output
 from model.bundle import DEFAULT_BUNDLE_DIR, BundleError
+from model.command_line import command_parser
 from model.progress import progress_bar
 from model.resample import resample_rgb
 
@@ -105,12 +106,7 @@ def write_scores(rows: list[tuple[str, float]], out: Path) -> None:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.score_patches",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = command_parser("app.score_patches", __doc__, add_help, argparse.RawTextHelpFormatter)
     parser.add_argument("directory", type=str, help="folder of patches (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write (columns: path,probability)")
     parser.add_argument(

@@ -47,6 +47,7 @@ from evaluation.metrics import (
 )
 from model import Detections, Detector
 from model.atomic_files import write_json_atomically
+from model.command_line import command_parser
 from model.matching import greedy_match
 from model.spacing import DEFAULT_SPACING_MM
 from training.data.composite import generate_composite, is_held_out_positive
@@ -291,13 +292,14 @@ def run(
     return report
 
 
+DESCRIPTION = (
+    "Held-out mitoses pasted into held-out mitosis-free tile tissue, detected and scored with the challenge's F1 rule."
+)
+"""What `--help` says first."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.same_domain_validation",
-        add_help=add_help,
-        description="Held-out mitoses pasted into held-out mitosis-free tile tissue, "
-        "detected and scored with the challenge's F1 rule.",
-    )
+    parser = command_parser("benchmarks.same_domain_validation", DESCRIPTION, add_help)
     parser.add_argument("--bundle", type=Path, required=True, help="model bundle folder (e.g. model/weights)")
     parser.add_argument(
         "--out",

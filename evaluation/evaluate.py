@@ -71,6 +71,7 @@ from evaluation.metrics import (
 )
 from evaluation.report import ReportError, check_report_destination, format_value, write_report
 from evaluation.result import Curves, Evaluation, ImagesSeen, Scores
+from model.command_line import command_parser
 from model.spacing import PLAUSIBLE_SPACING_MM
 
 
@@ -250,13 +251,15 @@ def format_tables(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+DESCRIPTION = (
+    "MIDOG 2022 / 2025 offline evaluation: challenge-identical F1 (micro, 7.5 um greedy matching), AP "
+    "and FROC, overall, per tumour type and per ROI type."
+)
+"""What `--help` says first."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m evaluation.evaluate",
-        description="MIDOG 2022 / 2025 offline evaluation: challenge-identical F1 (micro, 7.5 um greedy matching), AP "
-        "and FROC, overall, per tumour type and per ROI type.",
-        add_help=add_help,
-    )
+    parser = command_parser("evaluation.evaluate", DESCRIPTION, add_help)
     parser.add_argument(
         "--predictions",
         type=Path,

@@ -33,6 +33,7 @@ from matplotlib.patches import Circle
 from matplotlib.ticker import NullLocator
 
 from model.bundle import POLICY_NAMES
+from model.command_line import command_parser
 from model.geometry import RECEPTIVE_FIELD_PX
 from training.augment import POLICIES, Policy, augment_batch, centre_windows
 from training.stain import check_rgb, macenko_stain_matrix, residual_candidates, residual_density, unmix
@@ -582,13 +583,15 @@ def plot_stain_unmixing(image: Path, out_png: Path, crop_px: int = 768) -> None:
     write_unmixing_figure(rgb, out_png, stain_matrix=stain_matrix)
 
 
+DESCRIPTION = (
+    "Report figures: augmentation examples, training curves, hard-negative-mining search (paper "
+    "Figure 2), mined mitoses, stain unmixing."
+)
+"""What `--help` says first."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.figures",
-        description="Report figures: augmentation examples, training curves, hard-negative-mining search (paper "
-        "Figure 2), mined mitoses, stain unmixing.",
-        add_help=add_help,
-    )
+    parser = command_parser("training.figures", DESCRIPTION, add_help)
     commands = parser.add_subparsers(dest="command", required=True)
     augmentation = commands.add_parser("augmentation", help="augmentation_policy_{A,B}.png from real mitoses")
     augmentation.add_argument(

@@ -46,6 +46,7 @@ from model import Detector
 from model.architecture import ArchitectureConfig, architecture
 from model.atomic_files import write_json_atomically
 from model.bundle import Bundle, write_bundle
+from model.command_line import command_parser
 from training.config import Config, load_config
 from training.data.sources import NegativeSites, TrainingData
 from training.enrichment import enrich, load_enrichment
@@ -216,12 +217,7 @@ def ensemble_patch_ap(out: Path, policies: tuple[str, ...]) -> dict:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.pipeline",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = command_parser("training.pipeline", __doc__, add_help, argparse.RawTextHelpFormatter)
     parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
     parser.add_argument("--data", type=Path, default=None, help="MIDOG-format dataset folder or ../shared/data/real")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")

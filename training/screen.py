@@ -42,6 +42,7 @@ from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR, POLICY_NAMES, SCREEN_FILE, read_bundle, write_screen
 from model.candidates import EnsembleDetections, ensemble_probability, name_mitotic_figures
 from model.cascade import PART_FITTED_TILES, PART_TILE_CELLS, cascade_points
+from model.command_line import command_parser
 from model.dense import MirroredImage, covered_cells, probability_map
 from model.geometry import OUTPUT_STRIDE_PX, map_shape, pixel_from_map_index
 from model.screen import SCREEN_GRID, ScreenNet, p4_cells_passing, screen_map, screen_map_shape, screen_targets
@@ -337,12 +338,7 @@ def run_screen_stage(bundle_dir: Path, data: TrainingData, settings: ScreenSetti
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.screen",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = command_parser("training.screen", __doc__, add_help, argparse.RawTextHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="bundle to add the screen to")
     parser.add_argument("--data", type=Path, required=True, help="the training data the bundle was made with")
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and loss curve")

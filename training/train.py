@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from model.architecture import architecture
 from model.bundle import POLICY_NAMES
+from model.command_line import command_parser
 from model.p4resnet import P4ResNet
 from model.plain import PlainP4ResNet
 from model.precision import autocast, autocast_dtype
@@ -509,12 +510,7 @@ def train_model(
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The command line of `main`, separate so that other launchers can reuse it."""
-    parser = argparse.ArgumentParser(
-        prog="python -m training.train",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = command_parser("training.train", __doc__, add_help, argparse.RawTextHelpFormatter)
     parser.add_argument("--config", default="cpu-small", help="configs/<name>.toml or a path (default: cpu-small)")
     parser.add_argument("--data", type=Path, required=True, help="MIDOG-format dataset folder or ../shared/data/real")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics, best weights)")

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from evaluation.metrics import best_threshold, f1_by_threshold, match_image, precision_recall
 from model.atomic_files import write_json_atomically
 from model.bundle import BUNDLE_FILE, DEFAULT_BUNDLE_DIR, read_bundle
+from model.command_line import command_parser
 from model.geometry import in_border_strip
 from model.spacing import DEFAULT_SPACING_MM
 from model.verifier import (
@@ -608,12 +609,7 @@ DEFAULTS = {"crop-positives": "off", "mined-positives": "off"}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.verifier",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("training.verifier", __doc__, add_help, argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the real offline folder (../shared/data/real)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="the dense nets' bundle")

@@ -36,6 +36,7 @@ from app.preflight import UsageError, check_device, check_output_folder
 from model import spacing
 from model.atomic_files import write_json_atomically
 from model.bundle import BUNDLE_FILE, DEFAULT_BUNDLE_DIR, BundleError, read_bundle
+from model.command_line import command_parser
 from model.progress import progress_bar
 from wsi import hotspot, report
 from wsi.detect import DetectorSettings, TileResult, detect_tile
@@ -372,12 +373,7 @@ def summarise(plan: SlidePlan, hotspot_mm2: float, candidates: bool) -> dict:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The command line of `python -m wsi.count` (its module docstring is the description)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m wsi.count",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = command_parser("wsi.count", __doc__, add_help, argparse.RawTextHelpFormatter)
     parser.add_argument(
         "slides", nargs="+", type=Path, help="whole-slide images (SVS, NDPI, MRXS, SCN, tiled TIFF, ...)"
     )

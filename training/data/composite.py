@@ -37,6 +37,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from model.command_line import command_parser
 from training.data.dataset_making import midog_image_entry, spaced_positions, write_midog_json
 from training.data.midog_dataset import BOX_SIZE_PX, IMPOSTER, MITOTIC_FIGURE
 from training.data.real_data import (
@@ -342,13 +343,12 @@ def write_examples(out_png: str | Path, n_examples: int = 4, seed: int = 0, root
     ).save(out_png, optimize=True)
 
 
+DESCRIPTION = "Real mitotic-figure crops blended into real mitosis-free backgrounds, written in the MIDOG 2022 layout."
+"""What `--help` says first."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.data.composite",
-        description="Real mitotic-figure crops blended into real mitosis-free "
-        "backgrounds, written in the MIDOG 2022 layout.",
-        add_help=add_help,
-    )
+    parser = command_parser("training.data.composite", DESCRIPTION, add_help)
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--images", type=int, required=True, help="number of images (ids 001..N)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

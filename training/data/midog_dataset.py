@@ -48,6 +48,7 @@ from evaluation.midog_annotations import (
     box_centre_px,
     box_corners,
 )
+from model.command_line import command_parser
 from model.image_io import read_spacing_mm
 from model.spacing import DEFAULT_SPACING_MM
 
@@ -779,12 +780,12 @@ def _summary_lines(dataset: MidogDataset) -> Iterable[str]:
     yield f"total: {n_mitoses} mitotic figures, {n_imposters} imposters"
 
 
+DESCRIPTION = "Validate a MIDOG-format dataset and print counts per tumour type and domain."
+"""What `--help` says first."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.data.midog_dataset",
-        description="Validate a MIDOG-format dataset and print counts per tumour type and domain.",
-        add_help=add_help,
-    )
+    parser = command_parser("training.data.midog_dataset", DESCRIPTION, add_help)
     parser.add_argument("annotations", type=Path, help="annotation JSON (MIDOG2022_training.json, MIDOG++.json, ...)")
     parser.add_argument(
         "--images-dir",

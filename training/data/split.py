@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.command_line import command_parser
 from training.data.midog_dataset import ImageRecord, load_dataset
 
 VALIDATION_FRACTION = 0.2
@@ -116,11 +117,7 @@ def split_images(
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.data.split",
-        description="Stratified train/validation split of a MIDOG dataset.",
-        add_help=add_help,
-    )
+    parser = command_parser("training.data.split", "Stratified train/validation split of a MIDOG dataset.", add_help)
     parser.add_argument("annotations", type=Path, help="annotation JSON of the dataset")
     parser.add_argument("--out", type=Path, required=True, help="output JSON with image ids per part")
     parser.add_argument(

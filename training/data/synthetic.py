@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm import tqdm
 
+from model.command_line import command_parser
 from model.spacing import DEFAULT_SPACING_MM
 from training.data.dataset_making import midog_image_entry, spaced_positions, write_midog_json
 from training.data.midog_dataset import BOX_SIZE_PX, IMPOSTER, MITOTIC_FIGURE
@@ -617,12 +618,12 @@ def write_preview(dataset_dir: str | Path, out_png: str | Path, n_crops: int = 6
     montage.quantize(256, dither=Image.Dither.NONE).save(out_png, optimize=True)
 
 
+DESCRIPTION = "Write a synthetic H&E-like dataset in the MIDOG 2022 layout."
+"""What `--help` says first."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.data.synthetic",
-        description="Write a synthetic H&E-like dataset in the MIDOG 2022 layout.",
-        add_help=add_help,
-    )
+    parser = command_parser("training.data.synthetic", DESCRIPTION, add_help)
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; files are overwritten)")
     parser.add_argument("--images", type=int, required=True, help="number of labelled images (ids 001..N)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")

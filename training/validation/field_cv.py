@@ -48,6 +48,7 @@ from tqdm import tqdm
 from model.architecture import architecture
 from model.atomic_files import write_json_atomically
 from model.bundle import DEFAULT_BUNDLE_DIR, POLICY_NAMES, Bundle, load_networks, read_bundle, write_bundle
+from model.command_line import command_parser
 from model.precision import autocast_dtype
 from training.augment import centre_windows
 from training.config import TrainSettings
@@ -397,12 +398,7 @@ def final_bundle(
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.validation.field_cv",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("training.validation.field_cv", __doc__, add_help, argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the real offline folder (../shared/data/real)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--folds", type=int, default=CvSettings.folds)

@@ -31,6 +31,7 @@ from evaluation.metrics import Counts, average_precision, best_threshold, detect
 from model import Detector
 from model.bundle import DEFAULT_BUNDLE_DIR, POLICY_NAMES, Bundle
 from model.candidates import local_maxima
+from model.command_line import command_parser
 from model.dense import probability_map, window_scorer
 from model.geometry import BORDER_STRIP_PX
 from model.matching import MATCH_RADIUS_UM, greedy_match
@@ -256,12 +257,7 @@ def format_report(report: dict) -> str:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.validation.field_validation",
-        description=__doc__,
-        add_help=add_help,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = command_parser("training.validation.field_validation", __doc__, add_help, argparse.RawTextHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="bundle folder (default: shipped)")
     parser.add_argument("--data", type=Path, default=real_data.DEFAULT_ROOT, help="../shared/data/real")
     parser.add_argument("--out", type=Path, default=None, help="write field_validation.json and overlays here")
