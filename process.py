@@ -5,6 +5,10 @@ python process.py                                   # container: /input/images/h
 python process.py --input DIR --output out.json    # local run, no Docker
 python process.py --input DIR --output out.json --overlay out.png
 python process.py --input DIR --output-dir OUT [--overlay-dir PNGS]   # batch: OUT/<stem>.json per image
+python process.py --task atypical --input DIR --output out.json   # MIDOG 2025 track 2: DIR holds one TIFF stack
+                                                    # of 128x128 crops -> atypical/normal per crop
+In container mode (no --input, no --task) the input folder that exists picks the task: track 1's
+/input/images/histopathology-roi-cropout/ or track 2's /input/images/stacked-histopathology-roi-cropouts/.
 
 One loop for both modes: a single image is a batch of one with a fixed output name. Everything that can be checked
 before the models run is (`app.preflight`): a bad option, input or output stops with one line on stderr and exit
@@ -22,6 +26,8 @@ from pathlib import Path
 
 DEFAULT_INPUT_DIR = Path("/input/images/histopathology-roi-cropout/")
 DEFAULT_OUTPUT_FILE = Path("/output/mitotic-figures.json")
+ATYPICAL_INPUT_DIR = Path("/input/images/stacked-histopathology-roi-cropouts/")  # MIDOG 2025 track 2
+ATYPICAL_OUTPUT_FILE = Path("/output/multiple-mitotic-figure-classification.json")
 SHELL_NAMES = {"sh", "bash", "dash"}
 
 
@@ -30,10 +36,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description=__doc__, add_help=add_help, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
+        "--task",
+        choices=["detection", "atypical"],
+        default=None,
+        help="detection: mitotic figures in a region (MIDOG track 1); atypical: each crop of a TIFF stack atypical\n"
+        "or normal (MIDOG 2025 track 2). Default: detection, or in container mode the task whose input folder exists",
+    )
+    parser.add_argument(
         "--input",
         type=str,  # not Path: Path("") is the current folder, and an empty --input is refused instead
-        default=DEFAULT_INPUT_DIR,
-        help=f"folder holding one .tif/.tiff/.mha image (default: {DEFAULT_INPUT_DIR})",
+        default=None,
+        help=f"folder holding one .tif/.tiff/.mha image (default: {DEFAULT_INPUT_DIR}; track 2: {ATYPICAL_INPUT_DIR})",
     )
     parser.add_argument(
         "--output", type=Path, default=None, help=f"JSON file to write (default: {DEFAULT_OUTPUT_FILE})"
@@ -95,11 +108,29 @@ def main(argv: list[str] | None = None) -> int:
         from model import threads
 
         threads.configure(args.threads)  # before torch starts its thread pool
-        from app.algorithm import run
+        from app.algorithm import run, say
+        from app.atypical import run_atypical
     except KeyboardInterrupt:
         print("error: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
         return 128 + signal.SIGINT  # as `app.algorithm.run` answers it
-    return run(args, DEFAULT_OUTPUT_FILE)
+    if pick_task(args) == "detection":
+        args.input = DEFAULT_INPUT_DIR if args.input is None else args.input
+        return run(args, DEFAULT_OUTPUT_FILE)
+    extras = [option for option in ("output_dir", "overlay", "overlay_dir") if getattr(args, option) is not None]
+    if extras:
+        say(f"error: --{extras[0].replace('_', '-')} is for the detection task; --task atypical writes one --output")
+        return 1
+    input_dir = ATYPICAL_INPUT_DIR if args.input is None else args.input
+    return run_atypical(input_dir, args.output or ATYPICAL_OUTPUT_FILE, args.bundle, args.device)
+
+
+def pick_task(args: argparse.Namespace) -> str:
+    """--task as given; without it, detection unless in container mode (no --input) only track 2's folder exists."""
+    if args.task is not None:
+        return args.task
+    if args.input is None and not DEFAULT_INPUT_DIR.exists() and ATYPICAL_INPUT_DIR.exists():
+        return "atypical"
+    return "detection"
 
 
 def exit_now(code: int) -> None:

@@ -144,6 +144,7 @@ def run(args: argparse.Namespace, default_output: Path) -> int:
             precision=args.precision,
             use_screen=use_screen,
             verifier=not args.no_verifier,
+            atypical=False,  # track 1's output has no place for it (the platform's schema allows no extra key)
         )
         algorithm = MitosisDetection(detector, jobs)
         algorithm.process()

@@ -1,5 +1,5 @@
-"""The shipped model bundle: `bundle.json` + one safetensors file per policy model (and the screen's, when the bundle
-has one), checksums verified on load.
+"""The shipped model bundle: `bundle.json` + one safetensors file per policy model (and the screen's, the verifier's and
+the atypical classifier's, when the bundle has them), checksums verified on load.
 
 safetensors holds tensors only, so loading never executes pickled code. `bundle.json` is the single record of what
 inference needs (architecture, threshold, radii) and of where the weights came from (provenance, validation).
@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from model.architecture import ArchitectureConfig
 from model.atomic_files import write_json_atomically
+from model.atypical import AtypicalClassifier, AtypicalEntry, AtypicalHead
 from model.matching import MATCH_RADIUS_UM
 from model.plain import PlainP4ResNet
 from model.screen import ScreenNet
@@ -25,6 +26,7 @@ from model.verifier import Verifier, VerifierEntry, VerifierModel
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLE_FILE = "bundle.json"
 SCREEN_FILE = "screen.safetensors"
+ATYPICAL_FILE = "atypical.safetensors"
 FORMAT_VERSION = 1
 POLICY_NAMES: tuple[str, str] = ("A", "B")  # the paper's augmentation policies, one model each; A leads the cascade
 
@@ -63,6 +65,9 @@ class Bundle:
     verifier: VerifierEntry | None = None
     """The second stage (`model.verifier`): when present, it gives every point its probability and the naming."""
     verifier_extra: dict = field(default_factory=dict)  # how the verifier was chosen and measured: informative only
+    atypical: AtypicalEntry | None = None
+    """The atypical classifier (`model.atypical`, MIDOG 2025 track 2): P(atypical) of each named figure."""
+    atypical_extra: dict = field(default_factory=dict)  # how the classifier was chosen and measured: informative only
     extra: dict = field(default_factory=dict)  # provenance, validation, hnm, enrichment: informative only
 
     def to_json(self) -> dict:
@@ -76,6 +81,7 @@ class Bundle:
             "models": [vars(entry) for entry in self.models],
             **({"screen": vars(self.screen)} if self.screen else {}),
             **({"verifier": self.verifier.to_json() | self.verifier_extra} if self.verifier else {}),
+            **({"atypical": self.atypical.to_json() | self.atypical_extra} if self.atypical else {}),
             **self.extra,
         }
 
@@ -109,6 +115,7 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
         "models",
         "screen",
         "verifier",
+        "atypical",
     }
     try:
         if data["format_version"] != FORMAT_VERSION:
@@ -127,6 +134,10 @@ def read_bundle(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
             verifier_extra={
                 k: v for k, v in data.get("verifier", {}).items() if k not in VerifierEntry.__dataclass_fields__
             },
+            atypical=_atypical_entry(data["atypical"]) if "atypical" in data else None,
+            atypical_extra={
+                k: v for k, v in data.get("atypical", {}).items() if k not in AtypicalEntry.__dataclass_fields__
+            },
             extra={k: v for k, v in data.items() if k not in known},
         )
     except (KeyError, TypeError, ValueError) as error:
@@ -143,6 +154,10 @@ def _verifier_entry(record: dict) -> VerifierEntry:
         float(record["threshold"]),
         float(record["strip_threshold"]),
     )
+
+
+def _atypical_entry(record: dict) -> AtypicalEntry:
+    return AtypicalEntry(str(record["file"]), str(record["sha256"]), float(record["threshold"]), int(record["crop_px"]))
 
 
 def _verified_path(bundle_dir: Path, file: str, sha256: str) -> Path:
@@ -193,6 +208,35 @@ def load_verifier(bundle: Bundle, bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> Veri
     except KeyError as error:
         raise BundleError(f"{Path(bundle_dir) / entry.file}: not a {entry.kind} verifier ({error!r} missing)") from None
     return Verifier(model, entry.threshold, entry.strip_threshold)
+
+
+def load_atypical(
+    bundle: Bundle, networks: list[PlainP4ResNet], bundle_dir: Path = DEFAULT_BUNDLE_DIR
+) -> AtypicalClassifier | None:
+    """The bundle's atypical classifier over its (loaded) networks after checking its sha256; None without one."""
+    entry = bundle.atypical
+    if entry is None:
+        return None
+    from safetensors.numpy import load_file as load_arrays
+
+    path = _verified_path(bundle_dir, entry.file, entry.sha256)
+    try:
+        return AtypicalClassifier(networks, AtypicalHead.from_arrays(load_arrays(str(path))), entry.threshold)
+    except (KeyError, ValueError) as error:
+        raise BundleError(f"{path}: not an atypical classifier of these networks ({error})") from None
+
+
+def write_atypical(bundle: Bundle, head: AtypicalHead, threshold: float, extra: dict, bundle_dir: Path) -> Bundle:
+    """Add (or replace) the atypical classifier of a written bundle: its arrays, checksum, threshold and record of
+    how it was made."""
+    from safetensors.numpy import save_file as save_arrays
+
+    path = Path(bundle_dir) / ATYPICAL_FILE
+    save_arrays(head.to_arrays(), str(path))
+    bundle.atypical = AtypicalEntry(ATYPICAL_FILE, sha256_of(path), float(threshold))
+    bundle.atypical_extra = dict(extra)
+    write_json_atomically(bundle.to_json(), Path(bundle_dir) / BUNDLE_FILE)
+    return bundle
 
 
 def write_screen(bundle: Bundle, state_dict: dict[str, torch.Tensor], threshold: float, bundle_dir: Path) -> Bundle:

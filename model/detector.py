@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from model import cascade, spacing
+from model.atypical import crops_around
 from model.bundle import (
     DEFAULT_BUNDLE_DIR,
     POLICY_NAMES,
     Bundle,
+    load_atypical,
     load_networks,
     load_screen,
     load_verifier,
@@ -53,6 +55,18 @@ class Detections:
     agreed: np.ndarray  # (N,) bool: both models have a candidate here
     is_mitosis: np.ndarray  # (N,) bool: the naming rule (the verifier's, or `model.candidates.name_mitotic_figures`)
     ensemble_probability: np.ndarray | None = None  # (N,) the two dense nets' probability (their minimum)
+    atypical_probability: np.ndarray | None = None
+    """(N,) P(atypical) of each named mitotic figure (`model.atypical`); NaN for the other candidates; None without
+    the bundle's atypical classifier."""
+
+    @property
+    def is_atypical(self) -> np.ndarray:
+        """(N,) bool: named mitotic figures the atypical classifier calls atypical (False without one)."""
+        if self.atypical_probability is None:
+            return np.zeros(len(self.is_mitosis), dtype=bool)
+        return self.is_mitosis & (np.nan_to_num(self.atypical_probability, nan=0.0) >= self.atypical_threshold)
+
+    atypical_threshold: float = 0.5  # the bundle's atypical threshold (balanced accuracy, `training.atypical`)
 
 
 class Detector:
@@ -66,6 +80,7 @@ class Detector:
         tile_cells: int | None = None,
         use_screen: bool | None = None,
         verifier: bool = True,
+        atypical: bool = True,
     ):
         self.bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = read_bundle(self.bundle_dir)
@@ -78,6 +93,8 @@ class Detector:
             use_screen = self.device.type == "cpu"
         self.verifier = load_verifier(self.bundle, bundle_dir) if verifier else None
         """The second stage (`model.verifier`); None: the dense nets' own rule, today's output exactly."""
+        self.atypical = load_atypical(self.bundle, self.networks, bundle_dir) if atypical else None
+        """P(atypical) of each named figure (`model.atypical`); None: no atypical probabilities."""
         screen = load_screen(self.bundle, bundle_dir) if use_screen else None
         self.screen = screen.to(self.device).to(memory_format=torch.channels_last) if screen is not None else None
         on_gpu = self.device.type == "cuda"
@@ -141,7 +158,18 @@ class Detector:
             agreed=merged.agreed,
             is_mitosis=is_mitosis,
             ensemble_probability=merged.probability,
+            **self._atypical_of(at_model.image_rgb, merged.xy_px, is_mitosis),
         )
+
+    def _atypical_of(self, image_rgb: np.ndarray, xy_px: np.ndarray, is_mitosis: np.ndarray) -> dict:
+        """The `Detections` fields of the atypical classifier: P(atypical) of the named figures, from 128 px crops of
+        the image at the networks' pixel size."""
+        if self.atypical is None:
+            return {}
+        probability = np.full(len(is_mitosis), np.nan)
+        if is_mitosis.any():
+            probability[is_mitosis] = self.atypical.probability(crops_around(image_rgb, xy_px[is_mitosis]))
+        return {"atypical_probability": probability, "atypical_threshold": self.atypical.threshold}
 
     def candidates(
         self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False, full_maps: bool = False

@@ -56,3 +56,22 @@ def test_a_candidate_at_the_floor_may_be_on_either_side_only():
     high = doc(named, ("non-mitotic figure", 0.2, 0.45))
     for actual, expected in ((without, high), (high, without)):
         assert compare_output.comparison_errors(actual, expected, 2e-4, 0.04, compare_above=0.3)
+
+
+classification_spec = importlib.util.spec_from_file_location(
+    "compare_classification", Path(__file__).resolve().parent / "container" / "compare_classification.py"
+)
+compare_classification = importlib.util.module_from_spec(classification_spec)
+classification_spec.loader.exec_module(compare_classification)
+
+
+def test_track_two_comparison_flips_a_class_only_at_the_threshold():
+    expected = [{"class": "atypical", "confidence": 0.52}, {"class": "normal", "confidence": 0.10}]
+    flipped = [{"class": "normal", "confidence": 0.49}, {"class": "normal", "confidence": 0.11}]
+    assert compare_classification.comparison_errors(flipped, expected, 0.04, threshold=0.5) == []
+    assert compare_classification.comparison_errors(flipped, expected, 0.04, threshold=0.3)
+    assert compare_classification.comparison_errors(flipped[:1], expected, 0.04, threshold=0.5)  # a page lost
+    assert compare_classification.schema_errors(expected) == []
+    assert compare_classification.schema_errors([{"class": "atypical", "confidence": 1.2}])
+    assert compare_classification.schema_errors([{"class": "mitosis", "confidence": 0.5, "extra": 1}])
+    assert compare_classification.schema_errors({"class": "atypical"})

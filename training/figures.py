@@ -533,6 +533,39 @@ def plot_precision_recall(panels: Sequence[PrecisionRecallPanel], path: Path) ->
     figure.savefig(path, dpi=120)
 
 
+# ---------------------------------------------------------------- atypical mitoses (MIDOG 2025 track 2)
+
+
+def plot_atypical_validation(report: dict, out_png: Path) -> None:
+    """ROC curves of every held-out part (`training.atypical`: each source left out, and the slide-grouped folds)
+    with balanced accuracy and AUROC, and a confusion matrix for each."""
+    parts = [*report["leave_one_source_out"], report["slide_grouped_folds"]]
+    figure = _figure(380 * (len(parts) + 1), 380)
+    axes = figure.subplots(1, len(parts) + 1, squeeze=False)[0]
+    roc = axes[0]
+    for part in parts:
+        label = f"{part['held_out']}: BA {part['balanced_accuracy']:.3f}, AUROC {part['auroc']:.3f}"
+        roc.plot(part["roc"]["fpr"], part["roc"]["tpr"], label=label)
+    roc.plot([0, 1], [0, 1], ":", color="grey")
+    roc.set(title="held out: ROC", xlabel="false positive rate (normal called atypical)", ylabel="true positive rate")
+    roc.legend(loc="lower right", fontsize=6)
+    for axis, part in zip(axes[1:], parts, strict=True):
+        _confusion_panel(axis, np.asarray(part["confusion"]), part["held_out"])
+    figure.tight_layout()
+    _save(figure, out_png)
+
+
+def _confusion_panel(axis, confusion: np.ndarray, title: str) -> None:
+    """Counts, rows = truth (normal, atypical), columns = decision, shaded by the share of each true class."""
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(confusion):
+        axis.text(column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center", fontsize=8)
+    axis.set_xticks([0, 1], ["normal", "atypical"], fontsize=7)
+    axis.set_yticks([0, 1], ["normal", "atypical"], fontsize=7)
+    axis.set(title=title, xlabel="decision", ylabel="truth")
+
+
 # ---------------------------------------------------------------- the mined stage (Akram et al. 2018)
 
 
