@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
 from model.architecture import ArchitectureConfig
-from model.bundle import Bundle, write_bundle
+from model.atypical import CROP_PX, AtypicalHead, crops_around, descriptors
+from model.bundle import Bundle, load_networks, read_bundle, write_atypical, write_bundle
 from model.plain import PlainP4ResNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,4 +78,30 @@ def random_verifier_bundle_dir(random_bundle_dir, tmp_path_factory) -> Path:
     payload = json.loads((directory / BUNDLE_FILE).read_text())
     payload["verifier"] = VerifierEntry("verifier.safetensors", sha256, "logistic", 96, 0.5, 0.7).to_json()
     (directory / BUNDLE_FILE).write_text(json.dumps(payload))
+    return directory
+
+
+SAMPLE = REPO / "test" / "container" / "input" / "001.tiff"
+
+
+def sample_crops(count: int, seed: int = 0) -> np.ndarray:
+    """128 px crops of the shipped sample field at random places (real H&E pixels)."""
+    image = tifffile.imread(SAMPLE)[..., :3]
+    rng = np.random.default_rng(seed)
+    xy = rng.integers(CROP_PX, min(image.shape[:2]) - CROP_PX, size=(count, 2))
+    return crops_around(image, xy)
+
+
+@pytest.fixture(scope="module")
+def atypical_bundle_dir(random_bundle_dir, tmp_path_factory):
+    """The random bundle with an atypical head whose threshold splits the sample crops' probabilities."""
+    directory = tmp_path_factory.mktemp("atypical-bundle")
+    shutil.copytree(random_bundle_dir, directory, dirs_exist_ok=True)
+    bundle = read_bundle(directory)
+    networks = load_networks(bundle, directory)
+    features = descriptors(networks, sample_crops(6))
+    rng = np.random.default_rng(1)
+    head = AtypicalHead(features.mean(0), features.std(0) + 1e-6, rng.normal(0, 0.05, features.shape[1]), 0.0)
+    threshold = float(np.median(head.probability(features)))
+    write_atypical(bundle, head, threshold, {"note": "random head for tests"}, directory)
     return directory

@@ -11,38 +11,13 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-from conftest import REPO
+from conftest import sample_crops
 from PIL import Image
 
 import process
 from app import atypical as track2
-from model.atypical import CROP_PX, AtypicalHead, crops_around, descriptors
-from model.bundle import BundleError, load_atypical, load_networks, read_bundle, write_atypical
-
-SAMPLE = REPO / "test" / "container" / "input" / "001.tiff"
-
-
-def sample_crops(count: int, seed: int = 0) -> np.ndarray:
-    """128 px crops of the shipped sample field at random places (real H&E pixels)."""
-    image = tifffile.imread(SAMPLE)[..., :3]
-    rng = np.random.default_rng(seed)
-    xy = rng.integers(CROP_PX, min(image.shape[:2]) - CROP_PX, size=(count, 2))
-    return crops_around(image, xy)
-
-
-@pytest.fixture(scope="module")
-def atypical_bundle_dir(random_bundle_dir, tmp_path_factory):
-    """The random bundle with an atypical head whose threshold splits the sample crops' probabilities."""
-    directory = tmp_path_factory.mktemp("atypical-bundle")
-    shutil.copytree(random_bundle_dir, directory, dirs_exist_ok=True)
-    bundle = read_bundle(directory)
-    networks = load_networks(bundle, directory)
-    features = descriptors(networks, sample_crops(6))
-    rng = np.random.default_rng(1)
-    head = AtypicalHead(features.mean(0), features.std(0) + 1e-6, rng.normal(0, 0.05, features.shape[1]), 0.0)
-    threshold = float(np.median(head.probability(features)))
-    write_atypical(bundle, head, threshold, {"note": "random head for tests"}, directory)
-    return directory
+from model.atypical import crops_around, descriptors
+from model.bundle import BundleError, load_atypical, load_networks, read_bundle
 
 
 def write_stack(path, crops) -> None:
