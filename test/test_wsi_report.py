@@ -66,6 +66,56 @@ def test_geojson_refuses_mismatched_probabilities(tmp_path):
         report.write_geojson(tmp_path / "x.geojson", np.zeros((3, 2)), np.zeros(2))
 
 
+def test_geojson_classifies_atypical_figures_for_qupath(tmp_path):
+    """With the classifier: "Mitotic figure (atypical)" or "Mitotic figure", P(atypical) as property and measurement,
+    so that QuPath can filter and colour the two classes."""
+    path = tmp_path / "mitoses.geojson"
+    report.write_geojson(
+        path,
+        np.array([[1.0, 2.0], [3.0, 4.0]]),
+        np.array([0.9, 0.8]),
+        "Mitotic figure",
+        np.array([0.71234567, 0.1]),
+        np.array([True, False]),
+    )
+    first, second = (feature["properties"] for feature in json.loads(path.read_text())["features"])
+    assert first["classification"] == {"name": "Mitotic figure (atypical)"}
+    assert first["atypical_probability"] == 0.712346 and first["probability"] == 0.9
+    assert first["measurements"] == {"probability": 0.9, "atypical_probability": 0.712346}
+    assert second["classification"] == {"name": "Mitotic figure"} and second["atypical_probability"] == 0.1
+    with pytest.raises(ValueError, match="one per point"):
+        report.write_geojson(path, np.zeros((2, 2)), np.zeros(2), "Mitotic figure", np.zeros(1), np.zeros(1, bool))
+    with pytest.raises(ValueError, match="come together"):
+        report.write_geojson(path, np.zeros((2, 2)), np.zeros(2), "Mitotic figure", np.zeros(2))
+
+
+def atypical_summary() -> dict:
+    summary = slide_summary() | {"atypical_figures": 7, "atypical_share": 0.1667}
+    summary["hotspot"] = summary["hotspot"] | {"atypical_figures": 4, "atypical_share": 0.2353}
+    return summary
+
+
+def unknown_atypical_summary() -> dict:
+    summary = slide_summary("plain.svs") | {"atypical_figures": None, "atypical_share": None}
+    summary["hotspot"] = summary["hotspot"] | {"atypical_figures": None, "atypical_share": None}
+    return summary | {"atypical_unavailable": "the bundle has no atypical classifier"}
+
+
+def test_the_atypical_share_in_the_csv_and_the_report(tmp_path):
+    report.write_summary_csv(tmp_path / "summary.csv", [atypical_summary(), unknown_atypical_summary()])
+    known, unknown = csv.DictReader(open(tmp_path / "summary.csv", newline=""))
+    assert (known["atypical_figures"], known["atypical_share"]) == ("7", "0.1667")
+    assert (known["hotspot_atypical_figures"], known["hotspot_atypical_share"]) == ("4", "0.2353")
+    assert known["atypical_unavailable"] == ""
+    columns = ("atypical_figures", "atypical_share", "hotspot_atypical_figures", "hotspot_atypical_share")
+    assert [unknown[column] for column in columns] == [""] * 4  # unknown, not 0
+    assert unknown["atypical_unavailable"] == "the bundle has no atypical classifier"
+    report.write_report_html(tmp_path / "report.html", [atypical_summary(), unknown_atypical_summary()])
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>7 (16.7%)</td><td>4 (23.5%)</td>" in page
+    assert ">unknown: the bundle has no atypical classifier</td>" in page and ">unknown</td>" in page
+
+
 def test_summary_json_round_trip(tmp_path):
     report.write_summary(tmp_path / "summary.json", slide_summary())
     assert json.loads((tmp_path / "summary.json").read_text()) == slide_summary()

@@ -3,9 +3,10 @@
     python -m wsi.count SLIDE [SLIDE ...] --out DIR [--hotspot-mm2 2] [--workers N | --scheduler ADDRESS]
 
 Per slide, in DIR/<slide stem>/: `mitoses.geojson` (QuPath: File > Import objects; level-0 pixel coordinates),
-`summary.json` (counts, tissue area, density, the hotspot and its score), `heatmap.png`, `candidates.geojson` with
---candidates; in DIR: `summary.csv` (a row per slide) and `report.html`. Tiles are detected with the project's
-detector (`model.Detector`, as `process.py`), only where there is tissue, and kept in DIR/<stem>/tiles/: an
+`summary.json` (counts, tissue area, density, the hotspot and its score, the atypical figures and their share where
+the bundle has the atypical classifier), `heatmap.png`, `candidates.geojson` with --candidates; in DIR:
+`summary.csv` (a row per slide) and `report.html`. Tiles are detected with the project's detector
+(`model.Detector`, as `process.py`), only where there is tissue, and kept in DIR/<stem>/tiles/: an
 interrupted run continues where it stopped when started again with the same settings (a damaged cache entry is
 detected again). A slide that cannot be counted (not a slide, no usable pixel size, a tile OpenSlide cannot read,
 results that cannot be written) is one `error:` line and a row with its error; the others go on, and the exit code
@@ -57,6 +58,7 @@ class Settings:
     mpp_um: float | None
     core_px: int
     verifier: bool = True
+    atypical_sha256: str | None = None  # the bundle's atypical classifier; None: it has none (no P(atypical) cached)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -75,6 +77,7 @@ class SlidePlan:
     tissue: np.ndarray
     tissue_mm2: float
     tiles: list[Tile]
+    atypical: bool = False  # whether its tiles carry P(atypical) (the bundle has the classifier)
 
     def cached(self, tile: Tile) -> Path:
         return self.folder / "tiles" / f"{tile.key}.npz"
@@ -133,17 +136,20 @@ def plan_slide(path: Path, out_dir: Path, mpp_um: float | None, settings: Settin
     folder = out_dir / path.stem
     prepare_cache(folder / "tiles", settings, path.name)
     um2 = tissue_area_mm2(tissue, um_per_thumbnail_px)
-    return SlidePlan(path, folder, slide, mpp_um, thumbnail_rgb, px_per_thumbnail_px, tissue, um2, tiles)
+    atypical = settings.atypical_sha256 is not None
+    return SlidePlan(path, folder, slide, mpp_um, thumbnail_rgb, px_per_thumbnail_px, tissue, um2, tiles, atypical)
 
 
 def is_cached(plan: SlidePlan, tile: Tile) -> bool:
     """Whether the tile's result is in the cache and reads back whole; a damaged entry (empty, truncated, not an
-    .npz of the right arrays) is removed with one log line, so that the tile is detected again."""
+    .npz of the right arrays, with P(atypical) where the plan has none or without it where the plan has it) is
+    removed with one log line, so that the tile is detected again."""
     path = plan.cached(tile)
     if not path.is_file():
         return False
     try:
-        TileResult.load(path, tile.key)
+        if (TileResult.load(path, tile.key).atypical_probability is not None) != plan.atypical:
+            raise ValueError("P(atypical) " + ("missing" if plan.atypical else "without a classifier"))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         logger.warning("%s: cached tile %s is damaged (%s): detecting it again", plan.path.name, path, error)
         path.unlink(missing_ok=True)
@@ -224,17 +230,25 @@ class SlidePoints:
     probability: np.ndarray
     named: np.ndarray
     detect_seconds: float
+    atypical_probability: np.ndarray | None = None  # P(atypical) of the named figures (NaN elsewhere); None: unknown
+    is_atypical: np.ndarray | None = None  # named figures the classifier calls atypical; None: unknown
 
 
 def merge_tiles(plan: SlidePlan) -> SlidePoints:
-    """Every cached tile of the slide, merged into level-0 coordinates."""
+    """Every cached tile of the slide, merged into level-0 coordinates (P(atypical) where the plan has it)."""
     results = [TileResult.load(plan.cached(tile), tile.key) for tile in plan.tiles]
-    xy_level_px = np.concatenate([r.xy_px for r in results]) if results else np.zeros((0, 2))
-    probability = np.concatenate([r.probability for r in results]) if results else np.zeros(0)
-    named = np.concatenate([r.is_mitosis for r in results]).astype(bool) if results else np.zeros(0, bool)
-    xy_px = xy_level_px * plan.slide.level_downsample
+
+    def joined(field: str, empty: np.ndarray) -> np.ndarray:
+        return np.concatenate([getattr(r, field) for r in results]) if results else empty
+
+    named = joined("is_mitosis", np.zeros(0, bool)).astype(bool)
+    xy_px = joined("xy_px", np.zeros((0, 2))) * plan.slide.level_downsample
     xy_mm = spacing.mm_from_px(xy_px, np.asarray(plan.slide.mpp_um) / 1000)
-    return SlidePoints(xy_px, xy_mm, probability, named, sum(r.seconds for r in results))
+    points = SlidePoints(xy_px, xy_mm, joined("probability", np.zeros(0)), named, sum(r.seconds for r in results))
+    if plan.atypical:
+        points.atypical_probability = joined("atypical_probability", np.zeros(0))
+        points.is_atypical = joined("is_atypical", np.zeros(0, bool)).astype(bool)
+    return points
 
 
 def tissue_test(plan: SlidePlan) -> Callable[[np.ndarray], np.ndarray]:
@@ -250,6 +264,34 @@ def tissue_test(plan: SlidePlan) -> Callable[[np.ndarray], np.ndarray]:
     return on_tissue
 
 
+NO_ATYPICAL_CLASSIFIER = (
+    'the bundle has no atypical classifier (no "atypical" entry in its bundle.json): which figures are atypical is '
+    "unknown, not none"
+)
+"""Why a slide's atypical counts and shares are null."""
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def atypical_counts(points: SlidePoints, best: hotspot.Hotspot | None) -> tuple[dict, dict]:
+    """The summary's atypical keys for the slide and for its hotspot (the named figures inside the hotspot's
+    circle): `atypical_figures` and `atypical_share` (atypical / named; null without named figures). Without the
+    bundle's classifier both are null and the slide's `atypical_unavailable` says why: a 0 would read as "no
+    atypical mitoses" in a report."""
+    if points.is_atypical is None:
+        unknown = {"atypical_figures": None, "atypical_share": None}
+        return unknown | {"atypical_unavailable": NO_ATYPICAL_CLASSIFIER}, unknown if best is not None else {}
+    atypical = points.is_atypical[points.named]
+    count = int(atypical.sum())
+    slide = {"atypical_figures": count, "atypical_share": _share(count, len(atypical))}
+    if best is None:
+        return slide, {}
+    inside = int(atypical[best.holds(points.xy_mm[points.named])].sum())
+    return slide, {"atypical_figures": inside, "atypical_share": _share(inside, best.count)}
+
+
 def slide_summary(plan: SlidePlan, points: SlidePoints, hotspot_mm2: float) -> tuple[dict, hotspot.Hotspot | None]:
     """The slide's summary (`report.write_summary_csv` lists its keys) and its hotspot, before `judge`."""
     on_tissue = tissue_test(plan)
@@ -257,6 +299,7 @@ def slide_summary(plan: SlidePlan, points: SlidePoints, hotspot_mm2: float) -> t
     veterinary = hotspot.densest_circle(points.xy_mm[points.named], hotspot.VETERINARY_HOTSPOT_MM2, on_tissue)
     mpp_mm = np.asarray(plan.slide.mpp_um) / 1000
     count = int(points.named.sum())
+    atypical, hotspot_atypical = atypical_counts(points, best)
     summary = {
         "slide": plan.path.name,
         "mpp_um": list(plan.slide.mpp_um),
@@ -264,6 +307,7 @@ def slide_summary(plan: SlidePlan, points: SlidePoints, hotspot_mm2: float) -> t
         "tissue_mm2": round(plan.tissue_mm2, 4),
         "mitotic_figures": count,
         "density_per_mm2": round(count / plan.tissue_mm2, 4) if plan.tissue_mm2 > 0 else None,
+        **atypical,
         "tiles": len(plan.tiles),
         "detect_seconds": round(points.detect_seconds, 1),  # worker time, summed over the tiles
         "hotspot": None
@@ -273,6 +317,7 @@ def slide_summary(plan: SlidePlan, points: SlidePoints, hotspot_mm2: float) -> t
             "center_mm": [round(v, 5) for v in best.center_mm],
             "area_mm2": best.area_mm2,
             "count": best.count,
+            **hotspot_atypical,
         },
         "mitotic_score": hotspot.nottingham_mitotic_score(best.count if best else 0, hotspot_mm2),
         "veterinary_2_37_mm2": None
@@ -314,8 +359,11 @@ def heatmap_legend(summary: dict, hotspot_mm2: float) -> str:
     """The heatmap's title: the counts and the score, or the warning when the score is withheld."""
     hotspot_count = summary["hotspot"]["count"] if summary["hotspot"] else 0
     score = summary["mitotic_score"] if summary["mitotic_score"] is not None else "withheld"
+    atypical = summary.get("atypical_figures")
     legend = (
-        f"{summary['mitotic_figures']} mitotic figures, {summary['density_per_mm2'] or 0:.2f} per mm2 of tissue; "
+        f"{summary['mitotic_figures']} mitotic figures"
+        + ("" if atypical is None else f" ({atypical} atypical)")
+        + f", {summary['density_per_mm2'] or 0:.2f} per mm2 of tissue; "
         f"hotspot {hotspot_count} in {hotspot_mm2:g} mm2, mitotic score {score}"
     )
     return legend + (f"\nWARNING: {summary['warning']}" if summary.get("warning") else "")
@@ -333,8 +381,13 @@ def write_slide_outputs(
     (a full disk) raises OutputError and leaves what was written before it, whole."""
     named = points.named
     xy_px, probability = points.xy_px, points.probability
+    atypical = {}
+    if points.is_atypical is not None:  # each figure "Mitotic figure (atypical)" or "Mitotic figure", with its P
+        atypical = {"atypical_probability": points.atypical_probability, "is_atypical": points.is_atypical}
+        atypical = {key: values[named] for key, values in atypical.items()}
     write_or_explain(
-        plan.folder / "mitoses.geojson", lambda p: report.write_geojson(p, xy_px[named], probability[named])
+        plan.folder / "mitoses.geojson",
+        lambda p: report.write_geojson(p, xy_px[named], probability[named], **atypical),
     )
     if candidates:
         write_or_explain(
@@ -515,9 +568,10 @@ def count_slides(plans: list[SlidePlan], area_mm2: float, candidates: bool, fail
 def run(args: argparse.Namespace) -> int:
     """The whole command, after parsing: 0 when every slide was counted, 1 when any failed (each one line)."""
     area_mm2 = check_arguments(args)
-    read_bundle(args.bundle)  # a missing or damaged bundle is one line (BundleError) before it is hashed
+    bundle = read_bundle(args.bundle)  # a missing or damaged bundle is one line (BundleError) before it is hashed
     bundle_sha256 = hashlib.sha256((args.bundle / BUNDLE_FILE).read_bytes()).hexdigest()
-    settings = Settings(bundle_sha256, args.precision, args.mpp, args.tile_px, not args.no_verifier)
+    atypical_sha256 = bundle.atypical.sha256 if bundle.atypical is not None else None
+    settings = Settings(bundle_sha256, args.precision, args.mpp, args.tile_px, not args.no_verifier, atypical_sha256)
     failures: dict[Path, str] = {}
     plans = plan_slides(args, settings, failures)
     unread = detect(args, plans)

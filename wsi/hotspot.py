@@ -62,6 +62,14 @@ class Hotspot:
     area_mm2: float
     count: int
 
+    def holds(self, points_mm: np.ndarray) -> np.ndarray:
+        """Which of `points_mm` (N, 2) the circle counts, by `densest_circle`'s rule (within radius +
+        `BOUNDARY_TOLERANCE_MM`): of the points it was found on, `holds(points).sum() == count`, so a subset of them
+        (the atypical figures) is counted inside the same circle."""
+        points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 2)
+        squared = ((points - np.asarray(self.center_mm, dtype=np.float64)[None, :]) ** 2).sum(axis=1)
+        return squared <= (self.radius_mm + BOUNDARY_TOLERANCE_MM) ** 2
+
 
 def hpf_area_mm2(field_diameter_mm: float, fields: int = 10) -> float:
     """Area of `fields` circular high-power fields of the given diameter: 10 fields of 0.59 mm are 2.73 mm2 (Elston

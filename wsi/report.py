@@ -24,10 +24,15 @@ CSV_COLUMNS = (
     "tissue_mm2",
     "mitotic_figures",
     "density_per_mm2",
+    "atypical_figures",
+    "atypical_share",
     "hotspot_count",
     "hotspot_area_mm2",
     "hotspot_center_x_mm",
     "hotspot_center_y_mm",
+    "hotspot_atypical_figures",
+    "hotspot_atypical_share",
+    "atypical_unavailable",
     "mitotic_score",
     "mitotic_score_withheld",
     "count_2_37_mm2",
@@ -49,30 +54,58 @@ _DOT_COLOUR, _DOT_OUTLINE = (20, 20, 120), (255, 255, 255)
 _CIRCLE_COLOUR = (0, 170, 0)
 
 
+ATYPICAL_SUFFIX = " (atypical)"
+"""Appended to the class of a figure the atypical classifier calls atypical: "Mitotic figure (atypical)"."""
+
+
+def _feature(x: float, y: float, name: str, measurements: dict[str, float]) -> dict:
+    """One QuPath Point detection: its class, and its numbers both as properties and as QuPath measurements."""
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [round(x, 2), round(y, 2)]},
+        "properties": {
+            "objectType": "detection",
+            "classification": {"name": name},
+            **measurements,
+            "measurements": measurements,  # what QuPath shows as the detection's measurements
+        },
+    }
+
+
 def write_geojson(
-    path: Path, xy_px: np.ndarray, probability: np.ndarray, classification: str = "Mitotic figure"
+    path: Path,
+    xy_px: np.ndarray,
+    probability: np.ndarray,
+    classification: str = "Mitotic figure",
+    atypical_probability: np.ndarray | None = None,
+    is_atypical: np.ndarray | None = None,
 ) -> None:
     """A GeoJSON FeatureCollection that QuPath imports (File > Import objects): one Point detection per point, at
     level-0 pixel coordinates [x, y] (2 decimals), classified as `classification`, with its probability (6
-    decimals) in `properties` and as a QuPath measurement."""
+    decimals) in `properties` and as a QuPath measurement. With `atypical_probability` and `is_atypical` (the
+    classifier's P(atypical) and decision per point), a point called atypical is classified as `classification`
+    + " (atypical)" and every point carries its `atypical_probability` too, so that a pathologist can filter and
+    colour the two classes in QuPath."""
     xy_px = np.asarray(xy_px, dtype=np.float64).reshape(-1, 2)
     probability = np.asarray(probability, dtype=np.float64).reshape(-1)
     if len(probability) != len(xy_px):
         raise ValueError(f"probability has {len(probability)} values for {len(xy_px)} points")
     if not (np.isfinite(xy_px).all() and np.isfinite(probability).all()):
         raise ValueError("xy_px and probability must be finite")
+    names, measurements = [classification] * len(xy_px), [{"probability": round(p, 6)} for p in probability.tolist()]
+    if (atypical_probability is None) != (is_atypical is None):
+        raise ValueError("atypical_probability and is_atypical come together")
+    if atypical_probability is not None:
+        atypical_p = np.asarray(atypical_probability, dtype=np.float64).reshape(-1)
+        if atypical_p.shape != probability.shape or np.shape(is_atypical) != probability.shape:
+            raise ValueError(f"atypical_probability and is_atypical need {len(xy_px)} values, one per point")
+        if not np.isfinite(atypical_p).all():
+            raise ValueError("atypical_probability must be finite")
+        names = [classification + ATYPICAL_SUFFIX if a else classification for a in np.asarray(is_atypical, bool)]
+        for values, p in zip(measurements, atypical_p.tolist(), strict=True):
+            values["atypical_probability"] = round(p, 6)
     features = [
-        {
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [round(x, 2), round(y, 2)]},
-            "properties": {
-                "objectType": "detection",
-                "classification": {"name": classification},
-                "probability": round(p, 6),
-                "measurements": {"probability": round(p, 6)},  # what QuPath shows as the detection's measurement
-            },
-        }
-        for (x, y), p in zip(xy_px.tolist(), probability.tolist(), strict=True)
+        _feature(x, y, name, values) for (x, y), name, values in zip(xy_px.tolist(), names, measurements, strict=True)
     ]
     with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as stream:
         json.dump({"type": "FeatureCollection", "features": features}, stream, separators=(",", ":"))
@@ -241,10 +274,15 @@ def _csv_row(summary: dict) -> dict[str, str]:
         "tissue_mm2": summary.get("tissue_mm2"),
         "mitotic_figures": summary.get("mitotic_figures"),
         "density_per_mm2": summary.get("density_per_mm2"),
+        "atypical_figures": summary.get("atypical_figures"),
+        "atypical_share": summary.get("atypical_share"),
         "hotspot_count": hotspot.get("count"),
         "hotspot_area_mm2": hotspot.get("area_mm2"),
         "hotspot_center_x_mm": centre_mm[0],
         "hotspot_center_y_mm": centre_mm[1],
+        "hotspot_atypical_figures": hotspot.get("atypical_figures"),
+        "hotspot_atypical_share": hotspot.get("atypical_share"),
+        "atypical_unavailable": summary.get("atypical_unavailable"),
         "mitotic_score": summary.get("mitotic_score"),
         "mitotic_score_withheld": summary.get("mitotic_score_withheld"),
         "count_2_37_mm2": veterinary.get("count"),
@@ -260,9 +298,12 @@ def write_summary_csv(path: Path, summaries: list[dict]) -> None:
     name and `error`).
 
     A summary: {"slide": str, "mpp_um": [x, y], "tissue_mm2": float, "mitotic_figures": int, "density_per_mm2":
-    float, "hotspot": {"center_px": [x, y], "center_mm": [x, y], "area_mm2": float, "count": int} or None,
+    float, "atypical_figures": int or None, "atypical_share": float or None (atypical / named; None without named
+    figures), "hotspot": {"center_px": [x, y], "center_mm": [x, y], "area_mm2": float, "count": int,
+    "atypical_figures": int or None, "atypical_share": float or None} or None,
     "mitotic_score": int or None, "veterinary_2_37_mm2": {"count": int, "center_mm": [x, y]} or None, "heatmap":
-    path relative to the run folder, and where they apply "warning": str (an implausible count),
+    path relative to the run folder, and where they apply "atypical_unavailable": str (why the atypical numbers
+    are null: the bundle has no atypical classifier), "warning": str (an implausible count),
     "mitotic_score_withheld": str (why the score is null), "note": str (e.g. a hotspot larger than the tissue),
     "error": str (failed slides; one whose outputs could not all be written keeps its counts too)}.
     """
@@ -302,6 +343,21 @@ def _score_cell(summary: dict) -> str:
     return f"<td>{_number(summary.get('mitotic_score'), 0)}</td>"
 
 
+def _atypical_text(part: dict) -> str:
+    """A slide's or a hotspot's atypical figures and their share of the named ones, e.g. "3 (25.0%)"."""
+    share = part.get("atypical_share")
+    text = _number(part.get("atypical_figures"), 0)
+    return text + ("" if share is None else f" ({share:.1%})")
+
+
+def _atypical_cells(summary: dict) -> list[str]:
+    """The slide's and the hotspot's atypical cells; without a classifier "unknown", the slide's with the reason."""
+    if summary.get("atypical_unavailable"):
+        reason = html.escape(str(summary["atypical_unavailable"]), quote=True)
+        return [f'<td class="note" title="{reason}">unknown: {reason}</td>', f'<td title="{reason}">unknown</td>']
+    return [f"<td>{_atypical_text(summary)}</td>", f"<td>{_atypical_text(summary.get('hotspot') or {})}</td>"]
+
+
 def _html_row(summary: dict) -> str:
     hotspot = summary.get("hotspot") or {}
     veterinary = summary.get("veterinary_2_37_mm2") or {}
@@ -320,6 +376,7 @@ def _html_row(summary: dict) -> str:
         f"<td>{_number(summary.get('tissue_mm2'), 1)}</td>",
         f"<td>{_number(summary.get('density_per_mm2'), 2)}</td>",
         f"<td>{hotspot_text}</td>",
+        *_atypical_cells(summary),
         _score_cell(summary),
         f"<td>{_number(veterinary.get('count'), 0)}</td>",
         f'<td class="error">{html.escape(str(summary.get("error") or summary.get("warning") or ""))}</td>',
@@ -335,7 +392,8 @@ def write_report_html(path: Path, summaries: list[dict]) -> None:
     (the reason in place of the score), and a note has its own column. Every string is HTML-escaped."""
     header = (
         "<tr><th>Heatmap</th><th>Slide</th><th>Mitotic figures</th><th>Tissue (mm&sup2;)</th>"
-        "<th>Density (/mm&sup2;)</th><th>Hotspot</th><th>Mitotic score</th><th>Count in 2.37 mm&sup2;</th>"
+        "<th>Density (/mm&sup2;)</th><th>Hotspot</th><th>Atypical (share)</th><th>Atypical in hotspot (share)</th>"
+        "<th>Mitotic score</th><th>Count in 2.37 mm&sup2;</th>"
         "<th>Error or warning</th><th>Note</th></tr>"
     )
     failed = sum(1 for summary in summaries if summary.get("error"))
@@ -348,7 +406,9 @@ def write_report_html(path: Path, summaries: list[dict]) -> None:
             "<h1>Mitotic figures per slide</h1>",
             f"<p>{len(summaries)} slides, {failed} failed. Mitotic score: Nottingham mitotic component (Elston &amp; "
             "Ellis 1991) of the hotspot count scaled to 2.74 mm&sup2;; the 2.37 mm&sup2; count is the veterinary "
-            "mitotic count (Meuten et al. 2016).</p>",
+            "mitotic count (Meuten et al. 2016). Atypical: mitotic figures the bundle's atypical classifier calls "
+            "atypical, and their share of the named figures (balanced accuracy about 0.75 on sources it never saw: "
+            "model card).</p>",
             f"<table>{header}",
             *(_html_row(summary) for summary in summaries),
             "</table></body></html>",

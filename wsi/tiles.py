@@ -24,7 +24,8 @@ from model.geometry import OUTPUT_STRIDE_PX
 
 MARGIN_PX = 192
 """Margin read around a tile's core, in pixels at the networks' 0.25 um/px: a point depends on pixels up to about
-120 px away (window 39, peak neighbourhood 24, agreement radius about 30, partner's window 39)."""
+120 px away (window 39, peak neighbourhood 24, agreement radius about 30, partner's window 39); a named figure's
+P(atypical) on the 128 px crop around it, 64 px away (`model.atypical`)."""
 CORE_PX = 3072
 """Side of a tile's core at 0.25 um/px: 3456 px read for 3072 kept (1.27x the pixels), 36 MB of RGB."""
 
