@@ -215,3 +215,15 @@ def test_functions_stay_short_in_the_library_and_the_apps():
                     if lines > FUNCTION_MAX_LINES:
                         long.append(f"{name}.{node.name}: {lines} lines")
     assert not long, long
+
+
+def test_the_docker_build_context_holds_what_the_dockerfile_copies():
+    """.dockerignore is an allowlist: every folder or file the Dockerfile copies into the image must be on it (a
+    forgotten package fails only when the image is built, minutes into CI)."""
+    allowed = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
+    copied = []
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            copied += [source.rstrip("/").replace("[m]", "m") for source in line.split()[1:-1]]
+    assert {"process.py", "app", "model"} <= set(copied)
+    assert not [source for source in copied if source not in allowed], (copied, allowed)
