@@ -114,6 +114,7 @@ def stack_with_a_corrupt_page(folder) -> None:
     ],
     ids=["other-size", "grey", "16-bit", "two-stacks", "no-stack", "not-a-tiff", "corrupt-page"],
 )
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow on the garbage TIFF: expected
 def test_bad_stacks_are_one_line_and_write_nothing(atypical_bundle_dir, tmp_path, capsys, make, message):
     (tmp_path / "in").mkdir()
     make(tmp_path / "in")
