@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from evalutils import DetectionAlgorithm
 from pandas import DataFrame
 
 from app import preflight
+from app.console import say
 from app.output import multiple_points
 from app.overlay import draw_overlay
 from app.preflight import UsageError
@@ -155,11 +155,3 @@ def run(args: argparse.Namespace, default_output: Path) -> int:
         say("error: interrupted; images finished before that have their output, the others none")
         return 128 + signal.SIGINT
     return 1 if algorithm.failures else 0
-
-
-def say(line: str) -> None:
-    """One line on stderr, if there is a stderr to write to (it may be closed or a broken pipe)."""
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except (AttributeError, OSError, ValueError):
-        pass

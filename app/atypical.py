@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.console import say
 from app.preflight import UsageError, check_output_file
 from model.atomic_files import write_json_atomically
 from model.atypical import BATCH_CROPS, CROP_PX
@@ -118,7 +119,6 @@ def classification_document(probability: np.ndarray, atypical: np.ndarray) -> li
 
 def run_atypical(input_dir: str | Path, output: Path, bundle_dir: Path | None, device: str | None) -> int:
     """Check, load, classify, write; every failure the user can act on is one `error:` line and exit 1."""
-    from app.algorithm import say
     from model.bundle import DEFAULT_BUNDLE_DIR, BundleError, load_atypical, load_networks, read_bundle
     from model.precision import pick_device
 

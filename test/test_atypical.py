@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-from conftest import sample_crops
+from conftest import REPO, sample_crops
 from PIL import Image
 
 import process
@@ -183,3 +183,22 @@ def test_training_command_tiny_configuration(tmp_path, random_bundle_dir):
     stamps = [path.stat().st_mtime_ns for path in cached]
     assert training_atypical.main(argv) == 0
     assert [path.stat().st_mtime_ns for path in cached] == stamps  # resumed from the cache
+
+
+def test_track_two_never_imports_evalutils(atypical_bundle_dir, tmp_path):
+    """Only the task's own imports: evalutils (about 1.4 s of start-up) serves track 1's DetectionAlgorithm only."""
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    write_stack(tmp_path / "in" / "stack.tiff", sample_crops(1))
+    code = (
+        "import sys, process\n"
+        f"argv = ['--task', 'atypical', '--input', {str(tmp_path / 'in')!r}, '--output', {str(tmp_path / 'o.json')!r},"
+        f" '--bundle', {str(atypical_bundle_dir)!r}]\n"
+        "assert process.main(argv) == 0\n"
+        "print('evalutils' in sys.modules, 'app.algorithm' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
