@@ -58,6 +58,7 @@ class Detections:
     atypical_probability: np.ndarray | None = None
     """(N,) P(atypical) of each named mitotic figure (`model.atypical`); NaN for the other candidates; None without
     the bundle's atypical classifier."""
+    atypical_threshold: float = 0.5  # the bundle's atypical threshold (balanced accuracy, `training.atypical`)
 
     @property
     def is_atypical(self) -> np.ndarray:
@@ -65,8 +66,6 @@ class Detections:
         if self.atypical_probability is None:
             return np.zeros(len(self.is_mitosis), dtype=bool)
         return self.is_mitosis & (np.nan_to_num(self.atypical_probability, nan=0.0) >= self.atypical_threshold)
-
-    atypical_threshold: float = 0.5  # the bundle's atypical threshold (balanced accuracy, `training.atypical`)
 
 
 class Detector:
