@@ -123,6 +123,7 @@ class AtypicalClassifier:
         return self.head.probability(descriptors(self.networks, crops_rgb))
 
     def is_atypical(self, probability: np.ndarray) -> np.ndarray:
+        """The decision: P(atypical) at or above the threshold chosen for balanced accuracy (NaN: not atypical)."""
         return np.asarray(probability) >= self.threshold
 
 

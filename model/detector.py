@@ -58,14 +58,9 @@ class Detections:
     atypical_probability: np.ndarray | None = None
     """(N,) P(atypical) of each named mitotic figure (`model.atypical`); NaN for the other candidates; None without
     the bundle's atypical classifier."""
-    atypical_threshold: float = 0.5  # the bundle's atypical threshold (balanced accuracy, `training.atypical`)
-
-    @property
-    def is_atypical(self) -> np.ndarray:
-        """(N,) bool: named mitotic figures the atypical classifier calls atypical (False without one)."""
-        if self.atypical_probability is None:
-            return np.zeros(len(self.is_mitosis), dtype=bool)
-        return self.is_mitosis & (np.nan_to_num(self.atypical_probability, nan=0.0) >= self.atypical_threshold)
+    is_atypical: np.ndarray | None = None
+    """(N,) bool: named mitotic figures the classifier calls atypical (its own rule, `AtypicalClassifier.is_atypical`);
+    None without the classifier."""
 
 
 class Detector:
@@ -168,7 +163,7 @@ class Detector:
         probability = np.full(len(is_mitosis), np.nan)
         if is_mitosis.any():
             probability[is_mitosis] = self.atypical.probability(crops_around(image_rgb, xy_px[is_mitosis]))
-        return {"atypical_probability": probability, "atypical_threshold": self.atypical.threshold}
+        return {"atypical_probability": probability, "is_atypical": is_mitosis & self.atypical.is_atypical(probability)}
 
     def candidates(
         self, image_rgb: np.ndarray, spacing_mm: Sequence[float], progress: bool = False, full_maps: bool = False
