@@ -10,13 +10,18 @@ map enters the output in two ways only, both near A's candidates (`cells_for_mod
 Both lie in the square of whole cells the agreement radius spans around the A candidate, and the point's probability
 is at most B's maximum there. So B is scored in two steps: first on those squares; an A candidate whose square never
 reaches the floor cannot make a point (nor take a partner, since B's candidates start at the floor) and is dropped
-(`b_reaches_floor`); B's peak margin is then added around the others only.
+(`b_reaches_floor`). Second, B's peak margin, but only around the cells that could still be partners
+(`peak_margin_cells`).
 
-Whether a cell of B is a peak depends on B over the (2 n + 1)^2 cells around it (n = `min_distance_cells`). So B
-scored on A's candidate cells grown by the agreement radius plus n gives the same points, names and probabilities as
-B scored everywhere. One exception is left: skimage keeps one of two peaks of exactly equal value closer than n cells,
-so a plateau of identical probabilities wider than the margin could resolve differently (none on the validation
-fields: `test/test_cascade.py`).
+Whether a cell of B is a peak depends on B over the (2 n + 1)^2 cells around it (n = `min_distance_cells`). After the
+first step every partner a kept A candidate can have was scored (it lies in the candidate's square); its peak test
+only lacks the uncomputed cells of its neighbourhood. Uncomputed cells count as 0, below every probability, so a
+true peak is also a peak of the part computed so far: scoring the neighbourhoods of the cells above the floor that
+are peaks so far, in the kept candidates' squares and not yet trusted, completes every partner's test and gives the
+same points, names and probabilities as B scored everywhere, at a tenth of the margin that growing every square by n
+would score (docs/performance.md). One exception is left: skimage keeps one of two peaks of exactly equal value
+closer than n cells, so a plateau of identical probabilities wider than the margin could resolve differently (none
+on the validation fields: `test/test_cascade.py`).
 
 Where a map is computed in part, a cell is a peak of the true map only if its whole neighbourhood was computed:
 `trusted_cells` says where (uncomputed cells are 0, below every probability, so they can make a false peak at the
@@ -83,6 +88,20 @@ def cells_for_model_b(
     return cells_near(mask, partner_cells(agreement_radius_px) + min_distance_cells)
 
 
+def peak_margin_cells(
+    values: np.ndarray, computed: np.ndarray, where: np.ndarray, min_distance_cells: int, floor: float
+) -> np.ndarray:
+    """The uncomputed cells still needed to finish the peak tests of a part-computed map in the mask `where`.
+
+    A true peak above `floor` in `where` (all computed) is also the maximum of its neighbourhood among the cells
+    computed so far (`values` is 0 elsewhere); such cells not yet trusted (`trusted_cells`) need the rest of their
+    neighbourhood. Used for model B's second step (the module docstring says why it is exact) and by
+    `benchmarks/gating_ceiling.py` for the other order."""
+    peak_so_far = values >= ndimage.maximum_filter(values, size=2 * min_distance_cells + 1, mode="nearest")
+    possible = where & computed & (values > floor) & peak_so_far & ~trusted_cells(computed, min_distance_cells)
+    return cells_near(possible, min_distance_cells) & ~computed
+
+
 PART_TILE_CELLS = {"A": 24, "B": 12}
 """Map cells per tile side where only part of a map is scored (the cascade), per model: A's cells come in patches
 (262 px tiles), B's are scattered squares around A's candidates (166 px tiles): each model's size is the fastest
@@ -129,14 +148,14 @@ def cascade_points(
 
     map_a, computed_a = map_a_of(None if passing is None else cells_near(passing, md_cells))
     candidates_a = local_maxima(map_a, min_distance_px, floor, trusted(computed_a))
-    if full_maps or full_map_pays(
-        part_tiles(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells), "B")
-    ):
-        map_b, computed_b = map_b_of(None)  # B wanted over most of the image (tissue): its whole map costs less
-    else:  # B in two steps: around every A candidate, then the peak margin only where B can reach the floor
-        map_b, computed_b = map_b_of(cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0))
+    squares = cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0)
+    if full_maps or full_map_pays(part_tiles(squares, "B")):
+        map_b, computed_b = map_b_of(None)  # B wanted over most of the image: its whole map costs less
+    else:  # B in two steps: around every A candidate, then the peak margin of the possible partners only
+        map_b, computed_b = map_b_of(squares)
         candidates_a = candidates_a.subset(b_reaches_floor(map_b, candidates_a.cells, radius_px, floor))
-        wanted = cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, md_cells) & ~computed_b
+        partners = cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0)
+        wanted = peak_margin_cells(map_b, computed_b, partners, md_cells, floor)
         if wanted.any():
             more_b, more_computed = map_b_of(wanted)
             map_b, computed_b = np.where(computed_b, map_b, more_b), computed_b | more_computed

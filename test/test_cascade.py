@@ -15,10 +15,12 @@ from model.cascade import (
     PART_FITTED_TILES,
     PART_TILE_CELLS,
     b_reaches_floor,
+    cascade_points,
     cells_for_model_b,
     cells_near,
     full_map_pays,
     part_tiles,
+    peak_margin_cells,
     trusted_cells,
 )
 from model.dense import covered_cells
@@ -125,6 +127,65 @@ def test_model_b_on_part_of_the_image_changes_nothing_synthetic(random_bundle_di
         np.testing.assert_allclose(
             getattr(merged, name)[merged.probability >= floor][order_fast], exact_values, atol=1e-5
         )
-    wanted_b = cells_for_model_b(candidates_a.cells, map_a.shape, 30.0, 3)
+    squares_b = cells_for_model_b(candidates_a.cells, map_a.shape, 30.0, 0)
     # the low floor takes B's whole map (its tiles would cover more than FULL_MAP_SHARE), the high ones B in part
-    assert full_map_pays(part_tiles(wanted_b, "B")) == (floor_quantile == 0.9), wanted_b.mean()
+    assert full_map_pays(part_tiles(squares_b, "B")) == (floor_quantile == 0.9), squares_b.mean()
+
+
+def test_peak_margin_cells_finish_only_the_peak_tests_left_open():
+    values = np.zeros((30, 30), dtype=np.float32)
+    computed = np.zeros((30, 30), dtype=bool)
+    computed[5:15, 5:15] = True
+    values[5:15, 5:15] = 0.1
+    values[13, 13] = 0.6  # a peak so far, 1 cell from the computed edge: its neighbourhood needs 2 more cells outward
+    values[8, 8] = 0.2  # below the floor: no test to finish
+    where = np.ones((30, 30), dtype=bool)
+    margin = peak_margin_cells(values, computed, where, min_distance_cells=3, floor=0.25)
+    expected = cells_near(np.pad(np.ones((1, 1), bool), ((13, 16), (13, 16))), 3) & ~computed
+    np.testing.assert_array_equal(margin, expected)
+    assert not peak_margin_cells(values, computed, ~where, 3, 0.25).any()  # outside `where`: nothing needed
+    assert not peak_margin_cells(values, np.ones_like(computed), where, 3, 0.25).any()  # all computed: nothing
+
+
+def _maps_of(full: np.ndarray, role: str, calls: list):
+    """`cascade.MapOf` over a precomputed map: what part tiles would compute, 0 elsewhere."""
+
+    def map_of(cells):
+        if cells is None:
+            calls.append((role, 1.0))
+            return full, None
+        covered = part_tiles(cells, role)
+        calls.append((role, float(covered.mean())))
+        return np.where(covered, full, 0), covered
+
+    return map_of
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_two_step_model_b_equals_full_maps_on_random_smooth_maps(seed):
+    """The cascade's logic alone, on many maps: B's second step scores only the margins of possible partners, yet
+    every point, probability and neighbourhood equals the full maps'. Smooth random maps put peaks at the edges of
+    the partner squares, where a margin left out would turn a non-peak into a false partner."""
+    from scipy import ndimage
+
+    from model.bundle import read_bundle
+
+    rng = np.random.default_rng(seed)
+    bundle = read_bundle(DEFAULT_BUNDLE_DIR)  # its radius, spacing and floor; no network is run
+    maps = []
+    for _ in range(2):
+        field = ndimage.gaussian_filter(rng.normal(size=(200, 220)), 2.0)
+        maps.append(np.clip((field - field.mean()) / field.std() * 0.13, 0, 1).astype(np.float32))
+    calls: list = []
+    exact = cascade_points(bundle, SPACING_MM, _maps_of(maps[0], "A", []), _maps_of(maps[1], "B", []), None, True)[2]
+    fast = cascade_points(bundle, SPACING_MM, _maps_of(maps[0], "A", calls), _maps_of(maps[1], "B", calls), None)[2]
+    b_calls = [share for role, share in calls if role == "B"]
+    assert len(b_calls) == 2 and sum(b_calls) < 1.0, b_calls  # B in two steps, in part
+    keep_exact, keep_fast = exact.probability >= bundle.candidate_floor, fast.probability >= bundle.candidate_floor
+    assert keep_exact.sum() == keep_fast.sum() > 0
+    order_exact = np.lexsort(exact.xy_px[keep_exact].T)
+    order_fast = np.lexsort(fast.xy_px[keep_fast].T)
+    for name in ("xy_px", "probability", "agreed", "probability_a", "probability_b", "neighbourhood"):
+        np.testing.assert_array_equal(
+            getattr(fast, name)[keep_fast][order_fast], getattr(exact, name)[keep_exact][order_exact], err_msg=name
+        )
