@@ -59,8 +59,8 @@ def detect_both(detectors: dict[str, Detector], rgb: np.ndarray, spacing_mm: flo
 def measure(data: Path, precision: str = "auto", bundle: Path = DEFAULT_BUNDLE_DIR) -> dict:
     """Per path: F1 and AP on the fields, named points on the tiles, seconds; and the points that differ."""
     detectors = {
-        "default": Detector(bundle, precision=precision),
-        "exact": Detector(bundle, precision=precision, use_screen=False),
+        "default": Detector(bundle, precision=precision, atypical=False),
+        "exact": Detector(bundle, precision=precision, use_screen=False, atypical=False),
     }
     counts = {path: Counts() for path in PATHS}
     seconds = {path: 0.0 for path in PATHS}

@@ -332,7 +332,11 @@ def measure_stages(
     seconds["read"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    detector = Detector(bundle or DEFAULT_BUNDLE_DIR, device=device, precision=precision)
+    import inspect
+
+    # as process.py builds it: track 1 has no place for P(atypical) (commits before the classifier lack the option)
+    same_as_process = {"atypical": False} if "atypical" in inspect.signature(Detector).parameters else {}
+    detector = Detector(bundle or DEFAULT_BUNDLE_DIR, device=device, precision=precision, **same_as_process)
     synchronize()
     seconds["load models"] = time.perf_counter() - started
 
