@@ -15,7 +15,7 @@ valid convolutions: `model.geometry.P4_GRID`), so it drops into the cascade in A
    a cosine decay, fixed seed, `--steps` steps.
 3. **Out of fold**: the 35 MiDeSeC fields, which no step above reads: the cascade with A (the shipped bundle) and with
    the student in A's place, B and the naming rule unchanged (the dense nets' rule: the verifier was fitted to A's
-   numbers), F1 and AP as the challenge computes them (`evaluation.metrics`), and the seconds of each map.
+   numbers), F1 and AP as the challenge computes them (`evaluation.metrics`), and the seconds of each cascade.
 
 Writes OUT/student.safetensors, OUT/report.json. The student is kept (bundled) only if both differences are within
 0.01; the result is reported either way (docs/performance.md).
