@@ -53,14 +53,16 @@ def measure(image_rgb: np.ndarray, detector: Detector) -> dict:
     """Seconds and shares of windows of each variant in the module docstring, on one image."""
     bundle, spacing_mm = detector.bundle, (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM)
     floor = bundle.candidate_floor
-    md_cells = min_distance_cells(px_from_um(bundle.candidate_min_distance_um, spacing_mm))
+    min_distance_px = px_from_um(bundle.candidate_min_distance_um, spacing_mm)
+    md_cells = min_distance_cells(min_distance_px)
     radius_px = px_from_um(bundle.agreement_radius_um, spacing_mm)
     net_a, net_b = detector.networks
 
     def full(net) -> tuple[np.ndarray, float]:
         return timed(lambda: probability_map(image_rgb, detector.scorer(net), detector.device, detector.tile_cells))
 
-    def part(net, cells: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def part(net, cells: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """The map on `cells` in fitted tiles, its seconds and the cells those tiles computed."""
         values, seconds = timed(
             lambda: probability_map(
                 image_rgb,
@@ -72,31 +74,32 @@ def measure(image_rgb: np.ndarray, detector: Detector) -> dict:
                 fitted=True,
             )
         )
-        return values, seconds, float(covered_cells(cells, GATED_TILE_CELLS, fitted=True).mean())
+        return values, seconds, covered_cells(cells, GATED_TILE_CELLS, fitted=True)
 
-    def two_steps(net, first_map: np.ndarray) -> tuple[float, float]:
-        """The second model on the partner squares of the first's cells above the floor, then its peak margins."""
-        squares = cascade.cells_near(first_map > floor, cascade.partner_cells(radius_px))
-        values, seconds, share = part(net, squares)
-        computed = covered_cells(squares, GATED_TILE_CELLS, fitted=True)
-        margin = cascade.peak_margin_cells(values, computed, squares, md_cells, floor)
+    def two_steps(net, squares: np.ndarray, partners_of) -> tuple[float, float]:
+        """The second model on `squares`, then the peak margins of the possible partners in `partners_of(values)`
+        (as `model.cascade.cascade_points` does for B): seconds and share of windows."""
+        values, seconds, computed = part(net, squares)
+        margin = cascade.peak_margin_cells(values, computed, partners_of(values), md_cells, floor)
+        share = float(computed.mean())
         if margin.any():
-            seconds_more, share_more = part(net, margin)[1:]
-            seconds, share = seconds + seconds_more, share + share_more
+            _, seconds_more, computed_more = part(net, margin)
+            seconds, share = seconds + seconds_more, share + float(computed_more.mean())
         return seconds, share
 
     map_a, full_a_s = full(net_a)
     map_b, full_b_s = full(net_b)
-    candidates_a = local_maxima(map_a, px_from_um(bundle.candidate_min_distance_um, spacing_mm), floor)
-    squares_b = cascade.cells_for_model_b(candidates_a.cells, map_a.shape, radius_px, 0)
-    b_values, b_first_s, b_share = part(net_b, squares_b)
-    keep = cascade.b_reaches_floor(b_values, candidates_a.cells, radius_px, floor)
-    partners = cascade.cells_for_model_b(candidates_a.cells[keep], map_a.shape, radius_px, 0)
-    computed_b = covered_cells(squares_b, GATED_TILE_CELLS, fitted=True)
-    margin_b = cascade.peak_margin_cells(b_values, computed_b, partners, md_cells, floor)
-    b_more_s, b_more_share = part(net_b, margin_b)[1:] if margin_b.any() else (0.0, 0.0)
-    perfect_a_s, perfect_a_share = part(net_a, map_a > floor)[1:]
-    a_second_s, a_second_share = two_steps(net_a, map_b)
+    cells_a = local_maxima(map_a, min_distance_px, floor).cells
+
+    def b_partners(b_values: np.ndarray) -> np.ndarray:  # the squares of the A candidates B can confirm
+        keep = cascade.b_reaches_floor(b_values, cells_a, radius_px, floor)
+        return cascade.cells_for_model_b(cells_a[keep], map_a.shape, radius_px, 0)
+
+    b_s, b_share = two_steps(net_b, cascade.cells_for_model_b(cells_a, map_a.shape, radius_px, 0), b_partners)
+    _, perfect_a_s, perfect_a_covered = part(net_a, map_a > floor)
+    perfect_a_share = float(perfect_a_covered.mean())
+    a_squares = cascade.cells_near(map_b > floor, cascade.partner_cells(radius_px))
+    a_second_s, a_second_share = two_steps(net_a, a_squares, lambda _: a_squares)
     return {
         "image_px": list(image_rgb.shape[:2]),
         "share_above_floor": {"A": float((map_a > floor).mean()), "B": float((map_b > floor).mean())},
@@ -104,15 +107,15 @@ def measure(image_rgb: np.ndarray, detector: Detector) -> dict:
             "both full maps": {"A_s": full_a_s, "B_s": full_b_s, "A_share": 1.0, "B_share": 1.0},
             "A full, B in two steps": {
                 "A_s": full_a_s,
-                "B_s": b_first_s + b_more_s,
+                "B_s": b_s,
                 "A_share": 1.0,
-                "B_share": b_share + b_more_share,
+                "B_share": b_share,
             },
             "perfect cell-level screen for A, B in two steps": {
                 "A_s": perfect_a_s,
-                "B_s": b_first_s + b_more_s,
+                "B_s": b_s,
                 "A_share": perfect_a_share,
-                "B_share": b_share + b_more_share,
+                "B_share": b_share,
             },
             "B full, A in two steps": {"A_s": a_second_s, "B_s": full_b_s, "A_share": a_second_share, "B_share": 1.0},
         },

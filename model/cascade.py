@@ -18,7 +18,7 @@ first step every partner a kept A candidate can have was scored (it lies in the 
 only lacks the uncomputed cells of its neighbourhood. Uncomputed cells count as 0, below every probability, so a
 true peak is also a peak of the part computed so far: scoring the neighbourhoods of the cells above the floor that
 are peaks so far, in the kept candidates' squares and not yet trusted, completes every partner's test and gives the
-same points, names and probabilities as B scored everywhere, at a tenth of the margin that growing every square by n
+same points, names and probabilities as B scored everywhere, at an eighth of the margin that growing every square by n
 would score (docs/performance.md). One exception is left: skimage keeps one of two peaks of exactly equal value
 closer than n cells, so a plateau of identical probabilities wider than the margin could resolve differently (none
 on the validation fields: `test/test_cascade.py`).
